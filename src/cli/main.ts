@@ -1,0 +1,207 @@
+/**
+ * The `tsvmm` command line. Every failure prints one line (`tsvmm: …`, no stack trace) and exits
+ * non-zero; `TSVMM_DEBUG=1` prints the stack as well.
+ */
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { assertSupported, checkConfigFiles, loadConfigFile, type ConfigFeature } from '../api/config.js';
+import { detectVirtualization } from '../host/environment.js';
+import { oneLine, UsageError } from '../util/errors.js';
+import { MAX_MEMORY_MIB, MAX_VCPUS, MIN_MEMORY_MIB, MIN_VCPUS } from '../vmm/microvm.js';
+
+const USAGE = `tsvmm — a microVM monitor in TypeScript on Linux KVM
+
+Usage:
+  tsvmm start [--cpus N] [--mem SIZE] [-- COMMAND...]
+        Boot the default microVM (Debian's cloud kernel, a busybox initramfs) and show its
+        output. With a COMMAND, the guest runs it and tsvmm exits with its status.
+  tsvmm run --kernel PATH [--initrd PATH] [--cmdline ARGS] [--cpus N] [--mem SIZE] [-- COMMAND...]
+        Boot any Linux kernel (bzImage, or ELF vmlinux through PVH).
+  tsvmm --config-file vm.json --no-api [--boot-timer]
+        Boot from a Firecracker-style JSON configuration (boot-source, machine-config).
+  tsvmm env
+        Say what this machine's KVM can run and how tsvmm will use it.
+  tsvmm --help | --version
+
+Options:
+  --cpus N          vCPUs, ${MIN_VCPUS} to ${MAX_VCPUS} (default 1)
+  --mem SIZE        guest memory: 512M, 2G, or MiB as a plain number (default 256M; ${MIN_MEMORY_MIB}M to ${MAX_MEMORY_MIB / 1024}G)
+  --boot-timer      report the time from VMM start to the guest's boot-timer write
+  -h, --help        show this help
+  -V, --version     print the version
+
+Examples:
+  npm start                                  the default microVM, from a checkout
+  npx tsvmm start --cpus 2 -- cat /proc/cpuinfo
+  npx tsvmm run --kernel ./vmlinux --initrd ./initrd.cpio --mem 1G
+  npx tsvmm --config-file vm.json --no-api
+
+Console: the guest's serial port is on your terminal; Ctrl-A x quits.
+Without hardware virtualization (VT-x/AMD-V), Linux guests run inside a nested QEMU-emulated
+host; tsvmm says so when it does.
+
+Environment:
+  TSVMM_CACHE_DIR   where fetched kernels and built images are kept (default ~/.cache/tsvmm)
+  TSVMM_DEBUG=1     print stack traces with errors
+`;
+
+/** Used when a config file gives no boot_args. Firecracker's own default turns the serial console off (8250.nr_uarts=0), which would show nothing here. */
+const DEFAULT_CONFIG_BOOT_ARGS = 'console=ttyS0 reboot=k panic=1';
+/** What `tsvmm run` passes when no --cmdline is given. */
+const DEFAULT_RUN_CMDLINE = 'console=ttyS0 reboot=k panic=1 quiet';
+/** Configuration features this build implements. */
+const SUPPORTED_CONFIG_FEATURES: readonly ConfigFeature[] = ['initrd'];
+
+type Command = (args: string[]) => Promise<number>;
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+const VM_OPTIONS = {
+  cpus: { type: 'string' },
+  mem: { type: 'string' },
+  'boot-timer': { type: 'boolean' },
+} as const;
+
+function parse<const O extends Parameters<typeof parseArgs>[0] extends infer C ? C extends { options?: infer P } ? P : never : never>(
+  command: string,
+  args: string[],
+  options: O,
+  allowPositionals = false,
+) {
+  try {
+    return parseArgs({ args, options, allowPositionals, strict: true });
+  } catch (e) {
+    const msg = oneLine(e)
+      .replace(/^Unknown option '([^']+)'.*$/, "unknown option '$1'")
+      .replace(/^Unexpected argument '([^']+)'.*$/, "unexpected argument '$1'")
+      .replace(/\. To specify a positional.*$/, '');
+    throw new UsageError(`${command}: ${msg}; see 'tsvmm --help'`);
+  }
+}
+
+/** "512M", "2G", "1024" (MiB), "256MiB" → MiB. */
+export function parseSizeMib(text: string, what: string): number {
+  const m = /^(\d+)\s*(k|ki|kib|m|mi|mib|g|gi|gib)?b?$/i.exec(text.trim());
+  if (!m) throw new UsageError(`${what}: '${text}' is not a size; use e.g. 512M or 2G`);
+  const n = Number(m[1]);
+  const unit = (m[2] ?? 'm').toLowerCase()[0];
+  const mib = unit === 'g' ? n * 1024 : unit === 'k' ? n / 1024 : n;
+  if (!Number.isInteger(mib)) throw new UsageError(`${what}: ${text} is not a whole number of MiB`);
+  return mib;
+}
+
+function parseCount(text: string | undefined, what: string, fallback: number): number {
+  if (text === undefined) return fallback;
+  if (!/^\d+$/.test(text)) throw new UsageError(`${what}: '${text}' is not a whole number`);
+  return Number(text);
+}
+
+function vmShape(values: { cpus?: string | undefined; mem?: string | undefined }): { vcpus: number; memoryMib: number } {
+  const vcpus = parseCount(values.cpus, '--cpus', 1);
+  const memoryMib = values.mem === undefined ? 256 : parseSizeMib(values.mem, '--mem');
+  if (vcpus < MIN_VCPUS || vcpus > MAX_VCPUS) throw new UsageError(`--cpus: must be from ${MIN_VCPUS} to ${MAX_VCPUS}, got ${vcpus}`);
+  if (memoryMib < MIN_MEMORY_MIB || memoryMib > MAX_MEMORY_MIB) {
+    throw new UsageError(`--mem: must be from ${MIN_MEMORY_MIB}M to ${MAX_MEMORY_MIB / 1024}G, got ${memoryMib}M`);
+  }
+  return { vcpus, memoryMib };
+}
+
+/** Split `args` at the first `--`: options before, the guest command after. */
+function splitCommand(args: string[]): { options: string[]; command: string | undefined } {
+  const i = args.indexOf('--');
+  if (i < 0) return { options: args, command: undefined };
+  const words = args.slice(i + 1);
+  return { options: args.slice(0, i), command: words.length > 0 ? words.join(' ') : undefined };
+}
+
+const commands: Record<string, Command> = {
+  async env(args) {
+    parse('env', args, {});
+    process.stdout.write(`${detectVirtualization().summary}\n`);
+    return 0;
+  },
+  async start(args) {
+    const { options, command } = splitCommand(args);
+    const { values } = parse('start', options, VM_OPTIONS);
+    const { startDefaultVm } = await import('./start.js');
+    return startDefaultVm({ ...vmShape(values), ...(command !== undefined ? { command } : {}) });
+  },
+  async run(args) {
+    const { options, command } = splitCommand(args);
+    const { values } = parse('run', options, { ...VM_OPTIONS, kernel: { type: 'string' }, initrd: { type: 'string' }, cmdline: { type: 'string' } });
+    if (values.kernel === undefined) throw new UsageError("run: --kernel PATH is required; see 'tsvmm --help'");
+    const { commandCmdlineArg } = await import('../image/guest-protocol.js');
+    let cmdline = values.cmdline ?? DEFAULT_RUN_CMDLINE;
+    if (command !== undefined) cmdline = `${cmdline} ${commandCmdlineArg(command)}`;
+    const { runVmFromCli } = await import('./run-vm.js');
+    return runVmFromCli({
+      kernel: values.kernel,
+      ...(values.initrd !== undefined ? { initrd: values.initrd } : {}),
+      cmdline,
+      ...vmShape(values),
+      bootTimer: values['boot-timer'] ?? false,
+    });
+  },
+};
+
+/** `tsvmm --config-file F --no-api`: Firecracker's way of booting without the API server. */
+async function runConfigFile(args: string[]): Promise<number> {
+  const { values } = parse('--config-file', args, {
+    'config-file': { type: 'string' },
+    'no-api': { type: 'boolean' },
+    'boot-timer': { type: 'boolean' },
+    'api-sock': { type: 'string' },
+    id: { type: 'string' },
+  });
+  const file = values['config-file'];
+  if (file === undefined) throw new UsageError("--config-file needs a path; see 'tsvmm --help'");
+  if (!values['no-api']) {
+    throw new UsageError('the REST API server is not implemented yet: add --no-api to boot from the configuration file alone');
+  }
+  const config = await loadConfigFile(file);
+  assertSupported(config, SUPPORTED_CONFIG_FEATURES);
+  await checkConfigFiles(config);
+  const { runVmFromCli } = await import('./run-vm.js');
+  const boot = config.bootSource;
+  return runVmFromCli({
+    kernel: boot.kernel_image_path,
+    ...(boot.initrd_path !== undefined ? { initrd: boot.initrd_path } : {}),
+    cmdline: boot.boot_args ?? DEFAULT_CONFIG_BOOT_ARGS,
+    vcpus: config.machineConfig.vcpu_count,
+    memoryMib: config.machineConfig.mem_size_mib,
+    bootTimer: values['boot-timer'] ?? false,
+  });
+}
+
+export async function main(argv: string[]): Promise<number> {
+  try {
+    const first = argv[0];
+    if (first === undefined || first === '-h' || first === '--help' || first === 'help') {
+      process.stdout.write(USAGE);
+      return first === undefined ? 2 : 0;
+    }
+    if (first === '-V' || first === '--version') {
+      process.stdout.write(`tsvmm ${version()}\n`);
+      return 0;
+    }
+    if (argv.some((a) => a === '--config-file' || a.startsWith('--config-file='))) return await runConfigFile(argv);
+    const cmd = Object.hasOwn(commands, first) ? commands[first] : undefined;
+    if (cmd === undefined) {
+      if (first.startsWith('-')) throw new UsageError(`unknown option '${first}'; see 'tsvmm --help'`);
+      throw new UsageError(`unknown command '${first}'; see 'tsvmm --help'`);
+    }
+    return await cmd(argv.slice(1));
+  } catch (e) {
+    process.stderr.write(`tsvmm: ${oneLine(e)}\n`);
+    if (process.env['TSVMM_DEBUG'] && e instanceof Error && e.stack) process.stderr.write(`${e.stack}\n`);
+    return e instanceof UsageError ? 2 : 1;
+  }
+}
+
+// Run when executed directly (`node dist/src/cli/main.js …`, as `npm start` does).
+if (process.argv[1] !== undefined && import.meta.url === new URL(`file://${process.argv[1]}`).href) {
+  process.exitCode = await main(process.argv.slice(2));
+}

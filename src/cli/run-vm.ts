@@ -1,0 +1,86 @@
+/**
+ * Run one Linux microVM from the command line: in this process when the machine can run stock
+ * Linux under KVM, otherwise inside the nested host (a QEMU-emulated machine with AMD-V), by
+ * running this same CLI there. Console output goes to stdout; one status line goes to stderr.
+ */
+import { fileURLToPath } from 'node:url';
+import { attachSerialToTerminal } from '../devices/legacy/serial-terminal.js';
+import { detectVirtualization } from '../host/environment.js';
+import { explainNestedHost, runInNestedHost } from '../host/nested.js';
+import { TsvmmError } from '../util/errors.js';
+import { stderrProgress } from '../util/progress.js';
+import { MicroVm } from '../vmm/microvm.js';
+
+export interface CliVmOptions {
+  kernel: string;
+  initrd?: string;
+  cmdline: string;
+  vcpus: number;
+  memoryMib: number;
+  /** Print the boot-timer line (Firecracker's `--boot-timer`). */
+  bootTimer: boolean;
+}
+
+/** Set inside the nested host by src/host/nested.ts. */
+const NESTED_MARKER_ENV = 'TSVMM_NESTED_HOST';
+
+function say(line: string): void {
+  process.stderr.write(`tsvmm: ${line}\n`);
+}
+
+export async function runVmFromCli(opts: CliVmOptions): Promise<number> {
+  const env = detectVirtualization();
+  if (!env.canRunStockLinux) {
+    if (process.env[NESTED_MARKER_ENV]) throw new TsvmmError(`inside the nested host and still no usable KVM: ${env.summary}`);
+    return runInNested(opts, explainNestedHost(env));
+  }
+  return runHere(opts);
+}
+
+async function runHere(opts: CliVmOptions): Promise<number> {
+  const started = process.hrtime.bigint();
+  const vm = MicroVm.create({
+    kernel: opts.kernel,
+    ...(opts.initrd !== undefined ? { initrd: opts.initrd } : {}),
+    cmdline: opts.cmdline,
+    vcpus: opts.vcpus,
+    memoryMib: opts.memoryMib,
+    onBootTimer: (e) => {
+      if (opts.bootTimer) say(`guest booted in ${(e.elapsedUs / 1000).toFixed(1)} ms (boot timer; ${(e.cpuUs / 1000).toFixed(1)} ms VMM CPU)`);
+    },
+  });
+  const terminal = attachSerialToTerminal(vm.serial, { stdin: process.stdin, stdout: process.stdout, onQuit: () => vm.stop('stopped from the console (Ctrl-A x)') });
+  const onSignal = (signal: NodeJS.Signals): void => vm.stop(`stopped by ${signal}`);
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  vm.start();
+  const exit = await vm.wait();
+  process.off('SIGINT', onSignal);
+  process.off('SIGTERM', onSignal);
+  terminal.detach();
+  process.stdin.unref?.();
+  const wallMs = Number(process.hrtime.bigint() - started) / 1e6;
+  if (exit.reason === 'panic' || exit.reason === 'error') {
+    say(exit.message);
+    const tail = exit.consoleTail.trimEnd().split('\n').slice(-15).join('\n');
+    if (tail && exit.reason === 'error') process.stderr.write(`--- last console output ---\n${tail}\n`);
+  } else if (opts.bootTimer) {
+    say(`${exit.message} (${(wallMs / 1000).toFixed(2)} s from VMM start)`);
+  }
+  return exit.status;
+}
+
+async function runInNested(opts: CliVmOptions, why: string): Promise<number> {
+  say(why);
+  const cli = fileURLToPath(new URL('./main.js', import.meta.url));
+  const args = ['run', '--kernel', opts.kernel, '--cmdline', opts.cmdline, '--cpus', String(opts.vcpus), '--mem', `${opts.memoryMib}M`];
+  if (opts.initrd !== undefined) args.push('--initrd', opts.initrd);
+  if (opts.bootTimer) args.push('--boot-timer');
+  const r = await runInNestedHost([process.execPath, cli, ...args], {
+    cwd: process.cwd().startsWith('/tmp') ? '/' : process.cwd(),
+    onOutput: (s) => process.stdout.write(s),
+    progress: stderrProgress,
+  });
+  if (r.timedOut) throw new TsvmmError('the nested host timed out');
+  return r.status;
+}

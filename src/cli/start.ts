@@ -1,0 +1,18 @@
+/** `tsvmm start` / `npm start`: boot the default guest and show what it prints. */
+import { commandCmdlineArg } from '../image/guest-protocol.js';
+import { ensureDefaultGuest } from '../image/default-guest.js';
+import { stderrProgress } from '../util/progress.js';
+import { runVmFromCli } from './run-vm.js';
+
+export interface StartOptions {
+  vcpus: number;
+  memoryMib: number;
+  /** Shell command for the guest; undefined runs the default greeting. */
+  command?: string;
+}
+
+export async function startDefaultVm(opts: StartOptions): Promise<number> {
+  const guest = ensureDefaultGuest(stderrProgress);
+  const cmdline = opts.command === undefined ? guest.bootArgs : `${guest.bootArgs} ${commandCmdlineArg(opts.command)}`;
+  return runVmFromCli({ kernel: guest.kernel, initrd: guest.initrd, cmdline, vcpus: opts.vcpus, memoryMib: opts.memoryMib, bootTimer: true });
+}

@@ -1,0 +1,166 @@
+/**
+ * Reads the nested host's serial console and splits it into three parts: the boot log (SeaBIOS,
+ * kernel, init), the command's output (between the run's begin and exit markers, streamed live
+ * as it arrives) and whatever follows the exit marker (power-down messages). Markers carry the
+ * run's random nonce, so command output can never be taken for one.
+ */
+import { StringDecoder } from 'node:string_decoder';
+import { MARKER_PREFIX } from './nested-init.js';
+
+export type ConsolePhase = 'boot' | 'command' | 'done' | 'setup-failed';
+
+const PANIC = /Kernel panic - not syncing:[^\n]*/;
+
+/** Terminal control sequences SeaBIOS and the kernel emit (reset, clear screen, wrap mode). */
+// eslint-disable-next-line no-control-regex
+const ESCAPES = /\x1b(\[[0-9;?]*[A-Za-z]|[A-Za-z])/g;
+
+/** A console log made readable: escape sequences removed, CRLF as LF. */
+export function cleanConsoleText(text: string): string {
+  return text.replace(ESCAPES, '').replace(/\r+\n/g, '\n');
+}
+
+export class NestedConsole {
+  private readonly decoder = new StringDecoder('utf8');
+  private readonly token: string;
+  private phase_: ConsolePhase = 'boot';
+  private boot = '';
+  /** Command output not yet passed on: a tail that might be the start of the exit marker. */
+  private held = '';
+  private out = '';
+  private after = '';
+  private status: number | undefined;
+  private failure: string | undefined;
+  private panic: string | undefined;
+
+  constructor(
+    nonce: string,
+    private readonly onOutput: (text: string) => void = () => {},
+  ) {
+    this.token = `${MARKER_PREFIX}${nonce}:`;
+  }
+
+  get phase(): ConsolePhase {
+    return this.phase_;
+  }
+  /** The command's output so far (complete once the phase is `done`). */
+  get output(): string {
+    return this.out;
+  }
+  /** Everything before the command started, cleaned for reading. */
+  get bootLog(): string {
+    return cleanConsoleText(this.boot);
+  }
+  /** What the console printed after the exit marker (power-down noise). */
+  get afterLog(): string {
+    return cleanConsoleText(this.after);
+  }
+  get exitStatus(): number | undefined {
+    return this.status;
+  }
+  /** The nested host's own setup failure (module, mount), as init reported it. */
+  get setupFailure(): string | undefined {
+    return this.failure;
+  }
+  /** The first "Kernel panic - not syncing" line seen before the command finished. */
+  get kernelPanic(): string | undefined {
+    return this.panic;
+  }
+
+  push(chunk: Buffer): void {
+    this.feed(this.decoder.write(chunk));
+  }
+
+  /** The console closed: release any held-back output. */
+  end(): void {
+    this.feed(this.decoder.end());
+    if (this.phase_ === 'command' && this.held !== '') {
+      this.emit(this.held);
+      this.held = '';
+    }
+  }
+
+  /** The last `lines` lines of everything seen, for error messages. */
+  tail(lines: number): string {
+    const all = this.phase_ === 'boot' || this.phase_ === 'setup-failed' ? this.bootLog : `${this.bootLog}${this.out}${this.held}${this.afterLog}`;
+    return all.trimEnd().split('\n').slice(-lines).join('\n');
+  }
+
+  private feed(text: string): void {
+    if (text === '') return;
+    switch (this.phase_) {
+      case 'boot':
+        return this.feedBoot(text);
+      case 'command':
+        return this.feedCommand(text);
+      default:
+        this.after += text;
+    }
+  }
+
+  private feedBoot(text: string): void {
+    this.boot += text;
+    this.notePanic(this.boot);
+    const begin = this.boot.indexOf(`${this.token}begin`);
+    const fail = this.boot.indexOf(`${this.token}fail=`);
+    if (fail >= 0 && (begin < 0 || fail < begin)) {
+      const eol = this.boot.indexOf('\n', fail);
+      if (eol < 0) return;
+      this.failure = this.boot.slice(fail + this.token.length + 'fail='.length, eol).replace(/\r$/, '');
+      this.after = this.boot.slice(eol + 1);
+      this.boot = this.boot.slice(0, fail);
+      this.phase_ = 'setup-failed';
+      return;
+    }
+    if (begin < 0) return;
+    const eol = this.boot.indexOf('\n', begin);
+    if (eol < 0) return;
+    const rest = this.boot.slice(eol + 1);
+    this.boot = this.boot.slice(0, begin);
+    this.phase_ = 'command';
+    this.feedCommand(rest);
+  }
+
+  private feedCommand(text: string): void {
+    const pending = this.held + text;
+    this.held = '';
+    const at = pending.indexOf(`${this.token}exit=`);
+    if (at >= 0) {
+      const m = /^(\d+)\r?\n/.exec(pending.slice(at + this.token.length + 'exit='.length));
+      if (m === null) {
+        // The marker is still arriving.
+        this.held = pending;
+        return;
+      }
+      this.emit(pending.slice(0, at));
+      this.status = Number(m[1]);
+      this.phase_ = 'done';
+      this.after = pending.slice(at + this.token.length + 'exit='.length + m[0].length);
+      return;
+    }
+    // Hold back the longest tail that could still grow into the marker.
+    const marker = `${this.token}exit=`;
+    let keep = 0;
+    for (let n = Math.min(marker.length, pending.length); n > 0; n--) {
+      if (marker.startsWith(pending.slice(pending.length - n))) {
+        keep = n;
+        break;
+      }
+    }
+    this.emit(pending.slice(0, pending.length - keep));
+    this.held = pending.slice(pending.length - keep);
+    this.notePanic(this.out.slice(-4096) + this.held);
+  }
+
+  private emit(text: string): void {
+    if (text === '') return;
+    this.out += text;
+    this.onOutput(text);
+  }
+
+  private notePanic(text: string): void {
+    if (this.panic !== undefined) return;
+    const m = PANIC.exec(text);
+    if (m !== null) this.panic = m[0].replace(/\r$/, '');
+  }
+}

@@ -1,0 +1,304 @@
+/**
+ * The nested host: an x86 machine emulated by QEMU (TCG) with AMD-V, whose own KVM (kvm-amd)
+ * runs what this machine's KVM cannot (stock Linux guests under PVM, or anything when there is
+ * no /dev/kvm). It mounts this machine's root read-only over 9p, so Node, the checkout and its
+ * node_modules are all there; it runs one command in a chroot of that root and powers off.
+ *
+ * One boot per `runInNestedHost` call: the command starts 5–7 s after QEMU does on an idle machine
+ * here (the kernel is PVH-booted from an extracted vmlinux; more when the machine is busy). The
+ * command and its environment travel in a per-run cpio archive appended to the cached initramfs; its
+ * exit status comes back on the serial console in a marker line carrying a random nonce.
+ */
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { appendFileSync, copyFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { CpioWriter } from '../image/cpio.js';
+import { TsvmmError } from '../util/errors.js';
+import { type ProgressSink, stderrProgress } from '../util/progress.js';
+import type { VirtualizationEnvironment } from './environment.js';
+import { ensureNestedHostAssets, type NestedHostAssets } from './nested-assets.js';
+import { NestedConsole } from './nested-console.js';
+import { commandScript, RUN_SPEC_DIR } from './nested-init.js';
+
+export { ensureNestedHostAssets, NESTED_HOST_PACKAGES, NestedHostAssetError, type NestedHostAssets } from './nested-assets.js';
+
+/** Any failure of the nested host itself (not of the command it runs). */
+export class NestedHostError extends TsvmmError {}
+/** The run was set up wrongly (cwd, environment, command); nothing was booted. */
+export class NestedHostUsageError extends NestedHostError {}
+/** QEMU could not be started, or exited before the nested host booted. */
+export class NestedHostStartError extends NestedHostError {}
+/** The nested host's kernel panicked. */
+export class NestedHostPanicError extends NestedHostError {}
+/** The nested host's init could not prepare the command (module load, mounts). */
+export class NestedHostSetupError extends NestedHostError {}
+/** The nested host did not come up in time, or stopped without reporting the command's status. */
+export class NestedHostBootError extends NestedHostError {}
+/** The caller's AbortSignal stopped the run. */
+export class NestedHostAbortedError extends NestedHostError {}
+
+export interface NestedRunOptions {
+  /** Working directory inside (a path of this machine; not under /tmp or /run, which are fresh there). Default: process.cwd(). */
+  readonly cwd?: string;
+  /** Added to PATH, HOME, TERM and CI (taken from this process) and TSVMM_NESTED_HOST=1. */
+  readonly env?: Readonly<Record<string, string>>;
+  /** Whole run, boot included; on expiry QEMU is killed and `timedOut` is reported. Default 10 min. */
+  readonly timeoutMs?: number;
+  /** Boot up to the command's start; a stall beyond it is a NestedHostBootError. Default 120 s. */
+  readonly bootTimeoutMs?: number;
+  /** Nested host memory. Default 3072 MiB. */
+  readonly memoryMiB?: number;
+  /** Nested host CPUs (TCG threads). Default 2. */
+  readonly cpus?: number;
+  /** The command's output (stdout and stderr merged), live, as it arrives. */
+  readonly onOutput?: (text: string) => void;
+  /** Set-up and boot milestones. Default: stderr. */
+  readonly progress?: ProgressSink;
+  readonly signal?: AbortSignal;
+  /** Pre-resolved assets (skips the package and kernel checks). */
+  readonly assets?: NestedHostAssets;
+}
+
+export interface NestedRunResult {
+  /** The command's real exit status (124 when the run timed out, as timeout(1) reports). */
+  readonly status: number;
+  /** The command's output, stdout and stderr merged, without boot or power-down noise. */
+  readonly output: string;
+  /** The signal tsvmm sent QEMU to end the run early (only on timeout). */
+  readonly signal?: NodeJS.Signals;
+  readonly timedOut: boolean;
+  /** QEMU start to command start. */
+  readonly bootMs: number | undefined;
+  /** Command start to its exit marker. */
+  readonly commandMs: number | undefined;
+  /** QEMU start to QEMU exit. */
+  readonly wallMs: number;
+  /** SeaBIOS, kernel and init messages before the command started. */
+  readonly bootLog: string;
+}
+
+const DEFAULT_TIMEOUT_MS = 10 * 60_000;
+const DEFAULT_BOOT_TIMEOUT_MS = 120_000;
+/** After the exit marker, init powers off at once; allow QEMU this long before killing it. */
+const POWEROFF_GRACE_MS = 5_000;
+const FRESH_INSIDE = ['/tmp', '/run', '/proc', '/sys', '/dev'];
+/** `quiet loglevel=1`: only emergencies reach the console, so kernel chatter stays out of command output; panics still print. */
+const KERNEL_CMDLINE = 'console=ttyS0 quiet loglevel=1 panic=-1';
+
+/** The one-sentence reason tsvmm uses (or does not need) the nested host on this machine. */
+export function explainNestedHost(env: VirtualizationEnvironment): string {
+  if (!env.needsNestedHost) return 'The nested host is not needed: this machine has hardware-assisted KVM, which boots stock Linux guests directly.';
+  if (env.kind === 'pvm') {
+    return "Stock Linux guests need hardware-assisted KVM and this machine's /dev/kvm is PVM, so tsvmm boots them inside a QEMU-emulated x86 host with AMD-V and uses that host's KVM.";
+  }
+  return 'This machine offers no usable /dev/kvm, so tsvmm runs everything that needs KVM inside a QEMU-emulated x86 host with AMD-V and uses that host\'s KVM.';
+}
+
+/** QEMU's command line for one run (per DESIGN.md's verified recipe). */
+export function nestedQemuArgs(assets: NestedHostAssets, initrd: string, memoryMiB: number, cpus: number): string[] {
+  return [
+    '-M', 'q35',
+    '-accel', 'tcg,thread=multi',
+    '-smp', String(cpus),
+    '-cpu', 'EPYC,+svm,+npt',
+    '-m', String(memoryMiB),
+    '-nodefaults', '-no-user-config', '-nographic',
+    '-serial', 'stdio',
+    '-kernel', assets.kernel,
+    '-initrd', initrd,
+    '-append', KERNEL_CMDLINE,
+    '-virtfs', 'local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap',
+    '-no-reboot',
+  ];
+}
+
+function defaultEnv(): Record<string, string> {
+  const env: Record<string, string> = {
+    PATH: process.env['PATH'] ?? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+    HOME: process.env['HOME'] ?? '/root',
+    TERM: process.env['TERM'] ?? 'dumb',
+  };
+  if (process.env['CI'] !== undefined) env['CI'] = process.env['CI'];
+  env['TSVMM_NESTED_HOST'] = '1';
+  return env;
+}
+
+function positive(name: string, v: number | undefined, dflt: number): number {
+  const x = v ?? dflt;
+  if (!Number.isFinite(x) || x <= 0) throw new NestedHostUsageError(`${name} must be a positive number, got ${String(v)}`);
+  return x;
+}
+
+/** The per-run archive (nonce and command script) appended to the cached initramfs. */
+function writeRunInitrd(dir: string, base: string, nonce: string, script: string): string {
+  const initrd = join(dir, 'initrd.cpio');
+  copyFileSync(base, initrd);
+  // Linux unpacks concatenated newc archives in order; the base ends 4-byte aligned.
+  const run = new CpioWriter().file(`${RUN_SPEC_DIR}/nonce`, nonce, 0o600).file(`${RUN_SPEC_DIR}/command.sh`, script, 0o644).finish();
+  appendFileSync(initrd, run);
+  return initrd;
+}
+
+function describe(command: string | readonly string[]): string {
+  const s = typeof command === 'string' ? command : command.join(' ');
+  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
+}
+
+/**
+ * Boot the nested host, run `command` there (a shell command line, or an argv exec'd as is) and
+ * return its real exit status and output. Never hangs: a timeout kills QEMU and reports
+ * `timedOut`; a panic, a failed setup or QEMU failing to start throws a NestedHostError saying so.
+ */
+export async function runInNestedHost(command: string | readonly string[], options: NestedRunOptions = {}): Promise<NestedRunResult> {
+  const progress = options.progress ?? stderrProgress;
+  const timeoutMs = positive('timeoutMs', options.timeoutMs, DEFAULT_TIMEOUT_MS);
+  const bootTimeoutMs = positive('bootTimeoutMs', options.bootTimeoutMs, DEFAULT_BOOT_TIMEOUT_MS);
+  const memoryMiB = Math.round(positive('memoryMiB', options.memoryMiB, 3072));
+  const cpus = Math.round(positive('cpus', options.cpus, 2));
+  const cwd = resolve(options.cwd ?? process.cwd());
+  const fresh = FRESH_INSIDE.find((d) => cwd === d || cwd.startsWith(`${d}/`));
+  if (fresh !== undefined) {
+    throw new NestedHostUsageError(`cwd ${cwd} is under ${fresh}, which the nested host replaces with its own; use a directory elsewhere on this machine's root`);
+  }
+  let script: string;
+  try {
+    script = commandScript({ command, cwd, env: { ...defaultEnv(), ...options.env } });
+  } catch (e) {
+    throw new NestedHostUsageError(`cannot pass the command to the nested host: ${(e as Error).message}`);
+  }
+  if (options.signal?.aborted) throw new NestedHostAbortedError('nested host run aborted before it started');
+
+  const assets = options.assets ?? ensureNestedHostAssets(progress);
+  const nonce = randomBytes(16).toString('hex');
+  const work = mkdtempSync(join(tmpdir(), 'tsvmm-nested-'));
+  try {
+    const initrd = writeRunInitrd(work, assets.initramfs, nonce, script);
+    progress(`booting the nested host (QEMU, emulated x86 with AMD-V) to run: ${describe(command)}`);
+    return await boot(assets, initrd, nonce, { timeoutMs, bootTimeoutMs, memoryMiB, cpus, options, progress });
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+interface BootParams {
+  readonly timeoutMs: number;
+  readonly bootTimeoutMs: number;
+  readonly memoryMiB: number;
+  readonly cpus: number;
+  readonly options: NestedRunOptions;
+  readonly progress: ProgressSink;
+}
+
+function boot(assets: NestedHostAssets, initrd: string, nonce: string, p: BootParams): Promise<NestedRunResult> {
+  return new Promise<NestedRunResult>((resolvePromise, reject) => {
+    const started = Date.now();
+    let bootMs: number | undefined;
+    let commandMs: number | undefined;
+    let ended: 'timeout' | 'boot-stall' | 'aborted' | undefined;
+    let spawnError: Error | undefined;
+    let stderr = '';
+    const timers: NodeJS.Timeout[] = [];
+
+    const console_ = new NestedConsole(nonce, p.options.onOutput);
+    const qemu = spawn(assets.qemu, nestedQemuArgs(assets, initrd, p.memoryMiB, p.cpus), { stdio: ['ignore', 'pipe', 'pipe'] });
+    const kill = (): void => {
+      if (qemu.exitCode === null && qemu.signalCode === null) qemu.kill('SIGKILL');
+    };
+    // Never leave an emulated machine behind when this process goes away.
+    process.on('exit', kill);
+    const onAbort = (): void => {
+      ended ??= 'aborted';
+      kill();
+    };
+    p.options.signal?.addEventListener('abort', onAbort, { once: true });
+
+    timers.push(
+      setTimeout(() => {
+        ended ??= 'timeout';
+        kill();
+      }, p.timeoutMs),
+      setTimeout(() => {
+        if (console_.phase === 'boot') {
+          ended ??= 'boot-stall';
+          kill();
+        }
+      }, Math.min(p.bootTimeoutMs, p.timeoutMs + 1)),
+    );
+    let graceArmed = false;
+    qemu.stdout.on('data', (chunk: Buffer) => {
+      const before = console_.phase;
+      console_.push(chunk);
+      if (before === 'boot' && console_.phase !== 'boot' && console_.phase !== 'setup-failed') {
+        bootMs = Date.now() - started;
+        p.progress(`nested host up in ${(bootMs / 1000).toFixed(1)} s; command running`);
+      }
+      if ((console_.phase === 'done' || console_.phase === 'setup-failed') && !graceArmed) {
+        graceArmed = true;
+        if (bootMs !== undefined) commandMs = Date.now() - started - bootMs;
+        timers.push(setTimeout(kill, POWEROFF_GRACE_MS));
+      }
+    });
+    qemu.stderr.on('data', (chunk: Buffer) => {
+      stderr = (stderr + chunk.toString('utf8')).slice(-8192);
+    });
+    qemu.on('error', (e) => {
+      spawnError = e;
+    });
+    qemu.on('close', (code, signal) => {
+      for (const t of timers) clearTimeout(t);
+      process.off('exit', kill);
+      p.options.signal?.removeEventListener('abort', onAbort);
+      console_.end();
+      const wallMs = Date.now() - started;
+      const qemuErrors = stderr
+        .split('\n')
+        .filter((l) => l.trim() !== '' && !/warning: /.test(l))
+        .slice(-3)
+        .join(' | ');
+      const lastLines = (): string => {
+        const t = console_.tail(8);
+        return t === '' ? '; the console printed nothing' : `; last console lines:\n${t}`;
+      };
+      const common = { output: console_.output, bootMs, commandMs, wallMs, bootLog: console_.bootLog };
+
+      if (console_.phase === 'done' && console_.exitStatus !== undefined) {
+        p.progress(`nested host run finished in ${(wallMs / 1000).toFixed(1)} s (status ${console_.exitStatus})`);
+        resolvePromise({ ...common, status: console_.exitStatus, timedOut: false });
+        return;
+      }
+      if (spawnError !== undefined) {
+        reject(new NestedHostStartError(`cannot start ${assets.qemu}: ${spawnError.message}; install it with \`sudo apt-get install --no-install-recommends qemu-system-x86\``));
+        return;
+      }
+      if (ended === 'timeout') {
+        p.progress(`nested host run timed out after ${(p.timeoutMs / 1000).toFixed(0)} s (${console_.phase === 'boot' ? 'still booting' : 'command still running'}); QEMU killed`);
+        resolvePromise({ ...common, status: 124, timedOut: true, signal: 'SIGKILL' });
+        return;
+      }
+      if (ended === 'aborted') {
+        reject(new NestedHostAbortedError(`nested host run aborted after ${(wallMs / 1000).toFixed(1)} s; QEMU killed`));
+        return;
+      }
+      if (console_.phase === 'setup-failed') {
+        reject(new NestedHostSetupError(`the nested host could not prepare the command: ${console_.setupFailure ?? 'unknown failure'}`));
+        return;
+      }
+      if (console_.kernelPanic !== undefined) {
+        reject(new NestedHostPanicError(`the nested host's kernel panicked ("${console_.kernelPanic}")${lastLines()}`));
+        return;
+      }
+      if (ended === 'boot-stall') {
+        reject(new NestedHostBootError(`the nested host did not reach the command within ${(p.bootTimeoutMs / 1000).toFixed(0)} s; QEMU killed${lastLines()}`));
+        return;
+      }
+      if (console_.phase === 'boot') {
+        const how = signal !== null ? `was killed by ${signal}` : `exited with status ${code}`;
+        reject(new NestedHostStartError(`QEMU ${how} before the nested host booted${qemuErrors !== '' ? `: ${qemuErrors}` : ''}${lastLines()}`));
+        return;
+      }
+      reject(new NestedHostBootError(`the nested host stopped while the command was running, without reporting its status (QEMU ${signal ?? `status ${code}`})${lastLines()}`));
+    });
+  });
+}

@@ -1,0 +1,167 @@
+/**
+ * The libc calls tsvmm needs, bound through koffi. This module (and the rest of src/kvm) is the
+ * only place in the project that touches native code; everything above it sees plain numbers,
+ * bigints, Buffers and typed errors.
+ *
+ * ioctl is variadic in C but declared here with fixed prototypes (a pointer variant and an
+ * integer variant): on x86_64 SysV a variadic call passes the third argument in the same
+ * register either way, and fixed prototypes let koffi marshal without per-call type lookups.
+ */
+import koffi from 'koffi';
+
+const lib = koffi.load('libc.so.6');
+
+const c = {
+  open: lib.func('int open(const char *path, int flags)'),
+  close: lib.func('int close(int fd)'),
+  ioctlPtr: lib.func('int ioctl(int fd, unsigned long req, void *arg)'),
+  ioctlInt: lib.func('int ioctl(int fd, unsigned long req, uintptr_t arg)'),
+  mmap: lib.func('void *mmap(void *addr, size_t len, int prot, int flags, int fd, int64_t off)'),
+  munmap: lib.func('int munmap(void *addr, size_t len)'),
+  eventfd: lib.func('int eventfd(unsigned int initval, int flags)'),
+  read: lib.func('intptr_t read(int fd, void *buf, size_t n)'),
+  write: lib.func('intptr_t write(int fd, const void *buf, size_t n)'),
+  pthreadSelf: lib.func('uint64_t pthread_self(void)'),
+  pthreadKill: lib.func('int pthread_kill(uint64_t thread, int sig)'),
+};
+
+// open(2) flags, from asm-generic/fcntl.h.
+export const O_RDWR = 0o2;
+export const O_CLOEXEC = 0o2000000;
+// mmap(2) flags, from asm-generic/mman-common.h and asm-generic/mman.h (x86_64).
+export const PROT_NONE = 0x0;
+export const PROT_READ = 0x1;
+export const PROT_WRITE = 0x2;
+export const MAP_SHARED = 0x01;
+export const MAP_PRIVATE = 0x02;
+export const MAP_ANONYMOUS = 0x20;
+export const MAP_NORESERVE = 0x4000;
+// eventfd(2) flags, from linux/eventfd.h.
+export const EFD_CLOEXEC = 0o2000000;
+export const EFD_NONBLOCK = 0o4000;
+// Signal numbers, from asm/signal.h (x86_64).
+export const SIGUSR2 = 12;
+
+const errnoNames: ReadonlyMap<number, string> = new Map(
+  Object.entries(koffi.os.errno as Record<string, number>).map(([name, num]) => [num, name]),
+);
+
+/** Symbolic errno constants, from asm-generic/errno-base.h and errno.h. */
+export const errno = koffi.os.errno as Readonly<Record<string, number>>;
+
+/** The name of an errno value ("EINTR"), or "E<number>" when unknown. */
+export function errnoName(code: number): string {
+  return errnoNames.get(code) ?? `E${code}`;
+}
+
+/** A failed system call: carries the call, the errno and its name, and what we were doing. */
+export class SystemCallError extends Error {
+  readonly code: string;
+  constructor(
+    readonly syscall: string,
+    readonly errno: number,
+    readonly what: string,
+  ) {
+    super(`${what}: ${syscall} failed with ${errnoName(errno)} (errno ${errno})`);
+    this.name = 'SystemCallError';
+    this.code = errnoName(errno);
+  }
+}
+
+/** The errno of the last libc call made on this thread through koffi. */
+export function lastErrno(): number {
+  return koffi.errno();
+}
+
+function check(rc: number, syscall: string, what: string): number {
+  if (rc < 0) throw new SystemCallError(syscall, koffi.errno(), what);
+  return rc;
+}
+
+export function open(path: string, flags: number, what = `open ${path}`): number {
+  return check(c.open(path, flags) as number, 'open', what);
+}
+
+export function close(fd: number): void {
+  check(c.close(fd) as number, 'close', `close fd ${fd}`);
+}
+
+/** ioctl with a pointer argument (a Buffer or typed array the kernel reads and/or writes). Throws on failure. */
+export function ioctl(fd: number, request: number, arg: Uint8Array | null, what: string): number {
+  return check(c.ioctlPtr(fd, request, arg) as number, 'ioctl', what);
+}
+
+/** ioctl with an integer argument. Throws on failure. */
+export function ioctlValue(fd: number, request: number, arg: number | bigint, what: string): number {
+  return check(c.ioctlInt(fd, request, arg) as number, 'ioctl', what);
+}
+
+/**
+ * ioctl with an integer argument that returns the raw result (-1 on failure; read the errno with
+ * lastErrno()). For KVM_RUN, whose EINTR is an expected outcome, and KVM_CHECK_EXTENSION.
+ */
+export function ioctlValueRaw(fd: number, request: number, arg: number | bigint): number {
+  return c.ioctlInt(fd, request, arg) as number;
+}
+
+/** A host mapping: the opaque koffi pointer and its numeric address (what KVM wants). */
+export interface HostMapping {
+  readonly pointer: unknown;
+  readonly address: bigint;
+  readonly length: number;
+}
+
+const MAP_FAILED = 0xffff_ffff_ffff_ffffn;
+
+export function mmap(length: number, prot: number, flags: number, fd: number, offset: number, what: string): HostMapping {
+  const pointer: unknown = c.mmap(null, length, prot, flags, fd, offset);
+  const address = pointer === null ? 0n : koffi.address(pointer);
+  if (pointer === null || address === MAP_FAILED) {
+    throw new SystemCallError('mmap', koffi.errno(), what);
+  }
+  return { pointer, address, length };
+}
+
+export function munmap(mapping: HostMapping): void {
+  check(c.munmap(mapping.pointer, mapping.length) as number, 'munmap', `unmap ${mapping.length} bytes`);
+}
+
+/** Largest byte length koffi.view can expose as one ArrayBuffer in Node 20 (larger views abort the process). */
+export const MAX_VIEW_BYTES = 2 ** 31;
+
+/** A zero-copy ArrayBuffer over a whole mapping (at most MAX_VIEW_BYTES long). */
+export function viewMapping(mapping: HostMapping): ArrayBuffer {
+  if (mapping.length > MAX_VIEW_BYTES) {
+    throw new RangeError(`viewMapping: a ${mapping.length}-byte mapping is larger than one view can be (${MAX_VIEW_BYTES}); map it in pieces`);
+  }
+  return koffi.view(mapping.pointer, mapping.length);
+}
+
+export function eventfd(initval: number, flags: number): number {
+  return check(c.eventfd(initval, flags) as number, 'eventfd', 'create an eventfd');
+}
+
+/** read(2); returns bytes read, or -errno (e.g. -EAGAIN on a non-blocking fd) without throwing for EAGAIN. */
+export function read(fd: number, buf: Uint8Array): number {
+  const n = Number(c.read(fd, buf, buf.length));
+  if (n < 0) {
+    const e = koffi.errno();
+    if (e === errno.EAGAIN) return -e;
+    throw new SystemCallError('read', e, `read fd ${fd}`);
+  }
+  return n;
+}
+
+export function write(fd: number, buf: Uint8Array): number {
+  return check(Number(c.write(fd, buf, buf.length)), 'write', `write fd ${fd}`);
+}
+
+/** The calling thread's pthread_t, as a bigint (glibc: the address of its thread descriptor). */
+export function pthreadSelf(): bigint {
+  return BigInt(c.pthreadSelf() as number | bigint);
+}
+
+/** Send `signal` to a thread of this process. Returns 0 or the error number (pthread_kill does not set errno). */
+export function pthreadKill(thread: bigint, signal: number): number {
+  return c.pthreadKill(thread, signal) as number;
+}

@@ -1,0 +1,261 @@
+/**
+ * A microVM running Linux: the machine (KVM, memory, vCPU threads), the platform devices a
+ * stock kernel needs, the boot path, and the lifecycle that turns what the guest did into one
+ * outcome — powered off, rebooted, panicked, stopped, or failed — with an exit status.
+ *
+ * Platform devices (ports and addresses are what Linux and the ACPI tables expect):
+ *   COM1 16550A     I/O 0x3f8-0x3ff, IRQ 4     the console
+ *   i8042           I/O 0x60, 0x64,  IRQ 1     keyboard reset line (reboot), Ctrl-Alt-Del
+ *   CMOS RTC        I/O 0x70-0x71              wall-clock time
+ *   ACPI sleep/reset I/O 0x600-0x602           poweroff (S5) and reset (FADT registers)
+ *   boot timer      MMIO 0xd0000000            Firecracker's "guest booted" magic write
+ *   guest status    MMIO 0xd0001000            the default guest's command exit status
+ */
+import { COM1, CMOS_RTC, DEFAULT_ACPI_LAYOUT, I8042 as ACPI_I8042, AcpiSleepResetDevice, SLEEP_RESET_BLOCK_SIZE } from '../arch/x86_64/acpi/index.js';
+import { GuestStatusDevice } from '../devices/guest-status.js';
+import { BootTimer, type BootTimerEvent, FIRECRACKER_BOOT_TIMER_MMIO_BASE, FIRECRACKER_BOOT_TIMER_MMIO_SIZE } from '../devices/legacy/boot-timer.js';
+import { I8042, I8042_COMMAND_PORT, I8042_DATA_PORT, I8042_KEYBOARD_IRQ } from '../devices/legacy/i8042.js';
+import { Mc146818Rtc, RTC_PORT_BASE, RTC_PORT_COUNT } from '../devices/legacy/rtc.js';
+import { COM1_IRQ, COM1_PORT_BASE, SERIAL_PORT_COUNT, Serial16550 } from '../devices/legacy/serial.js';
+import { GUEST_STATUS_MMIO_BASE, GUEST_STATUS_MMIO_SIZE } from '../image/guest-protocol.js';
+import { ExitReason } from '../kvm/constants.js';
+import { VcpuExitError } from '../kvm/exits.js';
+import { MiB } from '../memory/layout.js';
+import { TsvmmError } from '../util/errors.js';
+import { loadLinux, type LinuxBootInfo } from './linux-boot.js';
+import { Machine } from './machine.js';
+
+/** tsvmm's machine limits (validated here too, for library users who skip the config parser). */
+export const MIN_VCPUS = 1;
+export const MAX_VCPUS = 32;
+export const MIN_MEMORY_MIB = 128;
+export const MAX_MEMORY_MIB = 65536;
+
+/** Linux prints this first on a panic (kernel/panic.c). */
+const PANIC_MARKER = 'Kernel panic - not syncing';
+/** A panicked guest that neither reboots (panic=N) nor stops is stopped after this long. */
+const PANIC_GRACE_MS = 3000;
+/** Console bytes kept for error reports. */
+const CONSOLE_TAIL_BYTES = 16 * 1024;
+
+export class MicroVmConfigError extends TsvmmError {}
+
+export interface MicroVmOptions {
+  kernel: string;
+  initrd?: string;
+  cmdline: string;
+  vcpus: number;
+  memoryMib: number;
+  /** Guest console output (the UART's transmitted bytes). */
+  onConsoleOutput?: (bytes: Uint8Array) => void;
+  /** Called for each boot-timer write (Firecracker's magic 123). */
+  onBootTimer?: (event: BootTimerEvent) => void;
+  /** KVM paravirtual CPU features (CPUID 0x40000001 EAX mask); undefined offers all. */
+  pvFeatures?: number;
+}
+
+export type MicroVmExitReason = 'poweroff' | 'reboot' | 'panic' | 'stopped' | 'error';
+
+export interface MicroVmExit {
+  reason: MicroVmExitReason;
+  /** What a CLI should exit with: the guest's reported status, 0 for a clean poweroff or reboot, non-zero otherwise. */
+  status: number;
+  /** The status the default guest's init reported, if it did. */
+  guestStatus?: number;
+  /** One line for a user. */
+  message: string;
+  /** The last console output, for panics and errors. */
+  consoleTail: string;
+  error?: Error;
+}
+
+export class MicroVm {
+  readonly machine: Machine;
+  readonly serial: Serial16550;
+  readonly i8042: I8042;
+  readonly guestStatus: GuestStatusDevice;
+  readonly boot: LinuxBootInfo;
+  /** Microseconds from VMM start to the guest's boot-timer write, once it happened. */
+  bootTimeUs: number | undefined;
+  private tail = new Uint8Array(CONSOLE_TAIL_BYTES);
+  private tailLength = 0;
+  private panicSeen = false;
+  private panicTimer: NodeJS.Timeout | undefined;
+  private outcome: { reason: MicroVmExitReason; detail?: string } | undefined;
+
+  private constructor(machine: Machine, opts: MicroVmOptions) {
+    this.machine = machine;
+    const onOutput = opts.onConsoleOutput;
+    this.serial = new Serial16550({
+      irq: machine.irqLine(COM1_IRQ),
+      output: (bytes) => {
+        this.remember(bytes);
+        onOutput?.(bytes);
+      },
+    });
+    this.i8042 = new I8042({ irq: machine.irqLine(I8042_KEYBOARD_IRQ), onReset: () => this.end('reboot', 'the guest reset the CPU through the i8042') });
+    this.guestStatus = new GuestStatusDevice();
+    const io = machine.ioBus;
+    io.insert(COM1_PORT_BASE, SERIAL_PORT_COUNT, this.serial, 'serial COM1');
+    io.insert(I8042_DATA_PORT, 1, this.i8042.dataPort, 'i8042 data');
+    io.insert(I8042_COMMAND_PORT, 1, this.i8042.commandPort, 'i8042 command');
+    io.insert(RTC_PORT_BASE, RTC_PORT_COUNT, new Mc146818Rtc(), 'CMOS RTC');
+    const sleepReset = DEFAULT_ACPI_LAYOUT.sleepResetRegisters;
+    io.insert(
+      sleepReset.address,
+      SLEEP_RESET_BLOCK_SIZE,
+      new AcpiSleepResetDevice({ onPowerOff: () => this.end('poweroff'), onReset: () => this.end('reboot', 'the guest reset through the ACPI reset register') }),
+      'ACPI sleep/reset registers',
+    );
+    const onBootTimer = opts.onBootTimer;
+    machine.mmioBus.insert(
+      FIRECRACKER_BOOT_TIMER_MMIO_BASE,
+      FIRECRACKER_BOOT_TIMER_MMIO_SIZE,
+      new BootTimer({
+        onEvent: (e) => {
+          this.bootTimeUs ??= e.elapsedUs;
+          onBootTimer?.(e);
+        },
+      }),
+      'boot timer',
+    );
+    machine.mmioBus.insert(GUEST_STATUS_MMIO_BASE, GUEST_STATUS_MMIO_SIZE, this.guestStatus, 'guest status');
+    this.boot = loadLinux(machine, {
+      kernelPath: opts.kernel,
+      ...(opts.initrd !== undefined ? { initrdPath: opts.initrd } : {}),
+      cmdline: opts.cmdline,
+      acpi: { legacyDevices: [COM1, ACPI_I8042, CMOS_RTC] },
+      ...(opts.pvFeatures !== undefined ? { pvFeatures: opts.pvFeatures } : {}),
+    });
+  }
+
+  /** Validate, create the VM, load the kernel. Nothing runs until start(). */
+  static create(opts: MicroVmOptions): MicroVm {
+    if (!Number.isInteger(opts.vcpus) || opts.vcpus < MIN_VCPUS || opts.vcpus > MAX_VCPUS) {
+      throw new MicroVmConfigError(`vcpu count must be an integer from ${MIN_VCPUS} to ${MAX_VCPUS}, got ${opts.vcpus}`);
+    }
+    if (!Number.isInteger(opts.memoryMib) || opts.memoryMib < MIN_MEMORY_MIB || opts.memoryMib > MAX_MEMORY_MIB) {
+      throw new MicroVmConfigError(`memory must be an integer from ${MIN_MEMORY_MIB} to ${MAX_MEMORY_MIB} MiB, got ${opts.memoryMib}`);
+    }
+    const machine = Machine.create({ memory: { ramBytes: opts.memoryMib * MiB }, vcpuCount: opts.vcpus });
+    try {
+      return new MicroVm(machine, opts);
+    } catch (e) {
+      machine.close();
+      throw e;
+    }
+  }
+
+  start(): void {
+    this.machine.start();
+  }
+
+  /** Resolves once the VM has ended, however it ended; never rejects. Frees the VM's resources. */
+  async wait(): Promise<MicroVmExit> {
+    let error: Error | undefined;
+    try {
+      const exit = await this.machine.waitForExit();
+      if (this.outcome === undefined) {
+        if (exit.reason === 'poweroff') this.outcome = { reason: 'poweroff' };
+        else if (exit.reason === 'reset') this.outcome = { reason: 'reboot', detail: 'the guest rebooted' };
+        else if (exit.reason === 'hlt') this.outcome = { reason: 'error', detail: 'a vCPU halted with no interrupt controller to wake it' };
+        else this.outcome = { reason: 'stopped' };
+      }
+    } catch (e) {
+      error = e as Error;
+      if (e instanceof VcpuExitError && e.exitReason === ExitReason.SHUTDOWN) {
+        // A triple fault: on a PC it resets the CPU, and Linux's `reboot=t` relies on it.
+        this.outcome = { reason: 'reboot', detail: 'the guest triple-faulted (CPU reset)' };
+        error = undefined;
+      } else {
+        this.outcome = { reason: 'error', detail: (e as Error).message.split('\n')[0] ?? String(e) };
+      }
+    } finally {
+      if (this.panicTimer) clearTimeout(this.panicTimer);
+      this.serial.flush();
+      this.machine.close();
+    }
+    let reason = this.outcome.reason;
+    if (this.panicSeen && (reason === 'reboot' || reason === 'stopped')) reason = 'panic';
+    const guestStatus = this.guestStatus.status;
+    const consoleTail = this.consoleTail();
+    let status: number;
+    let message: string;
+    switch (reason) {
+      case 'poweroff':
+        status = guestStatus ?? 0;
+        message = guestStatus === undefined ? 'the guest powered off' : `the guest powered off; its command exited with status ${guestStatus}`;
+        break;
+      case 'reboot':
+        status = guestStatus ?? 0;
+        message = this.outcome.detail ?? 'the guest rebooted';
+        break;
+      case 'panic': {
+        status = 1;
+        const line = consoleTail.split('\n').find((l) => l.includes(PANIC_MARKER)) ?? PANIC_MARKER;
+        message = `the guest kernel panicked: ${line.slice(line.indexOf(PANIC_MARKER)).trim()}`;
+        break;
+      }
+      case 'stopped':
+        status = 1;
+        message = this.outcome.detail ?? 'the VM was stopped';
+        break;
+      case 'error':
+        status = 1;
+        message = `the VM failed: ${this.outcome.detail ?? 'unknown error'}`;
+        break;
+    }
+    return { reason, status, message, consoleTail, ...(guestStatus !== undefined ? { guestStatus } : {}), ...(error ? { error } : {}) };
+  }
+
+  /** Stop the VM from the host (SIGINT/SIGTERM, an API call). */
+  stop(detail = 'the VM was stopped'): void {
+    this.end('stopped', detail);
+  }
+
+  pause(): Promise<void> {
+    return this.machine.pause();
+  }
+
+  resume(): void {
+    this.machine.resume();
+  }
+
+  /** Press Ctrl-Alt-Del on the guest's keyboard. */
+  sendCtrlAltDel(): boolean {
+    return this.i8042.sendCtrlAltDel();
+  }
+
+  /** Feed bytes to the guest console's receive side; returns how many were accepted. */
+  consoleInput(bytes: Uint8Array): number {
+    return this.serial.enqueueInput(bytes);
+  }
+
+  /** The last console output as text. */
+  consoleTail(): string {
+    return Buffer.from(this.tail.buffer, 0, this.tailLength).toString('utf8');
+  }
+
+  private end(reason: MicroVmExitReason, detail?: string): void {
+    this.outcome ??= detail === undefined ? { reason } : { reason, detail };
+    this.machine.requestExit(reason === 'poweroff' ? 'poweroff' : reason === 'reboot' ? 'reset' : 'stopped', detail);
+  }
+
+  private remember(bytes: Uint8Array): void {
+    const cap = this.tail.length;
+    if (bytes.length >= cap) {
+      this.tail.set(bytes.subarray(bytes.length - cap));
+      this.tailLength = cap;
+    } else {
+      const keep = Math.min(this.tailLength, cap - bytes.length);
+      this.tail.copyWithin(0, this.tailLength - keep, this.tailLength);
+      this.tail.set(bytes, keep);
+      this.tailLength = keep + bytes.length;
+    }
+    if (!this.panicSeen && Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).includes(PANIC_MARKER)) {
+      this.panicSeen = true;
+      // A kernel without panic=N spins forever after a panic: don't hang with it.
+      this.panicTimer = setTimeout(() => this.end('panic'), PANIC_GRACE_MS);
+    }
+  }
+}

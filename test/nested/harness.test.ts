@@ -1,0 +1,140 @@
+/**
+ * The nested host harness, for real: two boots (each 6–10 s under TCG, more on a busy machine),
+ * one QEMU start killed by a short timeout and two that fail at once. Runs on any x86-64 Linux
+ * where QEMU can be installed; this machine needs no KVM. About 25 s in all.
+ */
+import { before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { fileURLToPath } from 'node:url';
+import { dirname, resolve } from 'node:path';
+import {
+  ensureNestedHostAssets,
+  NestedHostStartError,
+  NestedHostUsageError,
+  runInNestedHost,
+  type NestedHostAssets,
+  type NestedRunResult,
+} from '../../src/host/nested.js';
+
+/** The checkout (dist/test/nested/ → three levels up), whose node_modules has koffi. */
+const CHECKOUT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+const BOOT_BUDGET_MS = 180_000;
+
+/** Progress lines on stderr with a prefix, so CI logs show where time goes. */
+const progress = (m: string): void => {
+  process.stderr.write(`  [nested] ${m}\n`);
+};
+
+let assets: NestedHostAssets;
+
+before(() => {
+  assets = ensureNestedHostAssets(progress);
+});
+
+describe('one boot: output, exit status, /dev/kvm, read-only root, writable /tmp', () => {
+  let result: NestedRunResult;
+  let streamed = '';
+
+  before(async () => {
+    const script = [
+      'echo "hello from the nested host"',
+      'test -c /dev/kvm && echo "kvm: char device"',
+      '(: 3<>/dev/kvm) 2>/dev/null && echo "kvm: opens read-write"',
+      'if touch /usr/.tsvmm-write-probe 2>/dev/null; then echo "root: WRITABLE"; else echo "root: read-only"; fi',
+      'echo payload > /tmp/probe && test "$(cat /tmp/probe)" = payload && echo "tmp: writable"',
+      'echo "to stderr" >&2',
+      'exit 3',
+    ].join('\n');
+    result = await runInNestedHost(script, {
+      assets,
+      timeoutMs: BOOT_BUDGET_MS,
+      progress,
+      onOutput: (t) => {
+        // Shown live, line by line, so a slow or stuck run is visible in CI logs.
+        const from = streamed.lastIndexOf('\n') + 1;
+        streamed += t;
+        const lines = streamed.slice(from).split('\n');
+        if (lines.length > 1) process.stderr.write(lines.slice(0, -1).map((l) => `  | ${l}\n`).join(''));
+      },
+    });
+    progress(`boot ${result.bootMs} ms, wall ${result.wallMs} ms`);
+  });
+
+  test('returns the command output, without boot noise or markers', () => {
+    assert.match(result.output, /^hello from the nested host\n/);
+    assert.match(result.output, /to stderr\n/);
+    assert.doesNotMatch(result.output, /SeaBIOS|TSVMM-NESTED|\x1b|\r/);
+    assert.equal(streamed, result.output, 'onOutput saw exactly the output, live');
+    assert.equal(result.timedOut, false);
+    assert.ok(result.bootMs !== undefined && result.bootMs < result.wallMs);
+  });
+
+  test("a failing command's exit status comes back", () => {
+    assert.equal(result.status, 3);
+  });
+
+  test('/dev/kvm exists inside and opens read-write', () => {
+    assert.match(result.output, /^kvm: char device$/m);
+    assert.match(result.output, /^kvm: opens read-write$/m);
+  });
+
+  test("this machine's root is read-only inside and /tmp is writable", () => {
+    assert.match(result.output, /^root: read-only$/m);
+    assert.match(result.output, /^tmp: writable$/m);
+  });
+});
+
+describe('second boot: argv, cwd and env pass through intact; Node and KVM work inside', () => {
+  let result: NestedRunResult;
+  const tricky = `it's "quoted" $HOME \`x\` \\ ; & | * ~`;
+
+  before(async () => {
+    // Node with koffi asks the nested host's KVM for its API version: what guest tests rely on.
+    const js = [
+      "const koffi = require('koffi');",
+      "const lib = koffi.load('libc.so.6');",
+      "const open = lib.func('int open(const char *path, int flags)');",
+      "const ioctl = lib.func('int ioctl(int fd, unsigned long req, uintptr_t arg)');",
+      "const fd = open('/dev/kvm', 2);",
+      'console.log(JSON.stringify({ cwd: process.cwd(), arg: process.argv[1], env: process.env.TSVMM_TEST_VALUE, nested: process.env.TSVMM_NESTED_HOST, api: ioctl(fd, 0xae00, 0) }));',
+    ].join(' ');
+    result = await runInNestedHost(['node', '-e', js, tricky], {
+      assets,
+      cwd: CHECKOUT,
+      env: { TSVMM_TEST_VALUE: tricky },
+      timeoutMs: BOOT_BUDGET_MS,
+      progress,
+    });
+    progress(`boot ${result.bootMs} ms, wall ${result.wallMs} ms`);
+  });
+
+  test('exit status 0 and one JSON line', () => {
+    assert.equal(result.status, 0, result.output);
+    const info = JSON.parse(result.output.trim()) as Record<string, unknown>;
+    assert.equal(info['cwd'], CHECKOUT);
+    assert.equal(info['arg'], tricky);
+    assert.equal(info['env'], tricky);
+    assert.equal(info['nested'], '1');
+    assert.equal(info['api'], 12, 'KVM_GET_API_VERSION inside the nested host');
+  });
+});
+
+test('a timeout kills QEMU and is reported, not hung on', async () => {
+  const t0 = Date.now();
+  const r = await runInNestedHost('sleep 600', { assets, timeoutMs: 1500, progress });
+  assert.equal(r.timedOut, true);
+  assert.equal(r.status, 124);
+  assert.equal(r.signal, 'SIGKILL');
+  assert.ok(Date.now() - t0 < 10_000, 'returned promptly');
+});
+
+test('QEMU failing to start is an error that says why', async () => {
+  await assert.rejects(runInNestedHost('true', { assets: { ...assets, qemu: '/nonexistent/qemu-system-x86_64' }, progress }), NestedHostStartError);
+  // A file that is no kernel: QEMU exits at once with its own complaint in the message.
+  await assert.rejects(runInNestedHost('true', { assets: { ...assets, kernel: '/etc/hostname' }, progress }), /QEMU exited with status 1 before the nested host booted: .+/);
+});
+
+test('a cwd the nested host cannot see is refused before booting', async () => {
+  await assert.rejects(runInNestedHost('true', { assets, cwd: '/tmp/somewhere' }), NestedHostUsageError);
+  await assert.rejects(runInNestedHost('true', { assets, env: { 'BAD NAME': 'x' } }), NestedHostUsageError);
+});

@@ -1,0 +1,144 @@
+/**
+ * `npm test`: runs every test layer where it can run, and fails if any test fails.
+ *
+ *   unit    no KVM: loaders, tables, device models — always on this machine
+ *   nested  the nested-host harness itself — on this machine (QEMU/TCG, no KVM needed)
+ *   kvm     tiny hand-written guests on a real /dev/kvm — directly when this machine has one
+ *           (hardware or PVM), otherwise inside the nested host
+ *   guest   real Linux guests — directly with hardware virtualization, otherwise inside the
+ *           nested host, sharing one nested boot with the kvm layer when both go there
+ *
+ * It installs what the tests need (Debian packages, kernels) first, with progress shown, and
+ * ends with one line "N passed, N failed, N skipped".
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { detectVirtualization } from '../src/host/environment.js';
+import { ensureNestedHostAssets, explainNestedHost, runInNestedHost } from '../src/host/nested.js';
+import { ensureAptPackages, fetchDebianKernel } from '../src/image/debian.js';
+import { stderrProgress } from '../src/util/progress.js';
+
+const repo = fileURLToPath(new URL('../../', import.meta.url));
+const distTest = join(repo, 'dist', 'test');
+
+/** Debian packages the test layers use on this machine (iasl to decode ACPI tables, cpio to read archives back). */
+const TEST_PACKAGES = ['acpica-tools', 'cpio', 'busybox-static', 'e2fsprogs'];
+
+/** No single test file may run longer than this: nothing hangs. */
+const FILE_TIMEOUT_MS = 10 * 60_000;
+
+interface Counts {
+  pass: number;
+  fail: number;
+  skipped: number;
+}
+
+function testFiles(layer: string): string[] {
+  const dir = join(distTest, layer);
+  if (!existsSync(dir)) return [];
+  const out: string[] = [];
+  const walk = (d: string): void => {
+    for (const name of readdirSync(d).sort()) {
+      const p = join(d, name);
+      if (statSync(p).isDirectory()) walk(p);
+      else if (name.endsWith('.test.js')) out.push(p);
+    }
+  };
+  walk(dir);
+  return out;
+}
+
+function nodeTestArgs(files: string[]): string[] {
+  return ['--test', '--test-reporter=spec', `--test-timeout=${FILE_TIMEOUT_MS}`, ...files.map((f) => relative(repo, f))];
+}
+
+/** Reads the spec reporter's closing summary ("ℹ pass 12" …). */
+function countsFrom(output: string): Counts {
+  const grab = (key: string): number => {
+    const all = [...output.matchAll(new RegExp(`^\\S*\\s*${key} (\\d+)\\s*$`, 'gm'))];
+    const last = all[all.length - 1];
+    return last ? Number(last[1]) : 0;
+  };
+  return { pass: grab('pass'), fail: grab('fail') + grab('cancelled'), skipped: grab('skipped') + grab('todo') };
+}
+
+function runLocal(files: string[]): Promise<{ status: number; counts: Counts }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, nodeTestArgs(files), { cwd: repo, stdio: ['ignore', 'pipe', 'inherit'] });
+    let output = '';
+    child.stdout.on('data', (b: Buffer) => {
+      const s = b.toString();
+      output += s;
+      process.stdout.write(s);
+    });
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ status: code ?? 1, counts: countsFrom(output) }));
+  });
+}
+
+async function runNested(files: string[]): Promise<{ status: number; counts: Counts }> {
+  const r = await runInNestedHost(['node', ...nodeTestArgs(files)], {
+    cwd: repo,
+    timeoutMs: 60 * 60_000,
+    onOutput: (s) => process.stdout.write(s),
+    progress: stderrProgress,
+  });
+  if (r.timedOut) process.stdout.write('\nnested host timed out\n');
+  return { status: r.status, counts: countsFrom(r.output) };
+}
+
+function banner(text: string): void {
+  process.stdout.write(`\n=== ${text}\n`);
+}
+
+async function main(): Promise<number> {
+  const env = detectVirtualization();
+  banner(`environment: ${env.summary}`);
+  ensureAptPackages(TEST_PACKAGES, stderrProgress);
+  fetchDebianKernel('cloud-amd64', stderrProgress);
+
+  const total: Counts = { pass: 0, fail: 0, skipped: 0 };
+  let failedRuns = 0;
+  const add = (name: string, r: { status: number; counts: Counts }): void => {
+    total.pass += r.counts.pass;
+    total.fail += r.counts.fail;
+    total.skipped += r.counts.skipped;
+    if (r.status !== 0) {
+      failedRuns++;
+      process.stdout.write(`\n${name}: exited with status ${r.status}\n`);
+    }
+  };
+
+  const unit = testFiles('unit');
+  banner(`unit tests (${unit.length} files, no KVM)`);
+  add('unit', await runLocal(unit));
+
+  const nestedFiles = testFiles('nested');
+  const kvmFiles = testFiles('kvm');
+  const guestFiles = testFiles('guest');
+  const needNested = !env.canRunTinyGuests || !env.canRunStockLinux;
+  if (needNested || nestedFiles.length > 0) ensureNestedHostAssets(stderrProgress);
+
+  banner(`nested-host harness tests (${nestedFiles.length} files)`);
+  add('nested', await runLocal(nestedFiles));
+
+  const direct: string[] = [];
+  const inNested: string[] = [];
+  (env.canRunTinyGuests ? direct : inNested).push(...kvmFiles);
+  (env.canRunStockLinux ? direct : inNested).push(...guestFiles);
+  if (direct.length > 0) {
+    banner(`kvm/guest tests directly on this machine's /dev/kvm (${direct.length} files)`);
+    add('direct', await runLocal(direct));
+  }
+  if (inNested.length > 0) {
+    banner(`kvm/guest tests inside one nested host boot (${inNested.length} files): ${explainNestedHost(env)}`);
+    add('nested-host run', await runNested(inNested));
+  }
+
+  process.stdout.write(`\n${total.pass} passed, ${total.fail} failed, ${total.skipped} skipped\n`);
+  return failedRuns > 0 || total.fail > 0 || total.pass === 0 ? 1 : 0;
+}
+
+process.exitCode = await main();
