@@ -17,14 +17,15 @@ import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { detectVirtualization } from '../src/host/environment.js';
 import { ensureNestedHostAssets, explainNestedHost, runInNestedHost } from '../src/host/nested.js';
-import { ensureAptPackages, fetchDebianKernel } from '../src/image/debian.js';
+import { ensureAptPackages } from '../src/image/debian.js';
+import { ensureDefaultGuest } from '../src/image/default-guest.js';
 import { stderrProgress } from '../src/util/progress.js';
 
 const repo = fileURLToPath(new URL('../../', import.meta.url));
 const distTest = join(repo, 'dist', 'test');
 
 /** Debian packages the test layers use on this machine (iasl to decode ACPI tables, cpio to read archives back). */
-const TEST_PACKAGES = ['acpica-tools', 'cpio', 'busybox-static', 'e2fsprogs'];
+const TEST_PACKAGES = ['acpica-tools', 'cpio', 'busybox-static', 'lz4'];
 
 /** No single test file may run longer than this: nothing hangs. */
 const FILE_TIMEOUT_MS = 10 * 60_000;
@@ -82,7 +83,7 @@ async function runNested(files: string[]): Promise<{ status: number; counts: Cou
   const r = await runInNestedHost(['node', ...nodeTestArgs(files)], {
     cwd: repo,
     timeoutMs: 60 * 60_000,
-    onOutput: (s) => process.stdout.write(s),
+    onOutput: (s: string) => process.stdout.write(s),
     progress: stderrProgress,
   });
   if (r.timedOut) process.stdout.write('\nnested host timed out\n');
@@ -97,7 +98,9 @@ async function main(): Promise<number> {
   const env = detectVirtualization();
   banner(`environment: ${env.summary}`);
   ensureAptPackages(TEST_PACKAGES, stderrProgress);
-  fetchDebianKernel('cloud-amd64', stderrProgress);
+  // The guest kernel and initramfs are built here, where the cache is writable: inside the
+  // nested host the root (and so the cache) is read-only.
+  ensureDefaultGuest(stderrProgress);
 
   const total: Counts = { pass: 0, fail: 0, skipped: 0 };
   let failedRuns = 0;

@@ -9,7 +9,8 @@ import { detectVirtualization } from '../host/environment.js';
 import { explainNestedHost, runInNestedHost } from '../host/nested.js';
 import { TsvmmError } from '../util/errors.js';
 import { stderrProgress } from '../util/progress.js';
-import { MicroVm } from '../vmm/microvm.js';
+import { preflightLinuxBoot } from '../vmm/linux-boot.js';
+import { MicroVm, validateMachineShape } from '../vmm/microvm.js';
 
 export interface CliVmOptions {
   kernel: string;
@@ -29,6 +30,8 @@ function say(line: string): void {
 }
 
 export async function runVmFromCli(opts: CliVmOptions): Promise<number> {
+  validateMachineShape(opts.vcpus, opts.memoryMib);
+  preflightLinuxBoot({ kernelPath: opts.kernel, cmdline: opts.cmdline, memoryMib: opts.memoryMib, ...(opts.initrd !== undefined ? { initrdPath: opts.initrd } : {}) });
   const env = detectVirtualization();
   if (!env.canRunStockLinux) {
     if (process.env[NESTED_MARKER_ENV]) throw new TsvmmError(`inside the nested host and still no usable KVM: ${env.summary}`);

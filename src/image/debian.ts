@@ -4,7 +4,7 @@
  * cache, never installed on the host).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { cacheDir } from '../util/cache.js';
 import { type ProgressSink, stderrProgress } from '../util/progress.js';
@@ -115,6 +115,46 @@ export function fetchDebianPackage(name: string, progress: ProgressSink = stderr
   return { name, root };
 }
 
+/** How long a resolved meta-package name is trusted before apt-cache is asked again. */
+const RESOLUTION_TTL_MS = 24 * 3600 * 1000;
+
+/**
+ * `linux-image-<flavour>` → the versioned package, remembered in the cache for a day: asking
+ * apt-cache costs about a second, and inside the nested test host (read-only root, no network)
+ * it may not work at all. Falls back to the newest unpacked kernel of that flavour.
+ */
+function resolveKernelPackage(flavour: string, progress: ProgressSink): string {
+  const file = cacheDir('debian', 'resolved.json');
+  const meta = `linux-image-${flavour}`;
+  let known: Record<string, { name: string; at: number }> = {};
+  try {
+    known = JSON.parse(readFileSync(file, 'utf8')) as typeof known;
+  } catch {
+    // No cache yet.
+  }
+  const hit = known[meta];
+  if (hit && Date.now() - hit.at < RESOLUTION_TTL_MS && existsSync(join(cacheDir('debian', hit.name), '.unpacked'))) return hit.name;
+  try {
+    const name = resolveMetaPackage(meta, 'linux-image-6', progress);
+    known[meta] = { name, at: Date.now() };
+    try {
+      mkdirSync(cacheDir('debian'), { recursive: true });
+      writeFileSync(file, JSON.stringify(known, null, 2));
+    } catch {
+      // A read-only cache (the nested host) just resolves again next time.
+    }
+    return name;
+  } catch (e) {
+    const cached = existsSync(cacheDir('debian'))
+      ? readdirSync(cacheDir('debian'))
+          .filter((d) => new RegExp(`^linux-image-[0-9.]+-[0-9]+-${flavour}$`).test(d) && existsSync(join(cacheDir('debian', d), '.unpacked')))
+          .sort((a, b) => a.localeCompare(b, 'en', { numeric: true }))
+      : [];
+    if (cached.length === 0) throw e;
+    return cached[cached.length - 1]!;
+  }
+}
+
 /** A kernel unpacked from a Debian linux-image package. */
 export interface DebianKernel {
   /** Kernel release, e.g. `6.1.0-56-cloud-amd64`. */
@@ -133,18 +173,7 @@ export interface DebianKernel {
  * flavour when the package lists cannot be read.
  */
 export function fetchDebianKernel(flavour: 'amd64' | 'cloud-amd64', progress: ProgressSink = stderrProgress): DebianKernel {
-  let name: string;
-  try {
-    name = resolveMetaPackage(`linux-image-${flavour}`, 'linux-image-6', progress);
-  } catch (e) {
-    const cached = existsSync(cacheDir('debian'))
-      ? readdirSync(cacheDir('debian'))
-          .filter((d) => new RegExp(`^linux-image-[0-9.]+-[0-9]+-${flavour}$`).test(d) && existsSync(join(cacheDir('debian', d), '.unpacked')))
-          .sort()
-      : [];
-    if (cached.length === 0) throw e;
-    name = cached[cached.length - 1]!;
-  }
+  const name = resolveKernelPackage(flavour, progress);
   const pkg = fetchDebianPackage(name, progress);
   const release = name.slice('linux-image-'.length);
   const k: DebianKernel = {

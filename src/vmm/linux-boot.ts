@@ -11,7 +11,7 @@
  * The bootstrap processor (vCPU 0) starts at the entry; the others wait in KVM's
  * "uninitialized" state for the INIT-SIPI-SIPI the kernel sends through the in-kernel LAPIC.
  */
-import { readFileSync, statSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, statSync } from 'node:fs';
 import { buildAcpiTables, type AcpiConfig } from '../arch/x86_64/acpi/index.js';
 import { writeBootParams } from '../arch/x86_64/boot-params.js';
 import { configureCpuid, type CpuidOptions } from '../arch/x86_64/cpuid.js';
@@ -30,12 +30,12 @@ import { writePvhStartInfo } from '../arch/x86_64/pvh.js';
 import { CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME } from '../kvm/constants.js';
 import { emptyRegs } from '../kvm/structs.js';
 import type { Vcpu } from '../kvm/vcpu.js';
-import { loadBzImage, parseBzImage } from '../loader/bzimage.js';
-import { writeCmdline } from '../loader/cmdline.js';
-import { loadElfKernel, parseElfKernel, ELF_MAGIC } from '../loader/elf.js';
+import { bzImagePlacement, loadBzImage, parseBzImage, type BzImage } from '../loader/bzimage.js';
+import { encodeCmdline, writeCmdline } from '../loader/cmdline.js';
+import { elfKernelRange, loadElfKernel, parseElfKernel, ELF_MAGIC, type ElfKernel } from '../loader/elf.js';
 import { KernelImageError } from '../loader/errors.js';
 import type { GuestRange } from '../loader/guest-memory.js';
-import { loadInitrd } from '../loader/initrd.js';
+import { loadInitrd, placeInitrd } from '../loader/initrd.js';
 import { TsvmmError } from '../util/errors.js';
 import { identityMapPageTables } from './cpu-modes.js';
 import type { Machine } from './machine.js';
@@ -93,13 +93,54 @@ function readImage(path: string, what: string): Uint8Array {
   }
 }
 
+/** A kernel image, parsed: a bzImage or an ELF vmlinux. */
+export type KernelImage = { kind: 'bzimage'; image: BzImage } | { kind: 'elf'; image: ElfKernel };
+
+/** Read and parse a kernel, with one-line errors for a missing file or one that is not a kernel. */
+export function inspectKernel(path: string): KernelImage {
+  const bytes = readImage(path, 'kernel');
+  const isElf = bytes.length >= 4 && new DataView(bytes.buffer, bytes.byteOffset, 4).getUint32(0, true) === ELF_MAGIC;
+  if (isElf) return { kind: 'elf', image: parseElfKernel(bytes, path) };
+  try {
+    return { kind: 'bzimage', image: parseBzImage(bytes, path) };
+  } catch (e) {
+    if (e instanceof KernelImageError) throw new LinuxBootError(`${e.message.replace(/^not a Linux kernel: /, '')}: ${path} is neither a bzImage nor an ELF vmlinux`);
+    throw e;
+  }
+}
+
+/**
+ * Everything about a boot that can be checked without KVM: the kernel parses, the initrd exists
+ * and fits in guest memory next to the kernel. The CLI runs this before starting a nested host,
+ * so bad input fails in a second instead of after a nested boot.
+ */
+export function preflightLinuxBoot(opts: { kernelPath: string; initrdPath?: string; cmdline: string; memoryMib: number }): void {
+  const kernel = inspectKernel(opts.kernelPath);
+  encodeCmdline(opts.cmdline, kernel.kind === 'bzimage' ? kernel.image.header.cmdlineSize : undefined);
+  const ram = guestRamRegions(opts.memoryMib * 1024 * 1024);
+  const kernelRange = kernel.kind === 'elf' ? elfKernelRange(kernel.image) : bzImagePlacement(kernel.image).reserved;
+  if (opts.initrdPath !== undefined) {
+    let size: number;
+    try {
+      const st = statSync(opts.initrdPath);
+      if (st.isDirectory()) throw new LinuxBootError(`initrd ${opts.initrdPath} is a directory, expected a file`);
+      closeSync(openSync(opts.initrdPath, 'r'));
+      size = st.size;
+    } catch (e) {
+      if (e instanceof LinuxBootError) throw e;
+      throw new LinuxBootError(`initrd ${opts.initrdPath} ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'does not exist' : `cannot be read: ${(e as Error).message}`}`);
+    }
+    const addrMax = kernel.kind === 'bzimage' ? kernel.image.header.initrdAddrMax : undefined;
+    placeInitrd(addrMax === undefined ? { size, ram, kernel: kernelRange } : { size, ram, kernel: kernelRange, addrMax });
+  }
+}
+
 /** Load everything and set every vCPU's registers. The machine must not be started yet. */
 export function loadLinux(machine: Machine, opts: LinuxBootOptions): LinuxBootInfo {
   const mem = machine.memory;
   const ramBytes = mem.regions.reduce((n, r) => n + r.size, 0);
   const ram = guestRamRegions(ramBytes);
-  const image = readImage(opts.kernelPath, 'kernel');
-  const isElf = image.length >= 4 && new DataView(image.buffer, image.byteOffset, 4).getUint32(0, true) === ELF_MAGIC;
+  const kernel = inspectKernel(opts.kernelPath);
 
   let entry: LinuxBootInfo['entry'];
   let entryPoint: number;
@@ -108,9 +149,8 @@ export function loadLinux(machine: Machine, opts: LinuxBootOptions): LinuxBootIn
   let initrdAddrMax: number | undefined;
   let cmdlineMax: number | undefined;
   let kernelVersion: string | undefined;
-  if (isElf) {
-    const elf = parseElfKernel(image, opts.kernelPath);
-    const loaded = loadElfKernel(elf, mem, ram);
+  if (kernel.kind === 'elf') {
+    const loaded = loadElfKernel(kernel.image, mem, ram);
     kernelRange = loaded.reserved;
     if (loaded.pvhEntry !== undefined) {
       entry = 'pvh';
@@ -120,13 +160,7 @@ export function loadLinux(machine: Machine, opts: LinuxBootOptions): LinuxBootIn
       entryPoint = loaded.entry64;
     }
   } else {
-    let bz;
-    try {
-      bz = parseBzImage(image, opts.kernelPath);
-    } catch (e) {
-      if (e instanceof KernelImageError) throw new LinuxBootError(`${opts.kernelPath} is not a Linux kernel (neither a bzImage nor an ELF vmlinux): ${e.message}`);
-      throw e;
-    }
+    const bz = kernel.image;
     const loaded = loadBzImage(bz, mem, ram);
     entry = 'linux64';
     entryPoint = loaded.entry64;

@@ -46,6 +46,7 @@ export class Machine {
   readonly vcpus: readonly Vcpu[];
   private readonly runners: VcpuRunner[];
   private readonly ownsKvm: boolean;
+  private readonly ownsMemory: boolean;
   private started = false;
   private requested: { reason: MachineExitReason; detail?: string } | undefined;
   private readonly exit: Promise<MachineExit>;
@@ -55,11 +56,12 @@ export class Machine {
     readonly vm: Vm,
     readonly memory: GuestMemory,
     vcpus: Vcpu[],
-    ownsKvm: boolean,
+    ownership: { kvm: boolean; memory: boolean },
     exitSyncWaitMs: number | undefined,
   ) {
     this.vcpus = vcpus;
-    this.ownsKvm = ownsKvm;
+    this.ownsKvm = ownership.kvm;
+    this.ownsMemory = ownership.memory;
     this.runners = vcpus.map((v) => new VcpuRunner(v, this.ioBus, this.mmioBus, exitSyncWaitMs));
     this.exit = this.watch();
     this.exit.catch(() => {}); // observed through waitForExit()
@@ -86,7 +88,7 @@ export class Machine {
       memory.registerWith(vm);
       const count = options.vcpuCount ?? 1;
       for (let id = 0; id < count; id++) vcpus.push(vm.createVcpu(id));
-      return new Machine(kvm, vm, memory, vcpus, ownsKvm, options.exitSyncWaitMs);
+      return new Machine(kvm, vm, memory, vcpus, { kvm: ownsKvm, memory: ownsMemory }, options.exitSyncWaitMs);
     } catch (e) {
       for (const v of vcpus) v.close();
       vm?.close();
@@ -151,7 +153,7 @@ export class Machine {
     return this.runners.map((r) => ({ ...r.counts }));
   }
 
-  /** Stop, wait for worker threads, and release vCPUs, VM, memory (if the machine made it) and KVM (if opened here). */
+  /** Stop, wait for worker threads, and release vCPUs, VM, memory (if the machine allocated it) and KVM (if opened here). */
   async close(): Promise<void> {
     if (this.started) {
       await this.stop().catch(() => undefined);
@@ -159,7 +161,7 @@ export class Machine {
     }
     for (const v of this.vcpus) v.close();
     this.vm.close();
-    this.memory.close();
+    if (this.ownsMemory) this.memory.close();
     if (this.ownsKvm) this.kvm.close();
   }
 

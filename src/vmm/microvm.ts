@@ -22,6 +22,7 @@ import { ExitReason } from '../kvm/constants.js';
 import { VcpuExitError } from '../kvm/exits.js';
 import { MiB } from '../memory/layout.js';
 import { TsvmmError } from '../util/errors.js';
+import { ConsoleTail } from './console-tail.js';
 import { loadLinux, type LinuxBootInfo } from './linux-boot.js';
 import { Machine } from './machine.js';
 
@@ -39,6 +40,16 @@ const PANIC_GRACE_MS = 3000;
 const CONSOLE_TAIL_BYTES = 16 * 1024;
 
 export class MicroVmConfigError extends TsvmmError {}
+
+/** The vCPU and memory limits, with one-line errors. */
+export function validateMachineShape(vcpus: number, memoryMib: number): void {
+  if (!Number.isInteger(vcpus) || vcpus < MIN_VCPUS || vcpus > MAX_VCPUS) {
+    throw new MicroVmConfigError(`vcpu count must be an integer from ${MIN_VCPUS} to ${MAX_VCPUS}, got ${vcpus}`);
+  }
+  if (!Number.isInteger(memoryMib) || memoryMib < MIN_MEMORY_MIB || memoryMib > MAX_MEMORY_MIB) {
+    throw new MicroVmConfigError(`memory must be an integer from ${MIN_MEMORY_MIB} to ${MAX_MEMORY_MIB} MiB, got ${memoryMib}`);
+  }
+}
 
 export interface MicroVmOptions {
   kernel: string;
@@ -77,9 +88,10 @@ export class MicroVm {
   readonly boot: LinuxBootInfo;
   /** Microseconds from VMM start to the guest's boot-timer write, once it happened. */
   bootTimeUs: number | undefined;
-  private tail = new Uint8Array(CONSOLE_TAIL_BYTES);
-  private tailLength = 0;
-  private panicSeen = false;
+  private readonly tail = new ConsoleTail(CONSOLE_TAIL_BYTES, PANIC_MARKER, () => {
+    // A kernel without panic=N spins forever after a panic: don't hang with it.
+    this.panicTimer = setTimeout(() => this.end('panic'), PANIC_GRACE_MS);
+  });
   private panicTimer: NodeJS.Timeout | undefined;
   private outcome: { reason: MicroVmExitReason; detail?: string } | undefined;
 
@@ -89,7 +101,7 @@ export class MicroVm {
     this.serial = new Serial16550({
       irq: machine.irqLine(COM1_IRQ),
       output: (bytes) => {
-        this.remember(bytes);
+        this.tail.push(bytes);
         onOutput?.(bytes);
       },
     });
@@ -131,12 +143,7 @@ export class MicroVm {
 
   /** Validate, create the VM, load the kernel. Nothing runs until start(). */
   static create(opts: MicroVmOptions): MicroVm {
-    if (!Number.isInteger(opts.vcpus) || opts.vcpus < MIN_VCPUS || opts.vcpus > MAX_VCPUS) {
-      throw new MicroVmConfigError(`vcpu count must be an integer from ${MIN_VCPUS} to ${MAX_VCPUS}, got ${opts.vcpus}`);
-    }
-    if (!Number.isInteger(opts.memoryMib) || opts.memoryMib < MIN_MEMORY_MIB || opts.memoryMib > MAX_MEMORY_MIB) {
-      throw new MicroVmConfigError(`memory must be an integer from ${MIN_MEMORY_MIB} to ${MAX_MEMORY_MIB} MiB, got ${opts.memoryMib}`);
-    }
+    validateMachineShape(opts.vcpus, opts.memoryMib);
     const machine = Machine.create({ memory: { ramBytes: opts.memoryMib * MiB }, vcpuCount: opts.vcpus });
     try {
       return new MicroVm(machine, opts);
@@ -176,7 +183,7 @@ export class MicroVm {
       this.machine.close();
     }
     let reason = this.outcome.reason;
-    if (this.panicSeen && (reason === 'reboot' || reason === 'stopped')) reason = 'panic';
+    if (this.tail.markerSeen && (reason === 'reboot' || reason === 'stopped')) reason = 'panic';
     const guestStatus = this.guestStatus.status;
     const consoleTail = this.consoleTail();
     let status: number;
@@ -233,29 +240,11 @@ export class MicroVm {
 
   /** The last console output as text. */
   consoleTail(): string {
-    return Buffer.from(this.tail.buffer, 0, this.tailLength).toString('utf8');
+    return this.tail.text();
   }
 
   private end(reason: MicroVmExitReason, detail?: string): void {
     this.outcome ??= detail === undefined ? { reason } : { reason, detail };
     this.machine.requestExit(reason === 'poweroff' ? 'poweroff' : reason === 'reboot' ? 'reset' : 'stopped', detail);
-  }
-
-  private remember(bytes: Uint8Array): void {
-    const cap = this.tail.length;
-    if (bytes.length >= cap) {
-      this.tail.set(bytes.subarray(bytes.length - cap));
-      this.tailLength = cap;
-    } else {
-      const keep = Math.min(this.tailLength, cap - bytes.length);
-      this.tail.copyWithin(0, this.tailLength - keep, this.tailLength);
-      this.tail.set(bytes, keep);
-      this.tailLength = keep + bytes.length;
-    }
-    if (!this.panicSeen && Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).includes(PANIC_MARKER)) {
-      this.panicSeen = true;
-      // A kernel without panic=N spins forever after a panic: don't hang with it.
-      this.panicTimer = setTimeout(() => this.end('panic'), PANIC_GRACE_MS);
-    }
   }
 }

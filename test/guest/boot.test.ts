@@ -1,0 +1,85 @@
+/**
+ * Real Linux (Debian's cloud kernel) through tsvmm's whole boot path: loader, boot params or PVH,
+ * ACPI, CPUID, legacy devices, lifecycle. Each test boots its own microVM in this process.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { parseBzImage } from '../../src/loader/bzimage.js';
+import { extractVmlinux } from '../../src/loader/vmlinux.js';
+import { readFileSync } from 'node:fs';
+import { bootGuest, defaultGuest, field } from '../support/guest.js';
+
+test('the default guest boots, runs its greeting and powers off with status 0', async () => {
+  const r = await bootGuest();
+  assert.equal(r.exit.reason, 'poweroff', r.exit.message + '\n' + r.output);
+  assert.equal(r.exit.status, 0);
+  assert.match(r.output, /Hello from a tsvmm microVM/);
+  assert.match(r.output, /kernel: 6\.1\.0-\d+-cloud-amd64/);
+  assert.ok(r.bootTimeUs !== undefined && r.bootTimeUs > 0, 'the guest init wrote the boot timer');
+});
+
+test("the guest command's output and exit status come back", async () => {
+  const r = await bootGuest({ command: 'echo "OUT=$((6*7))"; exit 7' });
+  assert.equal(field(r.output, 'OUT'), '42');
+  assert.equal(r.exit.reason, 'poweroff');
+  assert.equal(r.exit.guestStatus, 7);
+  assert.equal(r.exit.status, 7);
+});
+
+for (const vcpus of [1, 2, 4]) {
+  test(`${vcpus} vCPU(s) come online in the guest`, async () => {
+    const r = await bootGuest({ vcpus, command: 'echo "NPROC=$(nproc)"; echo "ONLINE=$(cat /sys/devices/system/cpu/online)"' });
+    assert.equal(r.exit.status, 0, r.exit.message + '\n' + r.output);
+    assert.equal(field(r.output, 'NPROC'), String(vcpus), r.output);
+    assert.equal(field(r.output, 'ONLINE'), vcpus === 1 ? '0' : `0-${vcpus - 1}`);
+  });
+}
+
+for (const memoryMib of [128, 2048]) {
+  test(`${memoryMib} MiB of guest memory shows in /proc/meminfo within 10 %`, async () => {
+    const r = await bootGuest({ memoryMib, command: "echo \"MEMTOTAL=$(awk '/MemTotal/ {print $2}' /proc/meminfo)\"" });
+    assert.equal(r.exit.status, 0, r.exit.message + '\n' + r.output);
+    const kib = Number(field(r.output, 'MEMTOTAL'));
+    const expected = memoryMib * 1024;
+    assert.ok(kib > expected * 0.9 && kib <= expected, `MemTotal ${kib} KiB for ${memoryMib} MiB`);
+  });
+}
+
+test('an ELF vmlinux boots through the PVH entry', async () => {
+  const bz = parseBzImage(readFileSync(defaultGuest().kernel));
+  const dir = mkdtempSync(join(tmpdir(), 'tsvmm-vmlinux-'));
+  try {
+    const vmlinux = join(dir, 'vmlinux');
+    writeFileSync(vmlinux, extractVmlinux(bz).elf);
+    const r = await bootGuest({ kernel: vmlinux, command: 'echo "KERNEL=$(uname -r)"' });
+    assert.equal(r.exit.status, 0, r.exit.message + '\n' + r.output);
+    assert.match(field(r.output, 'KERNEL') ?? '', /^6\.1\.0-\d+-cloud-amd64$/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('guest poweroff, reboot and panic each end the VMM as specified', async () => {
+  const off = await bootGuest({ command: 'poweroff -f' });
+  assert.equal(off.exit.reason, 'poweroff', off.exit.message);
+  assert.equal(off.exit.status, 0);
+
+  const reboot = await bootGuest({ command: 'reboot -f' });
+  assert.equal(reboot.exit.reason, 'reboot', reboot.exit.message);
+  assert.equal(reboot.exit.status, 0);
+
+  const panic = await bootGuest({ command: 'echo c > /proc/sysrq-trigger' });
+  assert.equal(panic.exit.reason, 'panic', panic.exit.message + '\n' + panic.output);
+  assert.notEqual(panic.exit.status, 0);
+  assert.match(panic.exit.message, /Kernel panic - not syncing/);
+  assert.match(panic.exit.consoleTail, /sysrq/i);
+});
+
+test('the guest reads the host date from the CMOS RTC', async () => {
+  const r = await bootGuest({ command: 'echo "EPOCH=$(date +%s)"' });
+  const guest = Number(field(r.output, 'EPOCH'));
+  assert.ok(Math.abs(guest - Date.now() / 1000) < 300, `guest clock ${guest} vs host ${Date.now() / 1000}`);
+});

@@ -1,0 +1,50 @@
+/**
+ * The CLI boots real guests: a Firecracker-style config file, and `tsvmm start` with a command
+ * whose exit status becomes tsvmm's. Runs the CLI as a child process, as a user would.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { commandCmdlineArg, DEFAULT_GUEST_COMMAND } from '../../src/image/guest-protocol.js';
+import { defaultGuest } from '../support/guest.js';
+
+const bin = fileURLToPath(new URL('../../../bin/tsvmm.js', import.meta.url));
+const dir = mkdtempSync(join(tmpdir(), 'tsvmm-cli-guest-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+function tsvmm(...args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [bin, ...args], { cwd: dir, encoding: 'utf8', timeout: 300_000, stdio: ['ignore', 'pipe', 'pipe'] });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+test('a Firecracker-style config file boots, with vcpu_count 2 online in the guest', () => {
+  const guest = defaultGuest();
+  const file = join(dir, 'vm.json');
+  writeFileSync(
+    file,
+    JSON.stringify({
+      'boot-source': {
+        kernel_image_path: guest.kernel,
+        initrd_path: guest.initrd,
+        boot_args: `${guest.bootArgs} ${commandCmdlineArg('echo "NPROC=$(nproc)"')}`,
+      },
+      'machine-config': { vcpu_count: 2, mem_size_mib: 256 },
+    }),
+  );
+  const r = tsvmm('--config-file', file, '--no-api', '--boot-timer');
+  assert.equal(r.status, 0, r.stderr + r.stdout);
+  assert.match(r.stdout, /^NPROC=2$/m);
+  assert.match(r.stderr, /guest booted in [\d.]+ ms/);
+});
+
+test("`tsvmm start -- COMMAND` shows the command's output and exits with its status", () => {
+  const r = tsvmm('start', '--', 'uname -r; exit 3');
+  assert.equal(r.status, 3, r.stderr + r.stdout);
+  assert.match(r.stdout, /^6\.1\.0-\d+-cloud-amd64$/m);
+  // And the default greeting is what `npm start` shows.
+  assert.match(DEFAULT_GUEST_COMMAND, /uname -r/);
+});

@@ -1,0 +1,95 @@
+/**
+ * The `tsvmm` command as a user runs it: help, usage errors and bad input each give one line on
+ * stderr, no stack trace, and a non-zero status. Every case here fails before KVM is needed.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { fetchDebianKernel } from '../../src/image/debian.js';
+import { silentProgress } from '../../src/util/progress.js';
+
+const bin = fileURLToPath(new URL('../../../bin/tsvmm.js', import.meta.url));
+const dir = mkdtempSync(join(tmpdir(), 'tsvmm-cli-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+function tsvmm(...args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [bin, ...args], { cwd: dir, encoding: 'utf8', timeout: 60_000 });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+function assertOneLineError(r: { status: number | null; stderr: string }, pattern: RegExp): void {
+  assert.notEqual(r.status, 0, 'non-zero status');
+  const lines = r.stderr.trimEnd().split('\n');
+  assert.equal(lines.length, 1, `exactly one line on stderr, got:\n${r.stderr}`);
+  assert.match(lines[0]!, /^tsvmm: /);
+  assert.match(lines[0]!, pattern);
+  assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+}
+
+test('--help prints usage and exits 0', () => {
+  const r = tsvmm('--help');
+  assert.equal(r.status, 0);
+  assert.match(r.stdout, /^Usage:/m);
+  assert.match(r.stdout, /tsvmm run --kernel/);
+  assert.match(r.stdout, /--config-file/);
+});
+
+test('--version prints the package version', () => {
+  const r = tsvmm('--version');
+  assert.equal(r.status, 0);
+  assert.match(r.stdout, /^tsvmm \d+\.\d+\.\d+\n$/);
+});
+
+test('an unknown flag or command gives one line and a non-zero status', () => {
+  assertOneLineError(tsvmm('--frobnicate'), /unknown option '--frobnicate'/);
+  assertOneLineError(tsvmm('start', '--frobnicate'), /unknown option '--frobnicate'/);
+  assertOneLineError(tsvmm('frobnicate'), /unknown command 'frobnicate'/);
+  assertOneLineError(tsvmm('run'), /--kernel PATH is required/);
+});
+
+test('bad sizes and counts on the command line are refused', () => {
+  assertOneLineError(tsvmm('start', '--mem', '12M'), /--mem: must be from 128M/);
+  assertOneLineError(tsvmm('start', '--mem', 'lots'), /'lots' is not a size/);
+  assertOneLineError(tsvmm('start', '--cpus', '0'), /--cpus: must be from 1 to 32/);
+  assertOneLineError(tsvmm('start', '--cpus', '1000'), /--cpus: must be from 1 to 32/);
+});
+
+const kernel = fetchDebianKernel('cloud-amd64', silentProgress).bzImage;
+
+function config(obj: unknown, name = 'vm.json'): string {
+  const p = join(dir, name);
+  writeFileSync(p, typeof obj === 'string' ? obj : JSON.stringify(obj));
+  return p;
+}
+
+test('kernel and initrd problems are one line each', () => {
+  assertOneLineError(tsvmm('run', '--kernel', join(dir, 'missing')), /kernel .*missing does not exist/);
+  assertOneLineError(tsvmm('run', '--kernel', dir), /is a directory/);
+  const notKernel = config('just some text\n', 'not-a-kernel');
+  assertOneLineError(tsvmm('run', '--kernel', notKernel), /neither a bzImage nor an ELF vmlinux/);
+  const big = join(dir, 'big.cpio');
+  writeFileSync(big, '');
+  truncateSync(big, 200 * 1024 * 1024);
+  assertOneLineError(tsvmm('run', '--kernel', kernel, '--initrd', big, '--mem', '128M'), /initrd \(200 MiB\) does not fit in guest memory \(128 MiB\)/);
+  assertOneLineError(tsvmm('run', '--kernel', kernel, '--initrd', join(dir, 'nope.cpio')), /initrd .* does not exist/);
+});
+
+test('Firecracker config files with bad values are refused with the field named', () => {
+  const boot = { kernel_image_path: kernel };
+  const cases: Array<[unknown, RegExp]> = [
+    [{ 'boot-source': boot, 'machine-config': { vcpu_count: 0, mem_size_mib: 128 } }, /machine-config\.vcpu_count: .*got 0/],
+    [{ 'boot-source': boot, 'machine-config': { vcpu_count: 1000, mem_size_mib: 128 } }, /machine-config\.vcpu_count: .*got 1000/],
+    [{ 'boot-source': boot, 'machine-config': { vcpu_count: 1, mem_size_mib: 0 } }, /machine-config\.mem_size_mib: .*got 0/],
+    [{ 'boot-source': boot, 'machine-config': { vcpu_count: '2', mem_size_mib: 128 } }, /machine-config\.vcpu_count/],
+    [{ 'boot-source': boot, 'machine-config': { vcpu_count: 1, mem_size_mib: 128 }, bogus: 1 }, /unknown field 'bogus'/],
+    [{ 'boot-source': { ...boot, kernal: 1 }, 'machine-config': { vcpu_count: 1, mem_size_mib: 128 } }, /boot-source.*unknown field 'kernal'/],
+    ['{"boot-source": {"kernel_image_path": "x",}', /malformed JSON .* line 1 column/],
+    [{ 'boot-source': { kernel_image_path: join(dir, 'missing') }, 'machine-config': { vcpu_count: 1, mem_size_mib: 128 } }, /kernel_image_path: .*does not exist/],
+  ];
+  for (const [body, pattern] of cases) assertOneLineError(tsvmm('--config-file', config(body), '--no-api'), pattern);
+  assertOneLineError(tsvmm('--config-file', join(dir, 'absent.json'), '--no-api'), /absent\.json/);
+});

@@ -1,0 +1,158 @@
+/**
+ * Bounded-time fuzzing of the virtio core through the PCI transport and the entropy device:
+ * random queue sizes, ring addresses, feature sets, descriptor tables (direct and indirect),
+ * available rings and register writes. Checks that no exception escapes a device model and that
+ * no byte outside guest RAM changes (guard bytes around every RAM region).
+ *
+ * FUZZ_SEED=<n> replays a run; FUZZ_MS=<ms> changes its length (default 2000 ms).
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { VirtioRng } from '../../src/devices/virtio/rng.js';
+import { COMMON, DESC_F, F_EVENT_IDX, F_INDIRECT_DESC, F_VERSION_1, STATUS, TestMachine, VirtioPciDriver } from '../support/virtio-driver.js';
+
+const DURATION_MS = Number(process.env['FUZZ_MS'] ?? 2000);
+const SEED = Number(process.env['FUZZ_SEED'] ?? Math.floor(Math.random() * 2 ** 31));
+
+/** mulberry32: a small seeded PRNG, so a failing run can be replayed. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
+  };
+}
+
+const HALF = 256 * 1024;
+/** Two adjacent regions (contiguous RAM in two host buffers) and a separate one after a gap. */
+const REGIONS: [number, number][] = [
+  [0, HALF],
+  [HALF, HALF],
+  [4 * HALF, 64 * 1024],
+];
+const bit = (n: number) => 1n << BigInt(n);
+
+test(`fuzz: random queues through virtio-pci and virtio-rng never throw or write outside RAM (seed ${SEED})`, (t) => {
+  const random = prng(SEED);
+  const int = (n: number) => Math.floor(random() * n);
+  const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)]!;
+  const chance = (p: number) => random() < p;
+
+  const machine = new TestMachine({ regions: REGIONS });
+  const device = new VirtioRng();
+  const { transport, slot } = machine.addVirtio(device, { onError: () => {} });
+  const driver = new VirtioPciDriver(machine, slot);
+  driver.probe();
+  const memory = machine.memory;
+
+  const ramAddress = (): number => {
+    const [gpa, size] = pick(REGIONS);
+    return gpa + int(size);
+  };
+  const anyAddress = (): number => {
+    switch (int(6)) {
+      case 0:
+        return int(2 ** 32) * 2 ** 21 + int(2 ** 21); // anywhere below 2^53
+      case 1: {
+        const [gpa, size] = pick(REGIONS);
+        return gpa + size - int(64); // at the end of a region
+      }
+      case 2:
+        return 2 ** 53 + int(1000) * 2 ** 20; // beyond safe integers
+      default:
+        return ramAddress();
+    }
+  };
+  const anyLength = (): number => pick([() => int(64), () => int(4096), () => int(2 ** 17), () => int(2 ** 32), () => 16 * (1 + int(8))])();
+  const aligned = (address: number, align: number) => address - (address % align);
+  const inRam = (gpa: number, len: number) => memory.contains(gpa, len);
+
+  let iterations = 0;
+  let kicks = 0;
+  let needsReset = 0;
+  const deadline = Date.now() + DURATION_MS;
+  try {
+    while (Date.now() < deadline) {
+      iterations++;
+      // Bring-up with random features and queue layout.
+      const size = chance(0.85) ? 2 ** int(9) : pick([0, 3, 300, 0xffff, 512, 1024]);
+      const features = chance(0.9) ? bit(F_VERSION_1) | (chance(0.5) ? bit(F_EVENT_IDX) : 0n) | (chance(0.7) ? bit(F_INDIRECT_DESC) : 0n) : BigInt(int(2 ** 32)) << BigInt(int(33));
+      driver.negotiate(features, { force: true });
+      if (chance(0.8)) {
+        driver.enableMsix();
+        driver.write(COMMON.CONFIG_MSIX_VECTOR, 2, int(3));
+      }
+      driver.write(COMMON.QUEUE_SELECT, 2, chance(0.95) ? 0 : int(4));
+      driver.write(COMMON.QUEUE_SIZE, 2, size);
+      const layout = chance(0.9)
+        ? { desc: aligned(ramAddress(), 16), avail: aligned(ramAddress(), 2), used: aligned(ramAddress(), 4) }
+        : { desc: anyAddress(), avail: anyAddress(), used: anyAddress() };
+      driver.write64(COMMON.QUEUE_DESC, layout.desc);
+      driver.write64(COMMON.QUEUE_DRIVER, layout.avail);
+      driver.write64(COMMON.QUEUE_DEVICE, layout.used);
+      driver.write(COMMON.QUEUE_MSIX_VECTOR, 2, int(3));
+      driver.write(COMMON.QUEUE_ENABLE, 2, 1);
+      driver.driverOk();
+
+      const n = Math.max(1, Math.min(size & 0xffff, 256));
+      // Half the rounds are "sane": mostly well-formed chains that reach the device; the rest are wild.
+      const wild = chance(0.5);
+      const error = wild ? 0.3 : 0.01;
+      for (let round = 0; round < 4; round++) {
+        // Random descriptors, some pointing at random indirect tables.
+        if (inRam(layout.desc, 16 * n)) {
+          for (let i = 0; i < n; i++) {
+            const indirect = chance(wild ? 0.15 : 0.05);
+            let addr = chance(error) ? anyAddress() : ramAddress();
+            let len = chance(error) ? anyLength() : int(256);
+            if (indirect && chance(0.8)) {
+              const entries = 1 + int(12);
+              addr = aligned(ramAddress(), 16);
+              len = 16 * entries;
+              if (inRam(addr, len)) {
+                for (let k = 0; k < entries; k++) {
+                  const flags = chance(error / 3) ? DESC_F.INDIRECT : (chance(1 - error) ? DESC_F.WRITE : 0) | (chance(0.7) ? DESC_F.NEXT : 0);
+                  memory.writeU64(addr + 16 * k, BigInt(chance(error) ? anyAddress() : ramAddress()));
+                  memory.writeU32(addr + 16 * k + 8, chance(error) ? anyLength() % 2 ** 32 : int(256));
+                  memory.writeU16(addr + 16 * k + 12, flags);
+                  memory.writeU16(addr + 16 * k + 14, chance(1 - error) ? k + 1 : int(0x10000));
+                }
+              }
+            }
+            const flags = (indirect ? DESC_F.INDIRECT : 0) | (chance(1 - error) ? DESC_F.WRITE : 0) | (chance(indirect ? error : 0.3) ? DESC_F.NEXT : 0) | (chance(error / 10) ? int(0x10000) : 0);
+            memory.writeU64(layout.desc + 16 * i, BigInt(addr));
+            memory.writeU32(layout.desc + 16 * i + 8, len % 2 ** 32);
+            memory.writeU16(layout.desc + 16 * i + 12, flags & 0xffff);
+            memory.writeU16(layout.desc + 16 * i + 14, chance(1 - error) ? int(n) : int(0x10000));
+          }
+        }
+        if (inRam(layout.avail, 6 + 2 * n)) {
+          const idx = memory.readU16(layout.avail + 2);
+          const added = chance(1 - error / 5) ? int(n + 1) : int(0x10000);
+          for (let k = 0; k < Math.min(added, n); k++) memory.writeU16(layout.avail + 4 + 2 * ((idx + k) % n), chance(1 - error / 5) ? int(n) : int(0x10000));
+          memory.writeU16(layout.avail + 2, (idx + added) & 0xffff);
+          if (chance(0.3)) memory.writeU16(layout.avail + 4 + 2 * n, int(0x10000)); // used_event
+          if (chance(0.1)) memory.writeU16(layout.avail, int(4)); // flags
+        }
+        for (let k = 1 + int(3); k > 0; k--) {
+          kicks++;
+          machine.mmioWrite(driver.barAddress + 0x3000 + 4 * (chance(0.9) ? 0 : int(8)), 2, 0);
+        }
+        // Occasionally hit the common configuration with garbage.
+        if (chance(0.05)) driver.write(int(0x40) & ~1, 2, int(0x10000));
+        if (chance(0.03)) driver.write(COMMON.DEVICE_STATUS, 1, int(256));
+        if (!machine.guardsIntact()) throw new Error('a write landed outside guest RAM');
+      }
+      if (driver.status & STATUS.NEEDS_RESET) needsReset++;
+    }
+  } catch (e) {
+    assert.fail(`fuzz failed after ${iterations} iterations with FUZZ_SEED=${SEED}: ${e instanceof Error ? e.stack : String(e)}`);
+  }
+  t.diagnostic(`seed ${SEED}: ${iterations} bring-ups, ${kicks} kicks, ${needsReset} ended in DEVICE_NEEDS_RESET, ${device.requestsServed} requests served, ${transport.notifications} notifications`);
+  assert.ok(machine.guardsIntact(), `FUZZ_SEED=${SEED}`);
+  assert.ok(iterations > 10, `FUZZ_SEED=${SEED}: only ${iterations} iterations ran`);
+  assert.ok(device.requestsServed > 0, `FUZZ_SEED=${SEED}: no request was ever served, the fuzzer is too hostile to reach the device`);
+});

@@ -1,0 +1,160 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { DescriptorChain, SplitQueue } from '../../src/devices/virtio/queue.js';
+import { GuestMemory } from '../../src/memory/guest-memory.js';
+
+// virtio 1.2 §2.7 layout, spelled out independently of the implementation.
+const NEXT = 1, WRITE = 2, INDIRECT = 4;
+const DESC = 0x1000, AVAIL = 0x2000, USED = 0x3000, SIZE = 8;
+
+function setup(options: { eventIdx?: boolean; indirect?: boolean; memory?: GuestMemory } = {}) {
+  const memory = options.memory ?? GuestMemory.fromBuffers([{ gpa: 0, bytes: new Uint8Array(64 * 1024) }]);
+  const faults: string[] = [];
+  const queue = new SplitQueue(0, SIZE, (_q, reason) => faults.push(reason));
+  queue.descTableAddress = DESC;
+  queue.availRingAddress = AVAIL;
+  queue.usedRingAddress = USED;
+  assert.equal(queue.activate(memory, { eventIdx: options.eventIdx ?? false, indirect: options.indirect ?? true }), true);
+  let availIdx = 0;
+  const desc = (i: number, addr: number, len: number, flags: number, next = 0, table = DESC) => {
+    memory.writeU64(table + 16 * i, BigInt(addr));
+    memory.writeU32(table + 16 * i + 8, len);
+    memory.writeU16(table + 16 * i + 12, flags);
+    memory.writeU16(table + 16 * i + 14, next);
+  };
+  const publish = (head: number) => {
+    memory.writeU16(AVAIL + 4 + 2 * (availIdx % SIZE), head);
+    availIdx = (availIdx + 1) & 0xffff;
+    memory.writeU16(AVAIL + 2, availIdx);
+  };
+  return { memory, queue, faults, desc, publish, chain: new DescriptorChain(4) };
+}
+
+test('a chain with readable then writable buffers becomes segments in order', () => {
+  const { queue, desc, publish, chain, memory } = setup();
+  memory.write(0x8000, new Uint8Array([1, 2, 3, 4, 5, 6]));
+  desc(5, 0x8000, 4, NEXT, 2);
+  desc(2, 0x8004, 2, NEXT, 7);
+  desc(7, 0x9000, 100, WRITE);
+  publish(5);
+  assert.equal(queue.pop(chain), true);
+  assert.equal(chain.head, 5);
+  assert.equal(chain.readableSegments, 2);
+  assert.equal(chain.writableSegments, 1);
+  assert.equal(chain.readableBytes, 6);
+  assert.equal(chain.writableBytes, 100);
+  const header = new Uint8Array(5);
+  assert.equal(chain.readBytes(header, 1), 5);
+  assert.deepEqual([...header], [2, 3, 4, 5, 6]);
+  assert.equal(chain.writeBytes(new Uint8Array([9, 9]), 98), 2);
+  assert.deepEqual([...memory.read(0x9000 + 98, 2)], [9, 9]);
+  assert.equal(queue.pop(chain), false, 'nothing more available');
+});
+
+test('an indirect table after a direct descriptor (§2.7.5.3.2 requires devices to accept it)', () => {
+  const { queue, desc, publish, chain } = setup();
+  const table = 0x5000;
+  desc(0, 0x8000, 16, WRITE | NEXT, 1, table);
+  desc(1, 0x8100, 16, WRITE, 0, table);
+  desc(3, 0x7000, 8, NEXT, 4);
+  desc(4, table, 32, INDIRECT | WRITE); // WRITE on the pointing descriptor is ignored
+  publish(3);
+  assert.equal(queue.pop(chain), true);
+  assert.equal(chain.readableBytes, 8);
+  assert.equal(chain.writableBytes, 32);
+  assert.equal(chain.segmentCount, 3);
+});
+
+test('used elements, notification suppression flags and the used index', () => {
+  const { queue, desc, publish, chain, memory } = setup();
+  desc(0, 0x8000, 16, WRITE);
+  publish(0);
+  queue.disableNotification();
+  assert.equal(memory.readU16(USED), 1, 'VIRTQ_USED_F_NO_NOTIFY while busy');
+  assert.equal(queue.pop(chain), true);
+  queue.addUsed(chain.head, 12);
+  assert.equal(memory.readU16(USED + 2), 1);
+  assert.equal(memory.readU32(USED + 4), 0);
+  assert.equal(memory.readU32(USED + 8), 12);
+  assert.equal(queue.enableNotification(), false);
+  assert.equal(memory.readU16(USED), 0);
+  assert.equal(queue.needsNotification(), true);
+  assert.equal(queue.needsNotification(), false, 'nothing new since');
+  // A buffer that arrives while notifications were off is reported by enableNotification.
+  queue.disableNotification();
+  publish(0);
+  assert.equal(queue.enableNotification(), true);
+});
+
+test('EVENT_IDX: vring_need_event across the 16-bit wrap', () => {
+  const { queue, desc, publish, chain, memory } = setup({ eventIdx: true });
+  desc(0, 0x8000, 16, WRITE);
+  const usedEvent = AVAIL + 4 + 2 * SIZE;
+  const availEvent = USED + 4 + 8 * SIZE;
+  let notified = 0;
+  // Drive the indices through 65535 -> 0 with used_event always one behind the new entry.
+  for (let i = 0; i < 70000; i++) {
+    publish(0);
+    assert.equal(queue.pop(chain), true);
+    queue.addUsed(0, 16);
+    memory.writeU16(usedEvent, i & 0xffff);
+    if (queue.needsNotification()) notified++;
+    assert.equal(queue.enableNotification(), false);
+    assert.equal(memory.readU16(availEvent), (i + 1) & 0xffff);
+  }
+  assert.equal(notified, 70000);
+  // used_event far ahead: no notification.
+  memory.writeU16(usedEvent, (70000 + 100) & 0xffff);
+  publish(0);
+  queue.pop(chain);
+  queue.addUsed(0, 16);
+  assert.equal(queue.needsNotification(), false);
+});
+
+test('a buffer crossing adjacent regions splits into segments; a gap is a fault', () => {
+  const memory = GuestMemory.fromBuffers([
+    { gpa: 0, bytes: new Uint8Array(0x10000) },
+    { gpa: 0x10000, bytes: new Uint8Array(0x10000) },
+    { gpa: 0x30000, bytes: new Uint8Array(0x1000) },
+  ]);
+  const { queue, desc, publish, chain, faults } = setup({ memory });
+  desc(0, 0xff00, 0x200, WRITE);
+  publish(0);
+  assert.equal(queue.pop(chain), true);
+  assert.equal(chain.writableSegments, 2);
+  assert.deepEqual([chain.addresses[0], chain.lengths[0], chain.addresses[1], chain.lengths[1]], [0xff00, 0x100, 0x10000, 0x100]);
+  desc(1, 0x1ff00, 0x200, WRITE);
+  publish(1);
+  assert.equal(queue.pop(chain), false);
+  assert.match(faults[0]!, /not guest RAM/);
+  assert.equal(queue.ready, false);
+});
+
+test('faults are reported once; a failed queue does nothing more', () => {
+  const { queue, desc, publish, chain, faults, memory } = setup();
+  desc(0, 0x8000, 16, WRITE | NEXT, 0);
+  publish(0);
+  publish(0);
+  assert.equal(queue.pop(chain), false);
+  assert.equal(queue.pop(chain), false);
+  assert.equal(faults.length, 1);
+  queue.addUsed(0, 1);
+  assert.equal(memory.readU16(USED + 2), 0, 'no used entry after failure');
+  assert.equal(queue.hasAvailable(), false);
+  queue.reset();
+  assert.equal(queue.failure, undefined);
+  assert.equal(queue.size, SIZE);
+});
+
+test('a device returning an impossible used element fails the queue instead of writing it', () => {
+  const { queue, faults, memory } = setup();
+  queue.addUsed(SIZE, 1);
+  assert.match(faults[0]!, /impossible used element/);
+  assert.equal(memory.readU16(USED + 2), 0);
+});
+
+test('maximum sizes must be powers of two up to 32768', () => {
+  assert.throws(() => new SplitQueue(0, 3), RangeError);
+  assert.throws(() => new SplitQueue(0, 65536), RangeError);
+  assert.doesNotThrow(() => new SplitQueue(0, 32768));
+});
