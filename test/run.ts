@@ -56,7 +56,9 @@ function nodeTestArgs(files: string[]): string[] {
 }
 
 /** Reads the spec reporter's closing summary ("ℹ pass 12" …). */
-function countsFrom(output: string): Counts {
+function countsFrom(rawOutput: string): Counts {
+  // Colours (a TTY inside the nested host) would hide the numbers from the patterns below.
+  const output = rawOutput.replace(/\x1b\[[0-9;]*m/g, '');
   const grab = (key: string): number => {
     const all = [...output.matchAll(new RegExp(`^\\S*\\s*${key} (\\d+)\\s*$`, 'gm'))];
     const last = all[all.length - 1];

@@ -53,7 +53,11 @@ async function runHere(opts: CliVmOptions): Promise<number> {
     },
   });
   const terminal = attachSerialToTerminal(vm.serial, { stdin: process.stdin, stdout: process.stdout, onQuit: () => vm.stop('stopped from the console (Ctrl-A x)') });
-  const onSignal = (signal: NodeJS.Signals): void => vm.stop(`stopped by ${signal}`);
+  let stoppedBy: NodeJS.Signals | undefined;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    stoppedBy ??= signal;
+    vm.stop(`stopped by ${signal}`);
+  };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   vm.start();
@@ -67,9 +71,11 @@ async function runHere(opts: CliVmOptions): Promise<number> {
     say(exit.message);
     const tail = exit.consoleTail.trimEnd().split('\n').slice(-15).join('\n');
     if (tail && exit.reason === 'error') process.stderr.write(`--- last console output ---\n${tail}\n`);
-  } else if (opts.bootTimer) {
+  } else if (opts.bootTimer || exit.reason === 'stopped') {
     say(`${exit.message} (${(wallMs / 1000).toFixed(2)} s from VMM start)`);
   }
+  // A VM stopped by a signal exits like a command killed by it would in a shell (128 + signal number).
+  if (stoppedBy !== undefined) return 128 + (stoppedBy === 'SIGINT' ? 2 : 15);
   return exit.status;
 }
 

@@ -4,7 +4,7 @@
  * Built once into the cache and rebuilt only when its inputs change.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, renameSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { BOOT_COMPLETE_MAGIC, FIRECRACKER_BOOT_TIMER_MMIO_BASE } from '../devices/legacy/boot-timer.js';
 import { cacheDir } from '../util/cache.js';
@@ -77,16 +77,18 @@ export const DEFAULT_BOOT_ARGS = 'console=ttyS0 reboot=k panic=1 quiet';
 export function ensureDefaultGuest(progress: ProgressSink = stderrProgress): DefaultGuest {
   ensureAptPackages(['busybox-static'], progress);
   const kernel = fetchDebianKernel('cloud-amd64', progress);
-  const modules = resolveModules(kernel.modulesDir, DEFAULT_GUEST_MODULES);
   const script = defaultInitScript();
   const busybox = statSync(BUSYBOX);
+  // The key uses only cheap inputs: resolving module dependencies walks the whole modules tree,
+  // which is slow (and, in the nested host, over 9p), so it happens only when building.
   const key = createHash('sha256')
-    .update(JSON.stringify({ v: 1, release: kernel.release, modules: modules.map((m) => basename(m)), script, DEFAULT_GUEST_COMMAND, busybox: [busybox.size, busybox.mtimeMs] }))
+    .update(JSON.stringify({ v: 2, release: kernel.release, modules: DEFAULT_GUEST_MODULES, script, DEFAULT_GUEST_COMMAND, busybox: [busybox.size, busybox.mtimeMs] }))
     .digest('hex')
     .slice(0, 16);
   const dir = cacheDir('guest');
   const initrd = join(dir, `initramfs-${kernel.release}-${key}.cpio`);
   if (!existsSync(initrd)) {
+    const modules = resolveModules(kernel.modulesDir, DEFAULT_GUEST_MODULES);
     progress(`building the default guest initramfs (busybox + ${modules.length} kernel modules)`);
     mkdirSync(dir, { recursive: true });
     const w = new CpioWriter();
@@ -102,6 +104,10 @@ export function ensureDefaultGuest(progress: ProgressSink = stderrProgress): Def
     const tmp = `${initrd}.partial`;
     w.writeToFile(tmp);
     renameSync(tmp, initrd);
+    // Earlier builds (other kernels, other init scripts) are never used again.
+    for (const old of readdirSync(dir)) {
+      if (old.startsWith('initramfs-') && join(dir, old) !== initrd) rmSync(join(dir, old), { force: true });
+    }
   }
   return { kernel: kernel.bzImage, kernelRelease: kernel.release, initrd, bootArgs: DEFAULT_BOOT_ARGS };
 }

@@ -126,7 +126,7 @@ export function munmap(mapping: HostMapping): void {
   check(c.munmap(mapping.pointer, mapping.length) as number, 'munmap', `unmap ${mapping.length} bytes`);
 }
 
-/** Largest byte length koffi.view can expose as one ArrayBuffer in Node 20 (larger views abort the process). */
+/** Largest view we make with koffi.view: in Node 20 views above 4 GiB abort the whole process, so stay well below. */
 export const MAX_VIEW_BYTES = 2 ** 31;
 
 /** A zero-copy ArrayBuffer over a whole mapping (at most MAX_VIEW_BYTES long). */
@@ -164,4 +164,20 @@ export function pthreadSelf(): bigint {
 /** Send `signal` to a thread of this process. Returns 0 or the error number (pthread_kill does not set errno). */
 export function pthreadKill(thread: bigint, signal: number): number {
   return c.pthreadKill(thread, signal) as number;
+}
+
+// fallocate(2) modes, from linux/falloc.h.
+export const FALLOC_FL_KEEP_SIZE = 0x01;
+export const FALLOC_FL_PUNCH_HOLE = 0x02;
+export const FALLOC_FL_ZERO_RANGE = 0x10;
+
+const fallocateFn = lib.func('int fallocate(int fd, int mode, int64_t offset, int64_t len)');
+
+/**
+ * fallocate(2) run off the main thread (koffi's async call, on libuv's threadpool like node's own
+ * fs calls), for virtio-blk discard and write-zeroes: node's fs has no fallocate. `done` learns
+ * only whether it worked: errno belongs to the worker thread and cannot be read back here.
+ */
+export function fallocateAsync(fd: number, mode: number, offset: number, length: number, done: (ok: boolean) => void): void {
+  fallocateFn.async(fd, mode, offset, length, (error: unknown, result: unknown) => done(error == null && result === 0));
 }

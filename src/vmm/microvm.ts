@@ -10,9 +10,13 @@
  *   ACPI sleep/reset I/O 0x600-0x602           poweroff (S5) and reset (FADT registers)
  *   boot timer      MMIO 0xd0000000            Firecracker's "guest booted" magic write
  *   guest status    MMIO 0xd0001000            the default guest's command exit status
+ *   PCI host bridge I/O 0xcf8-0xcff, ECAM 0xe0000000 (bus 0), BARs in [0xc0000000, 0xd0000000)
  */
 import { COM1, CMOS_RTC, DEFAULT_ACPI_LAYOUT, I8042 as ACPI_I8042, AcpiSleepResetDevice, SLEEP_RESET_BLOCK_SIZE } from '../arch/x86_64/acpi/index.js';
+import { PCI_ECAM_START, PCI_MMIO32_SIZE, PCI_MMIO32_START } from '../arch/x86_64/layout.js';
 import { GuestStatusDevice } from '../devices/guest-status.js';
+import { PCI_CONFIG_ADDRESS_PORT, PCI_CONFIG_PORT_COUNT, PciConfigPorts, PciEcam } from '../devices/pci/host-bridge.js';
+import { PciBus } from '../devices/pci/pci-bus.js';
 import { BootTimer, type BootTimerEvent, FIRECRACKER_BOOT_TIMER_MMIO_BASE, FIRECRACKER_BOOT_TIMER_MMIO_SIZE } from '../devices/legacy/boot-timer.js';
 import { I8042, I8042_COMMAND_PORT, I8042_DATA_PORT, I8042_KEYBOARD_IRQ } from '../devices/legacy/i8042.js';
 import { Mc146818Rtc, RTC_PORT_BASE, RTC_PORT_COUNT } from '../devices/legacy/rtc.js';
@@ -31,6 +35,9 @@ export const MIN_VCPUS = 1;
 export const MAX_VCPUS = 32;
 export const MIN_MEMORY_MIB = 128;
 export const MAX_MEMORY_MIB = 65536;
+
+/** One PCI bus: every device sits on bus 0, as on Firecracker's and Cloud Hypervisor's PCI. */
+const PCI_BUS_COUNT = 1;
 
 /** Linux prints this first on a panic (kernel/panic.c). */
 const PANIC_MARKER = 'Kernel panic - not syncing';
@@ -85,6 +92,7 @@ export class MicroVm {
   readonly serial: Serial16550;
   readonly i8042: I8042;
   readonly guestStatus: GuestStatusDevice;
+  readonly pci: PciBus;
   readonly boot: LinuxBootInfo;
   /** Microseconds from VMM start to the guest's boot-timer write, once it happened. */
   bootTimeUs: number | undefined;
@@ -132,11 +140,20 @@ export class MicroVm {
       'boot timer',
     );
     machine.mmioBus.insert(GUEST_STATUS_MMIO_BASE, GUEST_STATUS_MMIO_SIZE, this.guestStatus, 'guest status');
+    // PCI: Linux finds virtio devices here (DESIGN.md); the window must be the one the DSDT announces.
+    const mmio32Window = { start: PCI_MMIO32_START, size: PCI_MMIO32_SIZE };
+    this.pci = new PciBus({ mmio: machine.mmioBus, mmio32Window });
+    io.insert(PCI_CONFIG_ADDRESS_PORT, PCI_CONFIG_PORT_COUNT, new PciConfigPorts(this.pci), 'PCI configuration ports');
+    const ecam = new PciEcam(this.pci, PCI_BUS_COUNT);
+    machine.mmioBus.insert(PCI_ECAM_START, ecam.size, ecam, 'PCI ECAM');
     this.boot = loadLinux(machine, {
       kernelPath: opts.kernel,
       ...(opts.initrd !== undefined ? { initrdPath: opts.initrd } : {}),
       cmdline: opts.cmdline,
-      acpi: { legacyDevices: [COM1, ACPI_I8042, CMOS_RTC] },
+      acpi: {
+        legacyDevices: [COM1, ACPI_I8042, CMOS_RTC],
+        pci: { busStart: 0, busEnd: PCI_BUS_COUNT - 1, ecamBase: PCI_ECAM_START, mmio32Window: { base: PCI_MMIO32_START, size: PCI_MMIO32_SIZE } },
+      },
       ...(opts.pvFeatures !== undefined ? { pvFeatures: opts.pvFeatures } : {}),
     });
   }
@@ -148,7 +165,7 @@ export class MicroVm {
     try {
       return new MicroVm(machine, opts);
     } catch (e) {
-      machine.close();
+      void machine.close();
       throw e;
     }
   }
@@ -180,7 +197,7 @@ export class MicroVm {
     } finally {
       if (this.panicTimer) clearTimeout(this.panicTimer);
       this.serial.flush();
-      this.machine.close();
+      await this.machine.close();
     }
     let reason = this.outcome.reason;
     if (this.tail.markerSeen && (reason === 'reboot' || reason === 'stopped')) reason = 'panic';

@@ -3,7 +3,7 @@
  * whose exit status becomes tsvmm's. Runs the CLI as a child process, as a user would.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -47,4 +47,29 @@ test("`tsvmm start -- COMMAND` shows the command's output and exits with its sta
   assert.match(r.stdout, /^6\.1\.0-\d+-cloud-amd64$/m);
   // And the default greeting is what `npm start` shows.
   assert.match(DEFAULT_GUEST_COMMAND, /uname -r/);
+});
+
+test('SIGTERM stops a running VM cleanly: one status line, non-zero exit, no hang', async () => {
+  const child = spawn(process.execPath, [bin, 'start', '--', 'echo READY; sleep 600'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`guest never printed READY:\n${stdout}\n${stderr}`)), 240_000);
+    child.stdout.on('data', (b: Buffer) => {
+      stdout += b.toString();
+      if (/^READY$/m.test(stdout)) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  });
+  child.kill('SIGTERM');
+  const killer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+  const { code, signal } = await exited;
+  clearTimeout(killer);
+  assert.equal(signal, null, 'tsvmm handled SIGTERM itself rather than dying of it or being killed');
+  assert.notEqual(code, 0);
+  assert.match(stderr, /stopped by SIGTERM/);
 });
