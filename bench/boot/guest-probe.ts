@@ -18,7 +18,7 @@ export const KERNEL_MILESTONES = {
   initrdUnpackStart: /Trying to unpack rootfs image as initramfs/,
   /** free_initrd_mem: the initramfs is unpacked. */
   initrdFreed: /Freeing initrd memory/,
-  /** drivers/rtc/rtc-cmos.c: the CMOS RTC probe finished (its first line; a stuck probe shows as a gap before it). */
+  /** drivers/rtc/rtc-cmos.c: its LAST line marks the end of the CMOS RTC probe ("registered as rtc0"…, or "broken or not accessible"). */
   rtcProbed: /rtc_cmos/,
   /** free_initmem: the kernel is about to start userspace. */
   initmemFreed: /Freeing unused kernel image \(initmem\) memory/,
@@ -58,7 +58,10 @@ export function parseGuestTimes(consoleText: string): GuestTimes {
     m = /^BENCH-K \[\s*([\d.]+)\] (.*)$/.exec(line);
     if (m) {
       for (const [name, re] of Object.entries(KERNEL_MILESTONES) as [KernelMilestone, RegExp][]) {
-        if (re.test(m[2]!)) times.kernel[name] ??= Number(m[1]);
+        if (!re.test(m[2]!)) continue;
+        // The RTC driver logs at the start and at the end of its probe; the end is what matters.
+        if (name === 'rtcProbed') times.kernel[name] = Number(m[1]);
+        else times.kernel[name] ??= Number(m[1]);
       }
     }
   }

@@ -37,6 +37,8 @@ export interface MeasureSpec {
   outer?: BenchEnvironment['outer'];
   outerSummary?: string;
   kinds: VmmKind[];
+  /** The tsvmm revision measured (git), for the report. */
+  tsvmmRevision?: string;
 }
 
 const RUN_TIMEOUT_MS = 10 * 60_000;
@@ -55,9 +57,15 @@ function commandArg(): string {
   return `tsvmm.cmd=${Buffer.from(GUEST_BENCH_COMMAND, 'utf8').toString('base64')}`;
 }
 
-export function qemuArgs(spec: MeasureSpec, cmdline: string, cpuModel: string): string[] {
+/**
+ * QEMU's command line. `rtcOff`: microvm's machine option that drops the CMOS RTC. The default
+ * machine is the one the issue names; the variant was added because, in the nested host, the
+ * guest's probe of microvm's RTC stalls for seconds and then fails (seen with initcall_debug).
+ * Measured: rtc=off does not avoid the stall (Linux probes a platform rtc_cmos at 0x70 anyway).
+ */
+export function qemuArgs(spec: MeasureSpec, cmdline: string, cpuModel: string, rtcOff = false): string[] {
   return [
-    '-M', 'microvm',
+    '-M', rtcOff ? 'microvm,rtc=off' : 'microvm',
     '-enable-kvm', '-cpu', cpuModel,
     '-m', String(spec.memoryMib),
     '-smp', String(spec.vcpus),
@@ -172,9 +180,9 @@ async function runTsvmmLibrary(spec: MeasureSpec, cmdline: string, round: number
   };
 }
 
-async function runQemu(spec: MeasureSpec, cmdline: string, round: number, warmup: boolean, cpuModel: string): Promise<RunSample> {
-  const run = await spawnTimed(spec.qemu, qemuArgs(spec, cmdline, cpuModel), { guestMiB: spec.memoryMib, timeoutMs: RUN_TIMEOUT_MS, sampleEveryMs: spec.sampleEveryMs });
-  const { cmdLineMs, ...base } = baseSample('qemu-microvm', round, warmup, run);
+async function runQemu(spec: MeasureSpec, cmdline: string, round: number, warmup: boolean, cpuModel: string, rtcOff: boolean): Promise<RunSample> {
+  const run = await spawnTimed(spec.qemu, qemuArgs(spec, cmdline, cpuModel, rtcOff), { guestMiB: spec.memoryMib, timeoutMs: RUN_TIMEOUT_MS, sampleEveryMs: spec.sampleEveryMs });
+  const { cmdLineMs, ...base } = baseSample(rtcOff ? 'qemu-microvm-rtc-off' : 'qemu-microvm', round, warmup, run);
   return {
     ...base,
     wall: { exitMs: run.exitMs, ...(cmdLineMs !== undefined ? { firstCommandLineMs: cmdLineMs } : {}) },
@@ -182,7 +190,8 @@ async function runQemu(spec: MeasureSpec, cmdline: string, round: number, warmup
   };
 }
 
-function firstLineOf(cmd: string, args: string[]): string {
+/** The first line a command prints (a version string), or 'unknown'. */
+function versionLine(cmd: string, args: string[]): string {
   try {
     return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).split('\n')[0]!.trim();
   } catch {
@@ -202,6 +211,8 @@ export function cpuModelName(): string {
 export async function measure(spec: MeasureSpec): Promise<BenchResult> {
   const startedAt = new Date().toISOString();
   const loadAverageStart = loadavg();
+  const kernelBytes = statSync(spec.kernel).size;
+  const initrdBytes = statSync(spec.initrd).size;
   const cmdline = `${spec.bootArgs} ${commandArg()}`;
   let cpuModel = QEMU_CPU_MODELS[0]!;
   const samples: RunSample[] = [];
@@ -214,14 +225,17 @@ export async function measure(spec: MeasureSpec): Promise<BenchResult> {
     for (const kind of order) {
       log(`round ${round + 1}/${total}${warmup ? ' (warm-up)' : ''}: ${kind}`);
       let s: RunSample;
-      if (kind === 'qemu-microvm') {
-        s = await runQemu(spec, cmdline, round, warmup, cpuModel);
+      if (kind === 'qemu-microvm' || kind === 'qemu-microvm-rtc-off') {
+        const rtcOff = kind === 'qemu-microvm-rtc-off';
+        s = await runQemu(spec, cmdline, round, warmup, cpuModel, rtcOff);
         const next = QEMU_CPU_MODELS[QEMU_CPU_MODELS.indexOf(cpuModel) + 1];
-        if (!s.ok && s.guest.uptimeAtCommand === undefined && next !== undefined) {
+        // Fall back only when QEMU itself refused the CPU model (as `-cpu host` is under PVM), never for a guest failure.
+        const cpuRefused = s.notes.some((n) => /cpu|MSR/i.test(n)) && !s.notes.some((n) => /BENCH-/.test(n));
+        if (!s.ok && s.guest.uptimeAtCommand === undefined && cpuRefused && next !== undefined) {
           log(`QEMU with -cpu ${cpuModel} failed (${s.problem ?? ''}); retrying with -cpu ${next}`);
           samples.push({ ...s, warmup: true });
           cpuModel = next;
-          s = await runQemu(spec, cmdline, round, warmup, cpuModel);
+          s = await runQemu(spec, cmdline, round, warmup, cpuModel, rtcOff);
         }
       } else if (kind === 'tsvmm-cli') {
         s = await runTsvmmCli(spec, cmdline, round, warmup);
@@ -252,7 +266,7 @@ export async function measure(spec: MeasureSpec): Promise<BenchResult> {
     cpuModel: cpuModelName(),
     cpus: cpus().length,
     kernelRelease: release(),
-    qemuVersion: firstLineOf(spec.qemu, ['--version']),
+    qemuVersion: versionLine(spec.qemu, ['--version']),
     nodeVersion: process.version,
     memTotalMiB: Math.round(totalmem() / 2 ** 20),
     loadAverageStart,
@@ -263,8 +277,9 @@ export async function measure(spec: MeasureSpec): Promise<BenchResult> {
     kernel: spec.kernel,
     kernelRelease: spec.kernelRelease,
     initrd: spec.initrd,
-    kernelBytes: statSync(spec.kernel).size,
-    initrdBytes: statSync(spec.initrd).size,
+    kernelBytes,
+    initrdBytes,
+    ...(spec.tsvmmRevision !== undefined ? { tsvmmRevision: spec.tsvmmRevision } : {}),
     cmdline,
     guestCommand: GUEST_BENCH_COMMAND,
     vcpus: spec.vcpus,

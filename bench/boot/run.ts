@@ -4,17 +4,18 @@
  * samples as JSON and the charts as SVG).
  *
  *   node dist/bench/boot/run.js [--runs N] [--warmup N] [--cpus N] [--mem MIB] [--sample-ms MS]
- *                               [--only tsvmm-cli,tsvmm-lib,qemu-microvm] [--out-dir DIR]
+ *                               [--only tsvmm-cli,tsvmm-lib,qemu-microvm,qemu-microvm-rtc-off] [--out-dir DIR]
  *   node dist/bench/boot/run.js --report FILE.json [--out-dir DIR]     (re-render a report)
  *
  * Where KVM boots stock Linux (hardware virtualization) it measures right here. Otherwise the
  * whole measurement runs inside ONE nested-host boot, so both VMMs share the same emulated
  * machine and its one boot cost is paid once.
  */
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { cpus, loadavg, release } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { gunzipSync } from 'node:zlib';
 import { detectVirtualization } from '../../src/host/environment.js';
@@ -22,14 +23,14 @@ import { runInNestedHost } from '../../src/host/nested.js';
 import { ensureDefaultGuest } from '../../src/image/default-guest.js';
 import { ensureAptPackages } from '../../src/image/debian.js';
 import { stderrProgress } from '../../src/util/progress.js';
-import { cpuModelName, measure, type MeasureSpec } from './measure.js';
+import { cpuModelName, type MeasureSpec } from './measure.js';
 import { writeReport } from './report.js';
+import { snapshot } from './snapshot.js';
 import type { BenchResult, VmmKind } from './samples.js';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
-const MEASURE = fileURLToPath(new URL('./measure.js', import.meta.url));
 const QEMU = '/usr/bin/qemu-system-x86_64';
-const ALL_KINDS: readonly VmmKind[] = ['qemu-microvm', 'tsvmm-cli', 'tsvmm-lib'];
+const ALL_KINDS: readonly VmmKind[] = ['qemu-microvm', 'tsvmm-cli', 'qemu-microvm-rtc-off', 'tsvmm-lib'];
 /** The whole nested run: boots take tens of seconds each there. */
 const NESTED_TIMEOUT_MS = 4 * 60 * 60_000;
 
@@ -59,6 +60,17 @@ export function decodeResultLines(output: string): BenchResult {
   return JSON.parse(gunzipSync(Buffer.from(b64, 'base64')).toString('utf8')) as BenchResult;
 }
 
+/** The checkout's commit, and whether its working tree differs from it (the report says which tsvmm it measured). */
+function revision(): string {
+  const git = (...args: string[]): string => execFileSync('git', args, { cwd: REPO, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  try {
+    const head = git('rev-parse', '--short', 'HEAD');
+    return git('status', '--porcelain', '--untracked-files=no') === '' ? head : `${head} + uncommitted changes`;
+  } catch {
+    return 'unknown';
+  }
+}
+
 async function main(): Promise<number> {
   const { values } = parseArgs({
     options: {
@@ -86,10 +98,12 @@ async function main(): Promise<number> {
   const env = detectVirtualization();
   ensureAptPackages(['qemu-system-x86'], stderrProgress);
   const guest = ensureDefaultGuest(stderrProgress);
+  const snap = snapshot(REPO, guest.kernel, guest.initrd);
+  say(`measuring a frozen copy of dist/ and of the guest in ${snap.dir}`);
   const spec: MeasureSpec = {
-    kernel: guest.kernel,
+    kernel: snap.kernel,
     kernelRelease: guest.kernelRelease,
-    initrd: guest.initrd,
+    initrd: snap.initrd,
     bootArgs: guest.bootArgs,
     vcpus: positiveInt(values.cpus, 1, '--cpus'),
     memoryMib: positiveInt(values.mem, 256, '--mem', 128),
@@ -98,35 +112,41 @@ async function main(): Promise<number> {
     sampleEveryMs: positiveInt(values['sample-ms'], 250, '--sample-ms', 10),
     qemu: QEMU,
     kinds,
+    tsvmmRevision: revision(),
   };
 
   let result: BenchResult;
-  if (env.canRunStockLinux) {
-    say(`${env.summary} Measuring here.`);
-    result = await measure(spec);
-  } else {
-    say(`${env.summary} Measuring inside one nested-host boot.`);
-    const inner: MeasureSpec = {
-      ...spec,
-      outerSummary: env.summary,
-      outer: { cpuModel: cpuModelName(), cpus: cpus().length, kernelRelease: release(), loadAverage: loadavg() },
-    };
-    const arg = Buffer.from(JSON.stringify(inner), 'utf8').toString('base64');
-    let pending = '';
-    const r = await runInNestedHost([process.execPath, MEASURE, arg], {
-      cwd: REPO,
-      timeoutMs: NESTED_TIMEOUT_MS,
-      progress: stderrProgress,
-      // Show progress live, but not the result's base64 lines.
-      onOutput: (text) => {
-        const parts = (pending + text).split('\n');
-        pending = parts.pop() ?? '';
-        for (const l of parts) if (!l.startsWith('BENCH-RESULT ')) process.stderr.write(`${l}\n`);
-      },
-    });
-    if (r.timedOut) throw new Error('the nested host run timed out');
-    if (r.status !== 0) throw new Error(`the measurement inside the nested host failed with status ${r.status}`);
-    result = decodeResultLines(r.output);
+  try {
+    if (env.canRunStockLinux) {
+      say(`${env.summary} Measuring here.`);
+      const { measure } = (await import(pathToFileURL(snap.measure).href)) as typeof import('./measure.js');
+      result = await measure(spec);
+    } else {
+      say(`${env.summary} Measuring inside one nested-host boot.`);
+      const inner: MeasureSpec = {
+        ...spec,
+        outerSummary: env.summary,
+        outer: { cpuModel: cpuModelName(), cpus: cpus().length, kernelRelease: release(), loadAverage: loadavg() },
+      };
+      const arg = Buffer.from(JSON.stringify(inner), 'utf8').toString('base64');
+      let pending = '';
+      const r = await runInNestedHost([process.execPath, snap.measure, arg], {
+        cwd: REPO,
+        timeoutMs: NESTED_TIMEOUT_MS,
+        progress: stderrProgress,
+        // Show progress live, but not the result's base64 lines.
+        onOutput: (text) => {
+          const parts = (pending + text).split('\n');
+          pending = parts.pop() ?? '';
+          for (const l of parts) if (!l.startsWith('BENCH-RESULT ')) process.stderr.write(`${l}\n`);
+        },
+      });
+      if (r.timedOut) throw new Error('the nested host run timed out');
+      if (r.status !== 0) throw new Error(`the measurement inside the nested host failed with status ${r.status}`);
+      result = decodeResultLines(r.output);
+    }
+  } finally {
+    snap.remove();
   }
   const md = writeReport(result, outDir, `boot-${result.startedAt.slice(0, 10)}`);
   say(`report: ${md}`);

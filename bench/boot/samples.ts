@@ -5,12 +5,13 @@ import type { LibraryPhases } from './library-probe.js';
 /** LibraryPhases timestamps that become "ms after spawn" in a sample. */
 export type LibraryTimeKey = keyof Pick<LibraryPhases, 'timeOrigin' | 'mainStart' | 'importDone' | 'createDone' | 'startDone' | 'bootTimer' | 'firstCommandLine' | 'waitDone'> | 'exitEvent';
 
-export type VmmKind = 'tsvmm-cli' | 'tsvmm-lib' | 'qemu-microvm';
+export type VmmKind = 'tsvmm-cli' | 'tsvmm-lib' | 'qemu-microvm' | 'qemu-microvm-rtc-off';
 
 export const VMM_LABELS: Record<VmmKind, string> = {
   'tsvmm-cli': 'tsvmm (CLI)',
   'tsvmm-lib': 'tsvmm (library probe)',
   'qemu-microvm': 'QEMU -M microvm',
+  'qemu-microvm-rtc-off': 'QEMU -M microvm,rtc=off',
 };
 
 export interface MemorySummary {
@@ -86,6 +87,7 @@ export interface BenchConfig {
   readonly warmup: number;
   readonly sampleEveryMs: number;
   readonly qemuArgs: readonly string[];
+  readonly tsvmmRevision?: string;
 }
 
 /** The bare cost of starting each VMM's runtime: a process that loads it and exits at once. */

@@ -42,9 +42,22 @@ export function barChartSvg(chart: BarChart): string {
   const barH = 16;
   const barGap = 4;
   const groupGap = 14;
-  const top = 48;
   const axisH = 34;
   const width = labelW + plotW + rightPad;
+  // Legend entries flow left to right from the plot's left edge and wrap when the row is full.
+  const legend: { x: number; row: number; series: BarSeries }[] = [];
+  let lx = labelW;
+  let row = 0;
+  for (const series of chart.series) {
+    const w = 24 + series.label.length * 7;
+    if (lx + w > width && lx > labelW) {
+      row++;
+      lx = labelW;
+    }
+    legend.push({ x: lx, row, series });
+    lx += w;
+  }
+  const top = 48 + row * 18;
   const groupH = chart.series.length * (barH + barGap) - barGap;
   const plotH = chart.groups.length * (groupH + groupGap) - groupGap;
   const height = top + plotH + axisH;
@@ -56,12 +69,10 @@ export function barChartSvg(chart: BarChart): string {
   out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`);
   out.push(`<rect width="${width}" height="${height}" fill="white"/>`);
   out.push(`<text x="${width / 2}" y="18" text-anchor="middle" font-size="14" font-weight="bold">${escape(chart.title)}</text>`);
-  // Legend, one entry per series.
-  let lx = labelW;
-  for (const s of chart.series) {
-    out.push(`<rect x="${lx}" y="28" width="12" height="12" fill="${s.color}"/>`);
-    out.push(`<text x="${lx + 16}" y="38">${escape(s.label)}</text>`);
-    lx += 24 + s.label.length * 7;
+  for (const e of legend) {
+    const y = 28 + e.row * 18;
+    out.push(`<rect x="${e.x}" y="${y}" width="12" height="12" fill="${e.series.color}"/>`);
+    out.push(`<text x="${e.x + 16}" y="${y + 10}">${escape(e.series.label)}</text>`);
   }
   // Grid and axis ticks: five intervals of the nice maximum.
   for (let i = 0; i <= 5; i++) {

@@ -4,21 +4,25 @@
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { assertSupported, checkConfigFiles, loadConfigFile, type ConfigFeature } from '../api/config.js';
+import { resolve } from 'node:path';
+import type { ConfigFeature, DriveConfig } from '../api/config.js';
+import type { DriveOptions } from '../vmm/drive-options.js';
 import { detectVirtualization } from '../host/environment.js';
 import { oneLine, UsageError } from '../util/errors.js';
-import { MAX_MEMORY_MIB, MAX_VCPUS, MIN_MEMORY_MIB, MIN_VCPUS } from '../vmm/microvm.js';
+// Heavy modules (the config parser, the VMM, the nested host) are imported lazily: under
+// emulation every module costs start-up time (bench/results/boot-*.md).
+import { MAX_MEMORY_MIB, MAX_VCPUS, MIN_MEMORY_MIB, MIN_VCPUS } from '../vmm/limits.js';
 
 const USAGE = `tsvmm — a microVM monitor in TypeScript on Linux KVM
 
 Usage:
-  tsvmm start [--cpus N] [--mem SIZE] [-- COMMAND...]
+  tsvmm start [--cpus N] [--mem SIZE] [--entropy] [--disk PATH[,ro]]... [-- COMMAND...]
         Boot the default microVM (Debian's cloud kernel, a busybox initramfs) and show its
         output. With a COMMAND, the guest runs it and tsvmm exits with its status.
-  tsvmm run --kernel PATH [--initrd PATH] [--cmdline ARGS] [--cpus N] [--mem SIZE] [-- COMMAND...]
+  tsvmm run --kernel PATH [--initrd PATH] [--cmdline ARGS] [--cpus N] [--mem SIZE] [--entropy] [--disk PATH[,ro]]... [-- COMMAND...]
         Boot any Linux kernel (bzImage, or ELF vmlinux through PVH).
   tsvmm --config-file vm.json --no-api [--boot-timer]
-        Boot from a Firecracker-style JSON configuration (boot-source, machine-config).
+        Boot from a Firecracker-style JSON configuration (boot-source, machine-config, entropy).
   tsvmm env
         Say what this machine's KVM can run and how tsvmm will use it.
   tsvmm --help | --version
@@ -27,6 +31,10 @@ Options:
   --cpus N          vCPUs, ${MIN_VCPUS} to ${MAX_VCPUS} (default 1)
   --mem SIZE        guest memory: 512M, 2G, or MiB as a plain number (default 256M; ${MIN_MEMORY_MIB}M to ${MAX_MEMORY_MIB / 1024}G)
   --boot-timer      report the time from VMM start to the guest's boot-timer write
+  --entropy         give the guest an entropy device (virtio-rng, /dev/hwrng)
+  --disk PATH[,ro][,root][,id=NAME][,cache=unsafe|writeback]
+                    attach a raw disk image (virtio-blk); repeat for more: /dev/vda, /dev/vdb, …
+                    (a root drive comes first); read-only with ro; id defaults to disk0, disk1, …
   -h, --help        show this help
   -V, --version     print the version
 
@@ -50,7 +58,7 @@ const DEFAULT_CONFIG_BOOT_ARGS = 'console=ttyS0 reboot=k panic=1';
 /** What `tsvmm run` passes when no --cmdline is given. */
 const DEFAULT_RUN_CMDLINE = 'console=ttyS0 reboot=k panic=1 quiet';
 /** Configuration features this build implements. */
-const SUPPORTED_CONFIG_FEATURES: readonly ConfigFeature[] = ['initrd'];
+const SUPPORTED_CONFIG_FEATURES: readonly ConfigFeature[] = ['initrd', 'entropy', 'drives'];
 
 type Command = (args: string[]) => Promise<number>;
 
@@ -63,6 +71,8 @@ const VM_OPTIONS = {
   cpus: { type: 'string' },
   mem: { type: 'string' },
   'boot-timer': { type: 'boolean' },
+  entropy: { type: 'boolean' },
+  disk: { type: 'string', multiple: true },
 } as const;
 
 function parse<const O extends Parameters<typeof parseArgs>[0] extends infer C ? C extends { options?: infer P } ? P : never : never>(
@@ -127,7 +137,8 @@ const commands: Record<string, Command> = {
     const { options, command } = splitCommand(args);
     const { values } = parse('start', options, VM_OPTIONS);
     const { startDefaultVm } = await import('./start.js');
-    return startDefaultVm({ ...vmShape(values), ...(command !== undefined ? { command } : {}) });
+    const drives = await disks(values.disk);
+    return startDefaultVm({ ...vmShape(values), ...(values.entropy ? { entropy: {} } : {}), ...(drives.length > 0 ? { drives } : {}), ...(command !== undefined ? { command } : {}) });
   },
   async run(args) {
     const { options, command } = splitCommand(args);
@@ -136,16 +147,26 @@ const commands: Record<string, Command> = {
     const { commandCmdlineArg } = await import('../image/guest-protocol.js');
     let cmdline = values.cmdline ?? DEFAULT_RUN_CMDLINE;
     if (command !== undefined) cmdline = `${cmdline} ${commandCmdlineArg(command)}`;
+    const drives = await disks(values.disk);
     const { runVmFromCli } = await import('./run-vm.js');
     return runVmFromCli({
       kernel: values.kernel,
       ...(values.initrd !== undefined ? { initrd: values.initrd } : {}),
       cmdline,
       ...vmShape(values),
+      ...(values.entropy ? { entropy: {} } : {}),
+      ...(drives.length > 0 ? { drives } : {}),
       bootTimer: values['boot-timer'] ?? false,
     });
   },
 };
+
+/** The --disk flags as drives, in order. */
+async function disks(flags: string[] | undefined): Promise<DriveOptions[]> {
+  if (flags === undefined || flags.length === 0) return [];
+  const { parseDiskFlag } = await import('./disk-flag.js');
+  return flags.map((text, i) => parseDiskFlag(text, i));
+}
 
 /** `tsvmm --config-file F --no-api`: Firecracker's way of booting without the API server. */
 async function runConfigFile(args: string[]): Promise<number> {
@@ -161,19 +182,37 @@ async function runConfigFile(args: string[]): Promise<number> {
   if (!values['no-api']) {
     throw new UsageError('the REST API server is not implemented yet: add --no-api to boot from the configuration file alone');
   }
+  const { assertSupported, checkConfigFiles, loadConfigFile } = await import('../api/config.js');
   const config = await loadConfigFile(file);
   assertSupported(config, SUPPORTED_CONFIG_FEATURES);
   await checkConfigFiles(config);
   const { runVmFromCli } = await import('./run-vm.js');
   const boot = config.bootSource;
+  // Firecracker's drive fields as the VMM's; vhost-user drives (no path_on_host) were refused above.
+  const drives: DriveOptions[] = config.drives.flatMap((d) =>
+    d.path_on_host === undefined ? [] : [{ id: d.drive_id, path: resolve(d.path_on_host), readOnly: d.is_read_only, cacheType: d.cache_type, root: d.is_root_device }],
+  );
   return runVmFromCli({
     kernel: boot.kernel_image_path,
     ...(boot.initrd_path !== undefined ? { initrd: boot.initrd_path } : {}),
-    cmdline: boot.boot_args ?? DEFAULT_CONFIG_BOOT_ARGS,
+    cmdline: withRootDevice(boot.boot_args ?? DEFAULT_CONFIG_BOOT_ARGS, config.drives),
     vcpus: config.machineConfig.vcpu_count,
     memoryMib: config.machineConfig.mem_size_mib,
+    ...(config.entropy !== undefined ? { entropy: config.entropy } : {}),
+    ...(drives.length > 0 ? { drives } : {}),
     bootTimer: values['boot-timer'] ?? false,
   });
+}
+
+/**
+ * Firecracker appends the root device to the kernel command line: `root=PARTUUID=… ` or
+ * `root=/dev/vda` (the root drive is attached first), then `ro` or `rw` as the drive is.
+ */
+function withRootDevice(cmdline: string, drives: readonly DriveConfig[]): string {
+  const root = drives.find((d) => d.is_root_device && d.path_on_host !== undefined);
+  if (root === undefined) return cmdline;
+  const device = root.partuuid !== undefined ? `PARTUUID=${root.partuuid}` : '/dev/vda';
+  return `${cmdline} root=${device} ${root.is_read_only ? 'ro' : 'rw'}`;
 }
 
 export async function main(argv: string[]): Promise<number> {

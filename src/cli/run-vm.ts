@@ -3,14 +3,16 @@
  * Linux under KVM, otherwise inside the nested host (a QEMU-emulated machine with AMD-V), by
  * running this same CLI there. Console output goes to stdout; one status line goes to stderr.
  */
+import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { attachSerialToTerminal } from '../devices/legacy/serial-terminal.js';
+import type { EntropyConfig } from '../api/config.js';
 import { detectVirtualization } from '../host/environment.js';
-import { explainNestedHost, runInNestedHost } from '../host/nested.js';
 import { TsvmmError } from '../util/errors.js';
 import { stderrProgress } from '../util/progress.js';
 import { preflightLinuxBoot } from '../vmm/linux-boot.js';
-import { MicroVm, validateMachineShape } from '../vmm/microvm.js';
+import { validateMachineShape } from '../vmm/limits.js';
+import { validateDrives, type DriveOptions } from '../vmm/drive-options.js';
+import { diskFlag } from './disk-flag.js';
 
 export interface CliVmOptions {
   kernel: string;
@@ -20,6 +22,10 @@ export interface CliVmOptions {
   memoryMib: number;
   /** Print the boot-timer line (Firecracker's `--boot-timer`). */
   bootTimer: boolean;
+  /** Firecracker's `entropy`: give the guest a virtio-rng device. */
+  entropy?: EntropyConfig;
+  /** Block drives (`--disk`, or the config file's `drives`). */
+  drives?: DriveOptions[];
 }
 
 /** Set inside the nested host by src/host/nested.ts. */
@@ -31,16 +37,21 @@ function say(line: string): void {
 
 export async function runVmFromCli(opts: CliVmOptions): Promise<number> {
   validateMachineShape(opts.vcpus, opts.memoryMib);
+  // Before a nested host boots for nothing: a missing image or a duplicate id fails in a second.
+  validateDrives(opts.drives ?? []);
   preflightLinuxBoot({ kernelPath: opts.kernel, cmdline: opts.cmdline, memoryMib: opts.memoryMib, ...(opts.initrd !== undefined ? { initrdPath: opts.initrd } : {}) });
   const env = detectVirtualization();
   if (!env.canRunStockLinux) {
     if (process.env[NESTED_MARKER_ENV]) throw new TsvmmError(`inside the nested host and still no usable KVM: ${env.summary}`);
+    const { explainNestedHost } = await import('../host/nested.js');
     return runInNested(opts, explainNestedHost(env));
   }
   return runHere(opts);
 }
 
 async function runHere(opts: CliVmOptions): Promise<number> {
+  const { MicroVm } = await import('../vmm/microvm.js');
+  const { attachSerialToTerminal } = await import('../devices/legacy/serial-terminal.js');
   const started = process.hrtime.bigint();
   const vm = MicroVm.create({
     kernel: opts.kernel,
@@ -48,6 +59,9 @@ async function runHere(opts: CliVmOptions): Promise<number> {
     cmdline: opts.cmdline,
     vcpus: opts.vcpus,
     memoryMib: opts.memoryMib,
+    ...(opts.entropy !== undefined ? { entropy: opts.entropy } : {}),
+    ...(opts.drives !== undefined ? { drives: opts.drives } : {}),
+    onWarning: (message) => say(`warning: ${message}`),
     onBootTimer: (e) => {
       if (opts.bootTimer) say(`guest booted in ${(e.elapsedUs / 1000).toFixed(1)} ms (boot timer; ${(e.cpuUs / 1000).toFixed(1)} ms VMM CPU)`);
     },
@@ -82,11 +96,22 @@ async function runHere(opts: CliVmOptions): Promise<number> {
 async function runInNested(opts: CliVmOptions, why: string): Promise<number> {
   say(why);
   const cli = fileURLToPath(new URL('./main.js', import.meta.url));
-  const args = ['run', '--kernel', opts.kernel, '--cmdline', opts.cmdline, '--cpus', String(opts.vcpus), '--mem', `${opts.memoryMib}M`];
-  if (opts.initrd !== undefined) args.push('--initrd', opts.initrd);
+  // Paths are made absolute: the nested host's working directory is this one, but be explicit.
+  const args = ['run', '--kernel', resolve(opts.kernel), '--cmdline', opts.cmdline, '--cpus', String(opts.vcpus), '--mem', `${opts.memoryMib}M`];
+  if (opts.initrd !== undefined) args.push('--initrd', resolve(opts.initrd));
   if (opts.bootTimer) args.push('--boot-timer');
+  // `entropy` has no field tsvmm implements yet besides its presence (rate limiters are refused before this).
+  if (opts.entropy !== undefined) args.push('--entropy');
+  for (const d of opts.drives ?? []) {
+    // The nested host mounts this machine's root read-only (src/host/nested.ts): a guest's writes could not reach the image.
+    if (!d.readOnly) {
+      throw new TsvmmError(`drive '${d.id}': read-write drives need hardware KVM; here VMs run in the nested host, which sees this machine's files read-only; attach it read-only (,ro or is_read_only)`);
+    }
+    args.push('--disk', diskFlag(d));
+  }
+  const { runInNestedHost } = await import('../host/nested.js');
   const r = await runInNestedHost([process.execPath, cli, ...args], {
-    cwd: process.cwd().startsWith('/tmp') ? '/' : process.cwd(),
+    cwd: ['/proc', '/sys', '/dev'].some((d) => process.cwd().startsWith(d)) ? '/' : process.cwd(),
     onOutput: (s) => process.stdout.write(s),
     progress: stderrProgress,
   });

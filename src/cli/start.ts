@@ -1,6 +1,8 @@
 /** `tsvmm start` / `npm start`: boot the default guest and show what it prints. */
 import { commandCmdlineArg } from '../image/guest-protocol.js';
 import { ensureDefaultGuest } from '../image/default-guest.js';
+import type { EntropyConfig } from '../api/config.js';
+import type { DriveOptions } from '../vmm/drive-options.js';
 import { stderrProgress } from '../util/progress.js';
 import { runVmFromCli } from './run-vm.js';
 
@@ -9,10 +11,14 @@ export interface StartOptions {
   memoryMib: number;
   /** Shell command for the guest; undefined runs the default greeting. */
   command?: string;
+  /** Give the guest an entropy device (virtio-rng). */
+  entropy?: EntropyConfig;
+  /** Block drives (--disk). */
+  drives?: DriveOptions[];
 }
 
 export async function startDefaultVm(opts: StartOptions): Promise<number> {
   const guest = ensureDefaultGuest(stderrProgress);
   const cmdline = opts.command === undefined ? guest.bootArgs : `${guest.bootArgs} ${commandCmdlineArg(opts.command)}`;
-  return runVmFromCli({ kernel: guest.kernel, initrd: guest.initrd, cmdline, vcpus: opts.vcpus, memoryMib: opts.memoryMib, bootTimer: true });
+  return runVmFromCli({ kernel: guest.kernel, initrd: guest.initrd, cmdline, vcpus: opts.vcpus, memoryMib: opts.memoryMib, ...(opts.entropy !== undefined ? { entropy: opts.entropy } : {}), ...(opts.drives !== undefined ? { drives: opts.drives } : {}), bootTimer: true });
 }

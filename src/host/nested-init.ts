@@ -69,8 +69,22 @@ mount -t sysfs sys /host/sys || fail "cannot mount /sys in the machine's root"
 mount --bind /dev /host/dev || fail "cannot bind /dev into the machine's root"
 mount -t devpts -o newinstance,ptmxmode=0666 devpts /host/dev/pts || fail "cannot mount /dev/pts"
 mount -t tmpfs -o mode=1777 shm /host/dev/shm || fail "cannot mount /dev/shm"
+# Folders of the machine under /tmp or /run that must stay visible (a checkout cloned into /tmp):
+# hold them by bind mounts before the fresh tmpfs hides them, and put them back on top of it.
+i=0
+while read -r p; do
+  [ -n "$p" ] || continue
+  i=$((i+1)); mkdir -p /keep/$i
+  mount --bind "/host$p" /keep/$i || fail "cannot keep $p visible"
+done < ${RUN_SPEC_DIR}/keep
 mount -t tmpfs -o mode=1777 tmp /host/tmp || fail "cannot mount a tmpfs on /tmp in the machine's root"
 mount -t tmpfs -o mode=755 run /host/run || fail "cannot mount a tmpfs on /run in the machine's root"
+i=0
+while read -r p; do
+  [ -n "$p" ] || continue
+  i=$((i+1)); mkdir -p "/host$p"
+  mount --bind /keep/$i "/host$p" || fail "cannot put $p back"
+done < ${RUN_SPEC_DIR}/keep
 ip link set lo up
 mkdir -p /host/run/tsvmm && cp ${RUN_SPEC_DIR}/command.sh /host/run/tsvmm/command.sh || fail "cannot stage the command script"
 # Plain LF on the console, so output reads as the command wrote it.

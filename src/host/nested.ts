@@ -21,6 +21,7 @@ import type { VirtualizationEnvironment } from './environment.js';
 import { ensureNestedHostAssets, type NestedHostAssets } from './nested-assets.js';
 import { NestedConsole } from './nested-console.js';
 import { commandScript, RUN_SPEC_DIR } from './nested-init.js';
+import { cacheDir } from '../util/cache.js';
 
 export { ensureNestedHostAssets, NESTED_HOST_PACKAGES, NestedHostAssetError, type NestedHostAssets } from './nested-assets.js';
 
@@ -83,7 +84,9 @@ const DEFAULT_TIMEOUT_MS = 10 * 60_000;
 const DEFAULT_BOOT_TIMEOUT_MS = 120_000;
 /** After the exit marker, init powers off at once; allow QEMU this long before killing it. */
 const POWEROFF_GRACE_MS = 5_000;
-const FRESH_INSIDE = ['/tmp', '/run', '/proc', '/sys', '/dev'];
+const FRESH_INSIDE = ['/proc', '/sys', '/dev'];
+/** Replaced by fresh tmpfs inside, but folders of the machine's below them can be carried through (kept visible, read-only). */
+const TMPFS_INSIDE = ['/tmp', '/run'];
 /** `quiet loglevel=1`: only emergencies reach the console, so kernel chatter stays out of command output; panics still print. */
 const KERNEL_CMDLINE = 'console=ttyS0 quiet loglevel=1 panic=-1';
 
@@ -132,11 +135,13 @@ function positive(name: string, v: number | undefined, dflt: number): number {
 }
 
 /** The per-run archive (nonce and command script) appended to the cached initramfs. */
-function writeRunInitrd(dir: string, base: string, nonce: string, script: string): string {
+function writeRunInitrd(dir: string, base: string, nonce: string, script: string, keep: readonly string[]): string {
   const initrd = join(dir, 'initrd.cpio');
   copyFileSync(base, initrd);
   // Linux unpacks concatenated newc archives in order; the base ends 4-byte aligned.
-  const run = new CpioWriter().file(`${RUN_SPEC_DIR}/nonce`, nonce, 0o600).file(`${RUN_SPEC_DIR}/command.sh`, script, 0o644).finish();
+  const run = new CpioWriter().file(`${RUN_SPEC_DIR}/nonce`, nonce, 0o600).file(`${RUN_SPEC_DIR}/command.sh`, script, 0o644)
+    .file(`${RUN_SPEC_DIR}/keep`, keep.map((p) => `${p}\n`).join(''), 0o644)
+    .finish();
   appendFileSync(initrd, run);
   return initrd;
 }
@@ -162,6 +167,8 @@ export async function runInNestedHost(command: string | readonly string[], optio
   if (fresh !== undefined) {
     throw new NestedHostUsageError(`cwd ${cwd} is under ${fresh}, which the nested host replaces with its own; use a directory elsewhere on this machine's root`);
   }
+  // A checkout (or cache) under /tmp stays visible inside, read-only, on top of the fresh /tmp.
+  const keep = [cwd, cacheDir()].filter((p) => TMPFS_INSIDE.some((d) => p.startsWith(`${d}/`)) && !p.includes('\n'));
   let script: string;
   try {
     script = commandScript({ command, cwd, env: { ...defaultEnv(), ...options.env } });
@@ -174,7 +181,7 @@ export async function runInNestedHost(command: string | readonly string[], optio
   const nonce = randomBytes(16).toString('hex');
   const work = mkdtempSync(join(tmpdir(), 'tsvmm-nested-'));
   try {
-    const initrd = writeRunInitrd(work, assets.initramfs, nonce, script);
+    const initrd = writeRunInitrd(work, assets.initramfs, nonce, script, keep);
     progress(`booting the nested host (QEMU, emulated x86 with AMD-V) to run: ${describe(command)}`);
     return await boot(assets, initrd, nonce, { timeoutMs, bootTimeoutMs, memoryMiB, cpus, options, progress });
   } finally {

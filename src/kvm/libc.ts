@@ -23,6 +23,9 @@ const c = {
   write: lib.func('intptr_t write(int fd, const void *buf, size_t n)'),
   pthreadSelf: lib.func('uint64_t pthread_self(void)'),
   pthreadKill: lib.func('int pthread_kill(uint64_t thread, int sig)'),
+  epollCreate1: lib.func('int epoll_create1(int flags)'),
+  epollCtl: lib.func('int epoll_ctl(int epfd, int op, int fd, void *event)'),
+  epollWait: lib.func('int epoll_wait(int epfd, void *events, int maxevents, int timeout)'),
 };
 
 // open(2) flags, from asm-generic/fcntl.h.
@@ -39,6 +42,14 @@ export const MAP_NORESERVE = 0x4000;
 // eventfd(2) flags, from linux/eventfd.h.
 export const EFD_CLOEXEC = 0o2000000;
 export const EFD_NONBLOCK = 0o4000;
+// epoll(7), from linux/eventpoll.h.
+export const EPOLL_CLOEXEC = 0o2000000;
+export const EPOLL_CTL_ADD = 1;
+export const EPOLL_CTL_DEL = 2;
+export const EPOLLIN = 0x001;
+/** struct epoll_event is packed on x86_64 (__EPOLL_PACKED): __u32 events, then __u64 data at byte 4. */
+export const EPOLL_EVENT_SIZE = 12;
+export const EPOLL_EVENT_DATA_OFFSET = 4;
 // Signal numbers, from asm/signal.h (x86_64).
 export const SIGUSR2 = 12;
 
@@ -180,4 +191,29 @@ const fallocateFn = lib.func('int fallocate(int fd, int mode, int64_t offset, in
  */
 export function fallocateAsync(fd: number, mode: number, offset: number, length: number, done: (ok: boolean) => void): void {
   fallocateFn.async(fd, mode, offset, length, (error: unknown, result: unknown) => done(error == null && result === 0));
+}
+
+export function epollCreate(): number {
+  return check(c.epollCreate1(EPOLL_CLOEXEC) as number, 'epoll_create1', 'create an epoll instance');
+}
+
+/** epoll_ctl(2) with EPOLLIN interest and `token` as the event's data (ignored for EPOLL_CTL_DEL). */
+export function epollCtl(epfd: number, op: number, fd: number, token: number): void {
+  const event = Buffer.alloc(EPOLL_EVENT_SIZE);
+  event.writeUInt32LE(EPOLLIN, 0);
+  event.writeBigUInt64LE(BigInt(token), EPOLL_EVENT_DATA_OFFSET);
+  check(c.epollCtl(epfd, op, fd, event) as number, 'epoll_ctl', `${op === EPOLL_CTL_DEL ? 'remove' : 'add'} fd ${fd} ${op === EPOLL_CTL_DEL ? 'from' : 'to'} epoll ${epfd}`);
+}
+
+/**
+ * epoll_wait(2) run on a libuv threadpool thread (koffi's asynchronous call), so it may block
+ * without blocking the event loop. `done` gets the number of events written to `events`
+ * (EPOLL_EVENT_SIZE bytes each), or -1 on failure: the errno is the threadpool thread's and
+ * cannot be read here, and with a valid epoll fd and buffer the only failure is EINTR (a
+ * process-directed signal landing on that thread), after which the caller waits again.
+ * `events` must stay alive until `done` runs.
+ */
+export function epollWaitAsync(epfd: number, events: Buffer, timeoutMs: number, done: (result: number) => void): void {
+  const maxEvents = Math.floor(events.length / EPOLL_EVENT_SIZE);
+  c.epollWait.async(epfd, events, maxEvents, timeoutMs, (err: unknown, n: number) => done(err === null || err === undefined ? n : -1));
 }

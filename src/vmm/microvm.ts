@@ -11,12 +11,17 @@
  *   boot timer      MMIO 0xd0000000            Firecracker's "guest booted" magic write
  *   guest status    MMIO 0xd0001000            the default guest's command exit status
  *   PCI host bridge I/O 0xcf8-0xcff, ECAM 0xe0000000 (bus 0), BARs in [0xc0000000, 0xd0000000)
+ *   virtio-pci      bus 0, one slot per device, MSI-X; queue kicks on ioeventfds (virtio-pci-wiring.ts):
+ *                   the drives first (root drive first: /dev/vda), then the entropy device
  */
 import { COM1, CMOS_RTC, DEFAULT_ACPI_LAYOUT, I8042 as ACPI_I8042, AcpiSleepResetDevice, SLEEP_RESET_BLOCK_SIZE } from '../arch/x86_64/acpi/index.js';
 import { PCI_ECAM_START, PCI_MMIO32_SIZE, PCI_MMIO32_START } from '../arch/x86_64/layout.js';
 import { GuestStatusDevice } from '../devices/guest-status.js';
 import { PCI_CONFIG_ADDRESS_PORT, PCI_CONFIG_PORT_COUNT, PciConfigPorts, PciEcam } from '../devices/pci/host-bridge.js';
 import { PciBus } from '../devices/pci/pci-bus.js';
+import type { VirtioBlock } from '../devices/virtio/blk.js';
+import { VirtioRng } from '../devices/virtio/rng.js';
+import type { EntropyConfig } from '../api/config/entropy.js';
 import { BootTimer, type BootTimerEvent, FIRECRACKER_BOOT_TIMER_MMIO_BASE, FIRECRACKER_BOOT_TIMER_MMIO_SIZE } from '../devices/legacy/boot-timer.js';
 import { I8042, I8042_COMMAND_PORT, I8042_DATA_PORT, I8042_KEYBOARD_IRQ } from '../devices/legacy/i8042.js';
 import { Mc146818Rtc, RTC_PORT_BASE, RTC_PORT_COUNT } from '../devices/legacy/rtc.js';
@@ -25,16 +30,16 @@ import { GUEST_STATUS_MMIO_BASE, GUEST_STATUS_MMIO_SIZE } from '../image/guest-p
 import { ExitReason } from '../kvm/constants.js';
 import { VcpuExitError } from '../kvm/exits.js';
 import { MiB } from '../memory/layout.js';
-import { TsvmmError } from '../util/errors.js';
 import { ConsoleTail } from './console-tail.js';
+import { openDrives, validateDrives, type DriveOptions } from './drives.js';
+import { EventFdPoller } from './eventfd-poller.js';
 import { loadLinux, type LinuxBootInfo } from './linux-boot.js';
 import { Machine } from './machine.js';
+import { VirtioPciDevices } from './virtio-pci-wiring.js';
 
-/** tsvmm's machine limits (validated here too, for library users who skip the config parser). */
-export const MIN_VCPUS = 1;
-export const MAX_VCPUS = 32;
-export const MIN_MEMORY_MIB = 128;
-export const MAX_MEMORY_MIB = 65536;
+// tsvmm's machine limits (validated here too, for library users who skip the config parser).
+import { MAX_MEMORY_MIB, MAX_VCPUS, MIN_MEMORY_MIB, MIN_VCPUS, MicroVmConfigError, validateMachineShape } from './limits.js';
+export { MAX_MEMORY_MIB, MAX_VCPUS, MIN_MEMORY_MIB, MIN_VCPUS, MicroVmConfigError, validateMachineShape };
 
 /** One PCI bus: every device sits on bus 0, as on Firecracker's and Cloud Hypervisor's PCI. */
 const PCI_BUS_COUNT = 1;
@@ -46,17 +51,6 @@ const PANIC_GRACE_MS = 3000;
 /** Console bytes kept for error reports. */
 const CONSOLE_TAIL_BYTES = 16 * 1024;
 
-export class MicroVmConfigError extends TsvmmError {}
-
-/** The vCPU and memory limits, with one-line errors. */
-export function validateMachineShape(vcpus: number, memoryMib: number): void {
-  if (!Number.isInteger(vcpus) || vcpus < MIN_VCPUS || vcpus > MAX_VCPUS) {
-    throw new MicroVmConfigError(`vcpu count must be an integer from ${MIN_VCPUS} to ${MAX_VCPUS}, got ${vcpus}`);
-  }
-  if (!Number.isInteger(memoryMib) || memoryMib < MIN_MEMORY_MIB || memoryMib > MAX_MEMORY_MIB) {
-    throw new MicroVmConfigError(`memory must be an integer from ${MIN_MEMORY_MIB} to ${MAX_MEMORY_MIB} MiB, got ${memoryMib}`);
-  }
-}
 
 export interface MicroVmOptions {
   kernel: string;
@@ -70,6 +64,12 @@ export interface MicroVmOptions {
   onBootTimer?: (event: BootTimerEvent) => void;
   /** KVM paravirtual CPU features (CPUID 0x40000001 EAX mask); undefined offers all. */
   pvFeatures?: number;
+  /** Firecracker's `entropy` object: present gives the guest a virtio-rng device (/dev/hwrng). Rate limiting is not implemented. */
+  entropy?: EntropyConfig;
+  /** Block drives (virtio-blk on raw image files), validated before the VM is created. */
+  drives?: readonly DriveOptions[];
+  /** Non-fatal device problems (a device needing reset, a lost ioeventfd); ignored by default. */
+  onWarning?: (message: string) => void;
 }
 
 export type MicroVmExitReason = 'poweroff' | 'reboot' | 'panic' | 'stopped' | 'error';
@@ -93,6 +93,14 @@ export class MicroVm {
   readonly i8042: I8042;
   readonly guestStatus: GuestStatusDevice;
   readonly pci: PciBus;
+  /** Wakes the main thread for virtio queue notifications (ioeventfds). */
+  readonly eventFds: EventFdPoller;
+  /** The virtio devices on the PCI bus, with their ioeventfds and MSI-X wiring. */
+  readonly virtio: VirtioPciDevices;
+  /** The entropy device, when `entropy` was given. */
+  readonly rng: VirtioRng | undefined;
+  /** The block drives, in PCI slot order (the guest's vda, vdb, …). */
+  readonly drives: readonly VirtioBlock[];
   readonly boot: LinuxBootInfo;
   /** Microseconds from VMM start to the guest's boot-timer write, once it happened. */
   bootTimeUs: number | undefined;
@@ -146,7 +154,26 @@ export class MicroVm {
     io.insert(PCI_CONFIG_ADDRESS_PORT, PCI_CONFIG_PORT_COUNT, new PciConfigPorts(this.pci), 'PCI configuration ports');
     const ecam = new PciEcam(this.pci, PCI_BUS_COUNT);
     machine.mmioBus.insert(PCI_ECAM_START, ecam.size, ecam, 'PCI ECAM');
-    this.boot = loadLinux(machine, {
+    const onWarning = opts.onWarning ?? (() => {});
+    this.eventFds = new EventFdPoller((e) => onWarning(e.message));
+    this.virtio = new VirtioPciDevices({ vm: machine.vm, memory: machine.memory, pci: this.pci, poller: this.eventFds, onWarning });
+    this.drives = openDrives(opts.drives ?? []);
+    try {
+      for (const drive of this.drives) this.virtio.add(drive);
+      this.rng = opts.entropy === undefined ? undefined : new VirtioRng();
+      if (this.rng !== undefined) this.virtio.add(this.rng);
+      this.boot = this.load(opts);
+    } catch (e) {
+      this.virtio.close();
+      void this.eventFds.close();
+      // No vCPU ran, so no request is in flight and closing does not wait on guest memory.
+      for (const drive of this.drives) void drive.close();
+      throw e;
+    }
+  }
+
+  private load(opts: MicroVmOptions): LinuxBootInfo {
+    return loadLinux(this.machine, {
       kernelPath: opts.kernel,
       ...(opts.initrd !== undefined ? { initrdPath: opts.initrd } : {}),
       cmdline: opts.cmdline,
@@ -161,9 +188,10 @@ export class MicroVm {
   /** Validate, create the VM, load the kernel. Nothing runs until start(). */
   static create(opts: MicroVmOptions): MicroVm {
     validateMachineShape(opts.vcpus, opts.memoryMib);
+    const drives = validateDrives(opts.drives ?? []);
     const machine = Machine.create({ memory: { ramBytes: opts.memoryMib * MiB }, vcpuCount: opts.vcpus });
     try {
-      return new MicroVm(machine, opts);
+      return new MicroVm(machine, { ...opts, drives });
     } catch (e) {
       void machine.close();
       throw e;
@@ -171,6 +199,7 @@ export class MicroVm {
   }
 
   start(): void {
+    this.eventFds.start();
     this.machine.start();
   }
 
@@ -197,6 +226,13 @@ export class MicroVm {
     } finally {
       if (this.panicTimer) clearTimeout(this.panicTimer);
       this.serial.flush();
+      // The vCPUs have stopped: no more kicks. Stop the poller (its pending epoll_wait keeps the
+      // process alive), drop the ioeventfds while the VM is still open, then close the machine.
+      await this.eventFds.close();
+      this.virtio.close();
+      // Drive requests still in flight read into or write out of guest memory on the threadpool:
+      // wait for them (and close the images) before the memory is unmapped.
+      await Promise.all(this.drives.map((d) => d.close()));
       await this.machine.close();
     }
     let reason = this.outcome.reason;

@@ -135,6 +135,6 @@ test('QEMU failing to start is an error that says why', async () => {
 });
 
 test('a cwd the nested host cannot see is refused before booting', async () => {
-  await assert.rejects(runInNestedHost('true', { assets, cwd: '/tmp/somewhere' }), NestedHostUsageError);
+  await assert.rejects(runInNestedHost('true', { assets, cwd: '/proc/somewhere' }), NestedHostUsageError);
   await assert.rejects(runInNestedHost('true', { assets, env: { 'BAD NAME': 'x' } }), NestedHostUsageError);
 });

@@ -6,6 +6,7 @@
 import { ensureDefaultGuest, type DefaultGuest } from '../../src/image/default-guest.js';
 import { commandCmdlineArg } from '../../src/image/guest-protocol.js';
 import { silentProgress } from '../../src/util/progress.js';
+import type { DriveOptions } from '../../src/vmm/drives.js';
 import { MicroVm, type MicroVmExit } from '../../src/vmm/microvm.js';
 
 let cached: DefaultGuest | undefined;
@@ -20,6 +21,8 @@ export interface GuestRun {
   output: string;
   /** VMM start → boot timer write, if the guest wrote it. */
   bootTimeUs: number | undefined;
+  /** The (ended) microVM, for its device and exit counters. */
+  vm: MicroVm;
 }
 
 export interface BootOptions {
@@ -31,6 +34,10 @@ export interface BootOptions {
   cmdline?: string;
   /** Stop the VM if it has not ended by then (a test must never hang). */
   timeoutMs?: number;
+  /** Give the guest the entropy device (virtio-rng). */
+  entropy?: boolean;
+  /** Block drives (virtio-blk): the guest sees them as /dev/vda, /dev/vdb, … in this order (a root drive first). */
+  drives?: DriveOptions[];
 }
 
 export async function bootGuest(opts: BootOptions = {}): Promise<GuestRun> {
@@ -45,12 +52,14 @@ export async function bootGuest(opts: BootOptions = {}): Promise<GuestRun> {
     vcpus: opts.vcpus ?? 1,
     memoryMib: opts.memoryMib ?? 256,
     onConsoleOutput: (b) => chunks.push(Buffer.from(b)),
+    ...(opts.entropy ? { entropy: {} } : {}),
+    ...(opts.drives !== undefined ? { drives: opts.drives } : {}),
   });
   const timer = setTimeout(() => vm.stop('test timeout'), opts.timeoutMs ?? 180_000);
   vm.start();
   const exit = await vm.wait();
   clearTimeout(timer);
-  return { exit, output: Buffer.concat(chunks).toString('utf8'), bootTimeUs: vm.bootTimeUs };
+  return { exit, output: Buffer.concat(chunks).toString('utf8'), bootTimeUs: vm.bootTimeUs, vm };
 }
 
 /** The value printed after `key=` on a line of its own, e.g. `NPROC=2`. */

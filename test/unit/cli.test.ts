@@ -89,7 +89,31 @@ test('Firecracker config files with bad values are refused with the field named'
     [{ 'boot-source': { ...boot, kernal: 1 }, 'machine-config': { vcpu_count: 1, mem_size_mib: 128 } }, /boot-source.*unknown field 'kernal'/],
     ['{"boot-source": {"kernel_image_path": "x",}', /malformed JSON .* line 1 column/],
     [{ 'boot-source': { kernel_image_path: join(dir, 'missing') }, 'machine-config': { vcpu_count: 1, mem_size_mib: 128 } }, /kernel_image_path: .*does not exist/],
+    // The entropy device is supported; its rate limiter is not yet.
+    [
+      { 'boot-source': boot, 'machine-config': { vcpu_count: 1, mem_size_mib: 128 }, entropy: { rate_limiter: { bandwidth: { size: 1000, refill_time: 100 } } } },
+      /entropy\.rate_limiter: tsvmm does not support rate limiters yet/,
+    ],
   ];
   for (const [body, pattern] of cases) assertOneLineError(tsvmm('--config-file', config(body), '--no-api'), pattern);
   assertOneLineError(tsvmm('--config-file', join(dir, 'absent.json'), '--no-api'), /absent\.json/);
+});
+
+test('malformed drives (--disk or config drives) are one line each, before any boot', () => {
+  const img = join(dir, 'disk.img');
+  writeFileSync(img, Buffer.alloc(1 << 20));
+  assertOneLineError(tsvmm('start', '--disk', join(dir, 'nope.img')), /drive 'disk0': .*nope\.img does not exist/);
+  assertOneLineError(tsvmm('start', '--disk', dir), /drive 'disk0': .* is a directory/);
+  assertOneLineError(tsvmm('start', '--disk', `${img},id=a`, '--disk', `${img},id=a,ro`), /drive 'a': the drive id is used twice/);
+  assertOneLineError(tsvmm('start', '--disk', `${img},root`, '--disk', `${img},root,ro`), /drive 'disk1': only one drive can be the root device/);
+  assertOneLineError(tsvmm('start', '--disk', `${img},bogus`), /--disk: unknown option 'bogus'/);
+  const boot = { kernel_image_path: kernel };
+  const drive = (id: string, path: string, root = false): unknown => ({ drive_id: id, path_on_host: path, is_root_device: root, is_read_only: true });
+  const cases: Array<[unknown, RegExp]> = [
+    [{ 'boot-source': boot, drives: [drive('d', join(dir, 'nope.img'))] }, /drives\[0\]\.path_on_host: .*nope\.img does not exist/],
+    [{ 'boot-source': boot, drives: [drive('d', dir)] }, /drives\[0\]\.path_on_host: .* is a directory/],
+    [{ 'boot-source': boot, drives: [drive('d', img), drive('d', img)] }, /drives\[1\]\.drive_id: .*d/],
+    [{ 'boot-source': boot, drives: [drive('a', img, true), drive('b', img, true)] }, /drives\[1\]\.is_root_device: only one device can be the root device/],
+  ];
+  for (const [body, pattern] of cases) assertOneLineError(tsvmm('--config-file', config(body), '--no-api'), pattern);
 });

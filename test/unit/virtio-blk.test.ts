@@ -197,6 +197,14 @@ class SpyIo implements BlockFileIo {
 
 // ---- identity, features, configuration
 
+/** Poll (not a fixed sleep: the threadpool can be slow on a loaded machine) until `count` file operations are held. */
+async function waitForHeld(io: SpyIo, count = 1): Promise<void> {
+  for (let i = 0; io.held.length < count; i++) {
+    assert.ok(i < 4000, `only ${io.held.length} of ${count} file operations reached the file layer`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
 test('identity, offered features and configuration space (§5.2.3, §5.2.4)', () => {
   const r = rig({ bytes: 10 * SECTOR + 100 });
   const { deviceId } = r.driver.probe();
@@ -410,7 +418,7 @@ test('a write completes only after its fdatasync in write-through mode', async (
   const r = rig({ cacheType: 'Writeback', io, features: EVERYTHING & ~bit(VIRTIO_BLK_F_FLUSH) });
   io.hold = 'fdatasync';
   submit(r, VIRTIO_BLK_T_OUT, 0, { data: pattern(SECTOR, 2) });
-  for (let i = 0; i < 200 && io.held.length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 1));
+  await waitForHeld(io);
   assert.equal(io.held.length, 1, 'the sync is outstanding');
   assert.deepEqual(r.queue.takeUsed(), [], 'and the write has not completed');
   io.hold = false;
@@ -485,7 +493,9 @@ test('requests complete out of order, and all of them complete', async () => {
   const r = rig({ io });
   io.hold = true;
   const first = submit(r, VIRTIO_BLK_T_IN, 0, { dataLength: SECTOR });
-  await new Promise((resolve) => setTimeout(resolve, 20)); // the first read finishes but its completion is held
+  // Wait until the first read has reached the file layer and its completion is held (polling,
+  // not a fixed sleep: the threadpool may be slow on a loaded machine).
+  await waitForHeld(io);
   io.hold = false;
   const second = submit(r, VIRTIO_BLK_T_IN, 1, { dataLength: SECTOR });
   const third = submit(r, VIRTIO_BLK_T_GET_ID, 0, { dataLength: 20 });
@@ -499,12 +509,12 @@ test('requests complete out of order, and all of them complete', async () => {
   assert.ok(r.machine.memory.read(first.data, SECTOR).every((b) => b === 1));
 });
 
-test('a full queue of concurrent reads and writes all complete with the right data', async () => {
+test('100 concurrent writes, then 100 concurrent reads (indirect chains), all complete with the right data', async () => {
   const r = rig({ bytes: 256 * SECTOR, regions: [[0, 8 << 20]] });
-  const writes = Array.from({ length: 100 }, (_, i) => submit(r, VIRTIO_BLK_T_OUT, i, { data: pattern(SECTOR, i), kick: false }));
+  const writes = Array.from({ length: 100 }, (_, i) => submit(r, VIRTIO_BLK_T_OUT, i, { data: pattern(SECTOR, i), kick: false, indirect: true }));
   r.queue.kick();
   assert.equal((await used(r.queue, writes.length)).length, 100);
-  const reads = Array.from({ length: 100 }, (_, i) => submit(r, VIRTIO_BLK_T_IN, i, { dataLength: SECTOR, kick: false }));
+  const reads = Array.from({ length: 100 }, (_, i) => submit(r, VIRTIO_BLK_T_IN, i, { dataLength: SECTOR, kick: false, indirect: true }));
   r.queue.kick();
   await used(r.queue, reads.length);
   reads.forEach((s, i) => assert.deepEqual(r.machine.memory.read(s.data, SECTOR), pattern(SECTOR, i), `sector ${i}`));
@@ -515,7 +525,7 @@ test('reset with requests in flight: their completions are dropped, the device w
   const r = rig({ io });
   io.hold = true;
   const stale = submit(r, VIRTIO_BLK_T_IN, 0, { dataLength: SECTOR });
-  await new Promise((resolve) => setTimeout(resolve, 20));
+  await waitForHeld(io);
   const [queue] = r.driver.bringUp(EVERYTHING); // reset, new rings
   io.hold = false;
   io.release();
@@ -531,7 +541,7 @@ test('close() waits for file I/O in flight', async () => {
   const r = rig({ io });
   io.hold = true;
   submit(r, VIRTIO_BLK_T_IN, 0, { dataLength: SECTOR });
-  await new Promise((resolve) => setTimeout(resolve, 20));
+  await waitForHeld(io);
   let closed = false;
   const closing = r.device.close().then(() => (closed = true));
   await new Promise((resolve) => setTimeout(resolve, 5));
@@ -637,7 +647,7 @@ test('hostile: the guest rewrites the ranges after submitting; what was checked 
   // After the device checked both ranges, point the second one far past the end.
   r.machine.memory.writeU64(s.data + 16, 10_000n);
   r.machine.memory.writeU32(s.data + 24, 100_000);
-  for (let i = 0; i < 100 && io.held.length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 1));
+  await waitForHeld(io);
   io.hold = false;
   io.release();
   assert.equal((await used(r.queue, 1)).length, 1);
@@ -659,4 +669,32 @@ test('hostile: a status byte inside an indirect table written by the device is s
   r.queue.kick();
   await used(r.queue, 1);
   assert.ok(m.guardsIntact());
+});
+
+test('every slot busy: the device waits for a completion, then takes the next request (stale ones free slots too)', async () => {
+  const io = new SpyIo();
+  const r = rig({ io, regions: [[0, 8 << 20]] });
+  io.hold = true;
+  // 256 one-descriptor (indirect) requests fill every slot; a reset then makes them all stale.
+  for (let i = 0; i < 256; i++) submit(r, VIRTIO_BLK_T_IN, i % 64, { dataLength: SECTOR, indirect: true, kick: false });
+  r.queue.kick();
+  await waitForHeld(io, 256);
+  assert.equal(r.device.inFlight, 256);
+  r.queue = r.driver.bringUp(EVERYTHING)[0]!;
+  io.hold = false;
+  const waiting = submit(r, VIRTIO_BLK_T_IN, 3, { dataLength: SECTOR });
+  assert.equal(r.machine.memory.readU8(waiting.status), 0xee, 'no free slot yet');
+  io.release();
+  assert.deepEqual(await used(r.queue, 1), [{ id: waiting.head, len: SECTOR + 1 }]);
+  assert.ok(r.machine.memory.read(waiting.data, SECTOR).every((b) => b === 4));
+  assert.equal(r.device.inFlight, 0);
+});
+
+test('close() in Writeback mode syncs the image', async () => {
+  const io = new SpyIo();
+  const r = rig({ io, cacheType: 'Writeback' });
+  await run(r, VIRTIO_BLK_T_OUT, 0, { data: pattern(SECTOR, 1) });
+  await r.device.close();
+  assert.equal(io.calls.fdatasync, 1);
+  await r.device.close(); // twice is harmless
 });

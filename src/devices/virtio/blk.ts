@@ -22,8 +22,9 @@
  *   the host page cache. §5.2.6.2 note: "Not offering VIRTIO_BLK_F_FLUSH is an absolute
  *   requirement for implementations that do not wish to be safe against such data losses."
  *   Data survives the VMM being killed, not a host crash. A FLUSH that arrives anyway completes
- *   OK without syncing. (Firecracker's code does the same; an older version of its
- *   block-caching.md said Unsafe offered flush and ignored it, which §5.2.6.2 forbids.)
+ *   OK without syncing. (Firecracker's device code also offers FLUSH only for Writeback; one
+ *   version of its docs/api_requests/block-caching.md says Unsafe offers FLUSH and ignores
+ *   flushes, which §5.2.6.2 does not allow: FLUSH offered means flushes make writes stable.)
  * - 'Writeback': FLUSH is offered and a flush is fdatasync(2) on the image. If the driver did not
  *   accept FLUSH, every write is made stable (fdatasync) before it completes (§5.2.6.2, case 1).
  *
@@ -239,19 +240,17 @@ class BlockRequest {
   readonly rangeView = new DataView(this.ranges.buffer);
   rangeCount = 0;
   rangeNext = 0;
-  /** A write-zeroes range is being punched (unmap); on failure it is written with zeroes instead. */
+  /** The current range is being punched (a discard, or write zeroes with unmap); a failed punch of write zeroes is written with zeroes instead. */
   punching = false;
   /** Buffers for preadv/pwritev. */
   readonly iov: Uint8Array[] = [];
-  readonly onTransfer: TransferCallback;
-  readonly onSynced: DoneCallback;
-  readonly onRangeDone: DoneCallback;
 
-  constructor(device: VirtioBlock) {
-    this.onTransfer = (error, bytes) => device.transferred(this, error, bytes);
-    this.onSynced = (error) => device.synced(this, error);
-    this.onRangeDone = (error) => device.rangeDone(this, error);
-  }
+  /** Completion callbacks, made once per slot by the device so no closure is made per request. */
+  constructor(
+    readonly onTransfer: TransferCallback,
+    readonly onSynced: DoneCallback,
+    readonly onRangeDone: DoneCallback,
+  ) {}
 }
 
 export class VirtioBlock implements VirtioDevice {
@@ -329,7 +328,30 @@ export class VirtioBlock implements VirtioDevice {
     this.setCapacity(this.file.sizeBytes);
 
     for (let i = 0; i < BLK_QUEUE_SIZE; i++) {
-      const slot = new BlockRequest(this);
+      // Completions run from the event loop, outside the transport's guard: catch here too.
+      const slot: BlockRequest = new BlockRequest(
+        (error, bytes) => {
+          try {
+            this.transferred(slot, error, bytes);
+          } catch (e) {
+            this.failed(slot, e);
+          }
+        },
+        (error) => {
+          try {
+            this.synced(slot, error);
+          } catch (e) {
+            this.failed(slot, e);
+          }
+        },
+        (error) => {
+          try {
+            this.rangeDone(slot, error);
+          } catch (e) {
+            this.failed(slot, e);
+          }
+        },
+      );
       this.slots.push(slot);
       this.free.push(slot);
     }
@@ -358,6 +380,7 @@ export class VirtioBlock implements VirtioDevice {
    * nothing, when the file cannot be opened.
    */
   updateBackingFile(path: string): void {
+    if (this.closed) throw new Error(`${this.name}: the drive has been closed`);
     const next = BackingFile.open(path, this.readOnly);
     const old = this.file;
     this.file = next;
@@ -373,11 +396,20 @@ export class VirtioBlock implements VirtioDevice {
     return this.capacity;
   }
 
-  /** Stop serving, wait for every file call still in flight (they may write into guest memory), and close the image. */
+  /**
+   * Stop serving, wait for every file call still in flight (they may write into guest memory),
+   * and close the image; in Writeback mode fdatasync it first, as Firecracker does when a drive
+   * goes away. Resolves even if that sync fails (the guest is gone; there is no one to tell).
+   */
   async close(): Promise<void> {
+    if (this.closed) return;
     this.closed = true;
     this.reset();
     if (this.inFlight > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+    if (this.cacheType === 'Writeback' && !this.readOnly) {
+      this.metrics.syncs++;
+      await new Promise<void>((resolve) => this.io.fdatasync(this.file.fd, () => resolve()));
+    }
     this.file.retire();
   }
 
@@ -572,8 +604,8 @@ export class VirtioBlock implements VirtioDevice {
     else this.io.writev(fd, iov, request.position, request.onTransfer);
   }
 
-  /** @internal A read or write call finished. */
-  transferred(request: BlockRequest, error: NodeJS.ErrnoException | null, bytes: number): void {
+  /** A read or write call finished. */
+  private transferred(request: BlockRequest, error: NodeJS.ErrnoException | null, bytes: number): void {
     if (request.epoch !== this.epoch) return this.release(request);
     // Zero bytes is the end of the file (it shrank on the host) or a full disk: an I/O error.
     if (error !== null || !(bytes > 0) || bytes > request.remaining) return this.complete(request, VIRTIO_BLK_S_IOERR);
@@ -607,8 +639,8 @@ export class VirtioBlock implements VirtioDevice {
     this.io.fdatasync(request.file!.fd, request.onSynced);
   }
 
-  /** @internal fdatasync finished (a flush, or a write in write-through mode). */
-  synced(request: BlockRequest, error: NodeJS.ErrnoException | null): void {
+  /** fdatasync finished (a flush, or a write in write-through mode). */
+  private synced(request: BlockRequest, error: NodeJS.ErrnoException | null): void {
     if (request.epoch !== this.epoch) return this.release(request);
     this.complete(request, error === null ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR);
   }
@@ -664,8 +696,8 @@ export class VirtioBlock implements VirtioDevice {
     this.written(request);
   }
 
-  /** @internal One discard / write-zeroes range is done. */
-  rangeDone(request: BlockRequest, error: NodeJS.ErrnoException | null): void {
+  /** One discard / write-zeroes range is done. */
+  private rangeDone(request: BlockRequest, error: NodeJS.ErrnoException | null): void {
     if (request.epoch !== this.epoch) return this.release(request);
     if (error !== null) {
       // A discard MAY deallocate (§5.2.6.2): where holes cannot be punched it does nothing.
@@ -703,6 +735,12 @@ export class VirtioBlock implements VirtioDevice {
       if (!this.processing && queue.needsNotification()) activation.interrupt.signalQueue(BLK_REQUEST_QUEUE);
     }
     this.release(request);
+  }
+
+  /** A device bug surfaced while completing a request: the guest sees DEVICE_NEEDS_RESET, the VMM keeps running. */
+  private failed(request: BlockRequest, e: unknown): void {
+    if (request.epoch === this.epoch) this.activation?.fail(`failed completing request ${request.chain.head}: ${e instanceof Error ? e.message : String(e)}`);
+    if (!this.free.includes(request)) this.release(request);
   }
 
   /** Give the slot back; restart a starved queue; wake close() when nothing is in flight. */
