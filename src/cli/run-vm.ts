@@ -3,7 +3,7 @@
  * Linux under KVM, otherwise inside the nested host (a QEMU-emulated machine with AMD-V), by
  * running this same CLI there. Console output goes to stdout; one status line goes to stderr.
  */
-import { resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { EntropyConfig } from '../api/config.js';
 import { detectVirtualization } from '../host/environment.js';
@@ -102,18 +102,16 @@ async function runInNested(opts: CliVmOptions, why: string): Promise<number> {
   if (opts.bootTimer) args.push('--boot-timer');
   // `entropy` has no field tsvmm implements yet besides its presence (rate limiters are refused before this).
   if (opts.entropy !== undefined) args.push('--entropy');
-  for (const d of opts.drives ?? []) {
-    // The nested host mounts this machine's root read-only (src/host/nested.ts): a guest's writes could not reach the image.
-    if (!d.readOnly) {
-      throw new TsvmmError(`drive '${d.id}': read-write drives need hardware KVM; here VMs run in the nested host, which sees this machine's files read-only; attach it read-only (,ro or is_read_only)`);
-    }
-    args.push('--disk', diskFlag(d));
-  }
+  const drives = opts.drives ?? [];
+  for (const d of drives) args.push('--disk', diskFlag(d));
   const { runInNestedHost } = await import('../host/nested.js');
   const r = await runInNestedHost([process.execPath, cli, ...args], {
     cwd: ['/proc', '/sys', '/dev'].some((d) => process.cwd().startsWith(d)) ? '/' : process.cwd(),
     onOutput: (s) => process.stdout.write(s),
     progress: stderrProgress,
+    // The nested host sees this machine's root read-only and a fresh /tmp: share what the VM needs.
+    visible: [opts.kernel, ...(opts.initrd !== undefined ? [opts.initrd] : []), ...drives.map((d) => d.path)].map((p) => dirname(resolve(p))),
+    writable: drives.filter((d) => !d.readOnly).map((d) => dirname(resolve(d.path))),
   });
   if (r.timedOut) throw new TsvmmError('the nested host timed out');
   return r.status;

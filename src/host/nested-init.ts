@@ -106,6 +106,8 @@ export interface CommandScriptSpec {
   readonly command: string | readonly string[];
   readonly cwd: string;
   readonly env: Readonly<Record<string, string>>;
+  /** 9p devices (by mount tag) to mount read-write at these paths before the command runs. */
+  readonly mounts?: readonly { readonly tag: string; readonly path: string }[];
 }
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -116,6 +118,13 @@ export function commandScript(spec: CommandScriptSpec): string {
   for (const [name, value] of Object.entries(spec.env)) {
     if (!ENV_NAME.test(name)) throw new RangeError(`environment variable name ${JSON.stringify(name)} is not a valid shell name`);
     lines.push(`export ${name}=${shellQuote(value)}`);
+  }
+  // Writable folders: 9p devices of their own, mounted over the read-only root (and over the fresh /tmp).
+  for (const m of spec.mounts ?? []) {
+    const path = shellQuote(m.path);
+    lines.push(
+      `mkdir -p ${path} && mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 ${shellQuote(m.tag)} ${path} || { echo "tsvmm nested host: cannot mount "${path}" read-write" >&2; exit 125; }`,
+    );
   }
   const cwd = shellQuote(spec.cwd);
   lines.push(

@@ -60,6 +60,13 @@ export interface NestedRunOptions {
   readonly signal?: AbortSignal;
   /** Pre-resolved assets (skips the package and kernel checks). */
   readonly assets?: NestedHostAssets;
+  /** Folders of this machine that must be visible inside even under /tmp or /run (read-only, as the rest of the root). */
+  readonly visible?: readonly string[];
+  /**
+   * Folders of this machine the command may write to (a read-write disk image's folder): each is
+   * shared by QEMU on its own read-write 9p device and mounted at the same path inside.
+   */
+  readonly writable?: readonly string[];
 }
 
 export interface NestedRunResult {
@@ -100,7 +107,8 @@ export function explainNestedHost(env: VirtualizationEnvironment): string {
 }
 
 /** QEMU's command line for one run (per DESIGN.md's verified recipe). */
-export function nestedQemuArgs(assets: NestedHostAssets, initrd: string, memoryMiB: number, cpus: number): string[] {
+export function nestedQemuArgs(assets: NestedHostAssets, initrd: string, memoryMiB: number, cpus: number, writable: readonly string[] = []): string[] {
+  const shares = writable.flatMap((path, i) => ['-virtfs', `local,path=${path},mount_tag=${writableTag(i)},security_model=none,multidevs=remap`]);
   return [
     '-M', 'q35',
     '-accel', 'tcg,thread=multi',
@@ -113,8 +121,14 @@ export function nestedQemuArgs(assets: NestedHostAssets, initrd: string, memoryM
     '-initrd', initrd,
     '-append', KERNEL_CMDLINE,
     '-virtfs', 'local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap',
+    ...shares,
     '-no-reboot',
   ];
+}
+
+/** The 9p mount tag of writable folder `i` (QEMU allows 31 bytes). */
+function writableTag(i: number): string {
+  return `tsvmmrw${i}`;
 }
 
 function defaultEnv(): Record<string, string> {
@@ -168,10 +182,14 @@ export async function runInNestedHost(command: string | readonly string[], optio
     throw new NestedHostUsageError(`cwd ${cwd} is under ${fresh}, which the nested host replaces with its own; use a directory elsewhere on this machine's root`);
   }
   // A checkout (or cache) under /tmp stays visible inside, read-only, on top of the fresh /tmp.
-  const keep = [cwd, cacheDir()].filter((p) => TMPFS_INSIDE.some((d) => p.startsWith(`${d}/`)) && !p.includes('\n'));
+  const keep = [cwd, cacheDir(), ...(options.visible ?? []).map((p) => resolve(p))].filter((p) => TMPFS_INSIDE.some((d) => p.startsWith(`${d}/`)) && !p.includes('\n'));
+  const writable = [...new Set((options.writable ?? []).map((p) => resolve(p)))];
+  // QEMU's -virtfs splits its value at commas.
+  const badShare = writable.find((p) => p.includes(',') || FRESH_INSIDE.some((d) => p === d || p.startsWith(`${d}/`)));
+  if (badShare !== undefined) throw new NestedHostUsageError(`cannot share ${badShare} read-write with the nested host: use a folder without commas, outside /proc, /sys and /dev`);
   let script: string;
   try {
-    script = commandScript({ command, cwd, env: { ...defaultEnv(), ...options.env } });
+    script = commandScript({ command, cwd, env: { ...defaultEnv(), ...options.env }, mounts: writable.map((path, i) => ({ tag: writableTag(i), path })) });
   } catch (e) {
     throw new NestedHostUsageError(`cannot pass the command to the nested host: ${(e as Error).message}`);
   }
@@ -183,7 +201,7 @@ export async function runInNestedHost(command: string | readonly string[], optio
   try {
     const initrd = writeRunInitrd(work, assets.initramfs, nonce, script, keep);
     progress(`booting the nested host (QEMU, emulated x86 with AMD-V) to run: ${describe(command)}`);
-    return await boot(assets, initrd, nonce, { timeoutMs, bootTimeoutMs, memoryMiB, cpus, options, progress });
+    return await boot(assets, initrd, nonce, { timeoutMs, bootTimeoutMs, memoryMiB, cpus, writable, options, progress });
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
@@ -194,6 +212,7 @@ interface BootParams {
   readonly bootTimeoutMs: number;
   readonly memoryMiB: number;
   readonly cpus: number;
+  readonly writable: readonly string[];
   readonly options: NestedRunOptions;
   readonly progress: ProgressSink;
 }
@@ -209,7 +228,7 @@ function boot(assets: NestedHostAssets, initrd: string, nonce: string, p: BootPa
     const timers: NodeJS.Timeout[] = [];
 
     const console_ = new NestedConsole(nonce, p.options.onOutput);
-    const qemu = spawn(assets.qemu, nestedQemuArgs(assets, initrd, p.memoryMiB, p.cpus), { stdio: ['ignore', 'pipe', 'pipe'] });
+    const qemu = spawn(assets.qemu, nestedQemuArgs(assets, initrd, p.memoryMiB, p.cpus, p.writable), { stdio: ['ignore', 'pipe', 'pipe'] });
     const kill = (): void => {
       if (qemu.exitCode === null && qemu.signalCode === null) qemu.kill('SIGKILL');
     };

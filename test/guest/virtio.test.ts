@@ -21,7 +21,10 @@ const PROBE = [
 for (const vcpus of [1, 2]) {
   test(`with entropy on, ${vcpus} vCPU(s): the guest finds virtio-rng on PCI and /dev/hwrng gives random bytes`, async () => {
     const r = await bootGuest({ entropy: true, vcpus, command: PROBE });
-    const context = `${r.exit.message}\n${r.output}`;
+    // The VMM's side of the story, for when the guest waits on the device.
+    const t = r.vm.virtio.transports[0];
+    const vmmSide = `device: ${r.vm.rng?.requestsServed} requests served; transport: ${t?.notifications} notifications, status ${t?.deviceStatus}, error ${t?.lastError}; ioeventfd wake-ups ${r.vm.virtio.doorbellWakeups}; interrupts ${JSON.stringify(r.vm.virtio.interrupts)}`;
+    const context = `${r.exit.message}\n${vmmSide}\n${r.output}`;
     assert.equal(r.exit.status, 0, context);
     assert.match(field(r.output, 'VIRTIO_TYPES') ?? '', /\b0x0004\b/, `a virtio device of type 4 (entropy)\n${context}`);
     assert.ok(/^PCI_ID=0x1af4:0x1044$/m.test(r.output), `PCI vendor 0x1af4, device 0x1044\n${context}`);

@@ -55,7 +55,7 @@ export async function bootGuest(opts: BootOptions = {}): Promise<GuestRun> {
     ...(opts.entropy ? { entropy: {} } : {}),
     ...(opts.drives !== undefined ? { drives: opts.drives } : {}),
   });
-  const timer = setTimeout(() => vm.stop('test timeout'), opts.timeoutMs ?? 180_000);
+  const timer = setTimeout(() => vm.stop('test timeout'), opts.timeoutMs ?? 480_000);
   vm.start();
   const exit = await vm.wait();
   clearTimeout(timer);
