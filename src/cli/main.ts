@@ -22,7 +22,7 @@ Usage:
   tsvmm run --kernel PATH [--initrd PATH] [--cmdline ARGS] [--cpus N] [--mem SIZE] [--entropy] [--disk PATH[,ro]]... [-- COMMAND...]
         Boot any Linux kernel (bzImage, or ELF vmlinux through PVH).
   tsvmm --config-file vm.json --no-api [--boot-timer]
-        Boot from a Firecracker-style JSON configuration (boot-source, machine-config, entropy).
+        Boot from a Firecracker-style JSON configuration (boot-source, machine-config, drives, entropy).
   tsvmm env
         Say what this machine's KVM can run and how tsvmm will use it.
   tsvmm --help | --version
@@ -41,6 +41,7 @@ Options:
 Examples:
   npm start                                  the default microVM, from a checkout
   npx tsvmm start --cpus 2 -- cat /proc/cpuinfo
+  npx tsvmm start --disk ./data.img --disk ./ref.img,ro -- cat /sys/block/vdb/ro
   npx tsvmm run --kernel ./vmlinux --initrd ./initrd.cpio --mem 1G
   npx tsvmm --config-file vm.json --no-api
 

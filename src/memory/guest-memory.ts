@@ -265,7 +265,8 @@ export class GuestMemory {
     if (this.viaScratch) this.write(gpa, this.scratch.subarray(0, size));
   }
 
-  private regionAt(gpa: number): GuestRegion | undefined {
+  /** Index in `regions` of the region holding `gpa`, or -1 (binary search, no allocation: hot paths use it). */
+  regionIndexAt(gpa: number): number {
     const rs = this.regions;
     let lo = 0;
     let hi = rs.length - 1;
@@ -274,10 +275,16 @@ export class GuestMemory {
       const r = rs[mid]!;
       if (gpa < r.gpa) hi = mid - 1;
       else if (gpa >= r.gpa + r.size) lo = mid + 1;
-      else return r;
+      else return mid;
     }
-    return undefined;
+    return -1;
   }
+
+  private regionAt(gpa: number): GuestRegion | undefined {
+    const i = this.regionIndexAt(gpa);
+    return i < 0 ? undefined : this.regions[i];
+  }
+
 
   /** Throw unless [gpa, gpa + length) is all RAM (regions that touch count as contiguous). */
   private check(gpa: number, length: number): void {

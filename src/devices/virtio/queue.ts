@@ -194,6 +194,7 @@ export class SplitQueue {
 
   private active = false;
   private regions: readonly GuestRegion[] = [];
+  private memory: GuestMemory | undefined;
   private desc: Uint32Array = EMPTY_U32;
   private avail16: Uint16Array = EMPTY_U16;
   private used16: Uint16Array = EMPTY_U16;
@@ -231,6 +232,7 @@ export class SplitQueue {
     this.failure = undefined;
     this.active = false;
     this.regions = [];
+    this.memory = undefined;
     this.desc = EMPTY_U32;
     this.avail16 = EMPTY_U16;
     this.used16 = EMPTY_U16;
@@ -256,6 +258,7 @@ export class SplitQueue {
       return this.fail('a ring address is not aligned as virtio 1.2 §2.7 requires (16, 2, 4)');
     }
     this.regions = memory.regions;
+    this.memory = memory;
     const desc = this.view(this.descTableAddress, descriptorTableBytes(size), 4, 'descriptor table');
     const avail = this.view(this.availRingAddress, availRingBytes(size), 2, 'available ring');
     const used = this.view(this.usedRingAddress, usedRingBytes(size), 4, 'used ring');
@@ -440,18 +443,9 @@ export class SplitQueue {
 
   /** Index of the region holding `gpa`, or -1 (binary search, no allocation). */
   private regionAt(gpa: number): number {
-    const rs = this.regions;
-    let lo = 0;
-    let hi = rs.length - 1;
-    while (lo <= hi) {
-      const mid = (lo + hi) >>> 1;
-      const r = rs[mid]!;
-      if (gpa < r.gpa) hi = mid - 1;
-      else if (gpa >= r.gpa + r.size) lo = mid + 1;
-      else return mid;
-    }
-    return -1;
+    return this.memory === undefined ? -1 : this.memory.regionIndexAt(gpa);
   }
+
 
   /** Index of the region holding all of [gpa, gpa + len), or -1. */
   private regionOf(gpa: number, len: number): number {
