@@ -23,6 +23,9 @@ Usage:
         Boot any Linux kernel (bzImage, or ELF vmlinux through PVH).
   tsvmm --config-file vm.json --no-api [--boot-timer]
         Boot from a Firecracker-style JSON configuration (boot-source, machine-config, drives, entropy).
+  tsvmm image build --from DIR --output FILE [--size SIZE]
+        Build an ext4 root file-system image from a folder (e2fsprogs' mkfs.ext4 -d; no root or
+        loop device needed). Boot it with --disk FILE,root (root=/dev/vda on the command line).
   tsvmm env
         Say what this machine's KVM can run and how tsvmm will use it.
   tsvmm --help | --version
@@ -32,6 +35,7 @@ Options:
   --mem SIZE        guest memory: 512M, 2G, or MiB as a plain number (default 256M; ${MIN_MEMORY_MIB}M to ${MAX_MEMORY_MIB / 1024}G)
   --boot-timer      report the time from VMM start to the guest's boot-timer write
   --entropy         give the guest an entropy device (virtio-rng, /dev/hwrng)
+  --size SIZE       image build: the image size, e.g. 64M (default: content × 1.5 + 16M)
   --disk PATH[,ro][,root][,id=NAME][,cache=unsafe|writeback]
                     attach a raw disk image (virtio-blk); repeat for more: /dev/vda, /dev/vdb, …
                     (a root drive comes first); read-only with ro; id defaults to disk0, disk1, …
@@ -159,6 +163,17 @@ const commands: Record<string, Command> = {
       ...(drives.length > 0 ? { drives } : {}),
       bootTimer: values['boot-timer'] ?? false,
     });
+  },
+  async image(args) {
+    const [sub, ...rest] = args;
+    if (sub !== 'build') throw new UsageError(`image: ${sub === undefined ? 'a subcommand is needed' : `unknown subcommand '${sub}'`}; use 'tsvmm image build --from DIR --output FILE'`);
+    const { values } = parse('image build', rest, { from: { type: 'string' }, output: { type: 'string' }, size: { type: 'string' } });
+    if (values.from === undefined || values.output === undefined) throw new UsageError("image build: --from DIR and --output FILE are required; see 'tsvmm --help'");
+    const sizeMiB = values.size === undefined ? undefined : parseSizeMib(values.size, '--size');
+    const { buildExt4Image } = await import('../image/rootfs.js');
+    const image = buildExt4Image({ sourceDir: values.from, output: values.output, ...(sizeMiB !== undefined ? { sizeMiB } : {}) });
+    process.stdout.write(`${image.path} (ext4, ${image.sizeMiB} MiB)\n`);
+    return 0;
   },
 };
 

@@ -19,6 +19,11 @@ export interface StartOptions {
 
 export async function startDefaultVm(opts: StartOptions): Promise<number> {
   const guest = ensureDefaultGuest(stderrProgress);
-  const cmdline = opts.command === undefined ? guest.bootArgs : `${guest.bootArgs} ${commandCmdlineArg(opts.command)}`;
+  let cmdline = guest.bootArgs;
+  // As Firecracker: a root drive is attached first (/dev/vda) and named on the command line; the
+  // default guest's init mounts it and runs the command inside it.
+  const root = opts.drives?.find((d) => d.root);
+  if (root !== undefined) cmdline += ` root=/dev/vda ${root.readOnly ? 'ro' : 'rw'}`;
+  if (opts.command !== undefined) cmdline += ` ${commandCmdlineArg(opts.command)}`;
   return runVmFromCli({ kernel: guest.kernel, initrd: guest.initrd, cmdline, vcpus: opts.vcpus, memoryMib: opts.memoryMib, ...(opts.entropy !== undefined ? { entropy: opts.entropy } : {}), ...(opts.drives !== undefined ? { drives: opts.drives } : {}), bootTimer: true });
 }

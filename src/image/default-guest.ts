@@ -47,15 +47,43 @@ while read -r m; do insmod "/lib/modules/$m" 2>/dev/null || echo "tsvmm-init: co
 hostname tsvmm
 ip link set lo up 2>/dev/null
 cmd=
+root=
+rootmode=ro
 for arg in $(cat /proc/cmdline); do
-  case "$arg" in ${CMDLINE_COMMAND_KEY}=*) cmd=$(echo "\${arg#${CMDLINE_COMMAND_KEY}=}" | base64 -d) ;; esac
+  case "$arg" in
+    ${CMDLINE_COMMAND_KEY}=*) cmd=$(echo "\${arg#${CMDLINE_COMMAND_KEY}=}" | base64 -d) ;;
+    root=*) root=\${arg#root=} ;;
+    ro|rw) rootmode=$arg ;;
+  esac
 done
 [ -n "$cmd" ] || cmd=$(cat /etc/tsvmm/default-command)
+# A root drive (root=/dev/vda ro|rw, as Firecracker appends): mount it at /newroot; the initramfs
+# stays the running system so the status report and poweroff below work whatever the image holds.
+rooted=
+if [ -n "$root" ]; then
+  mkdir -p /newroot
+  # virtio_blk may still be probing: wait up to 5 s for the device node.
+  i=0; while [ ! -b "$root" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+  if mount -t ext4 -o "$rootmode" "$root" /newroot; then
+    rooted=1
+    for d in proc sys dev; do [ -d "/newroot/$d" ] && mount -o bind "/$d" "/newroot/$d" 2>/dev/null; done
+  else
+    echo "tsvmm-init: could not mount $root ($rootmode) at /newroot" >&2
+  fi
+fi
 cd /root
-sh -c "$cmd"
+if [ -n "$rooted" ] && [ -x /newroot/bin/sh ]; then
+  chroot /newroot /bin/sh -c "$cmd"
+else
+  sh -c "$cmd"
+fi
 status=$?
 cd /
 sync
+if [ -n "$rooted" ]; then
+  for d in dev sys proc; do umount "/newroot/$d" 2>/dev/null; done
+  umount /newroot 2>/dev/null || mount -o remount,ro /newroot 2>/dev/null
+fi
 devmem 0x${GUEST_STATUS_MMIO_BASE.toString(16)} 8 $status
 poweroff -f
 `;

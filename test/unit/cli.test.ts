@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -116,4 +116,21 @@ test('malformed drives (--disk or config drives) are one line each, before any b
     [{ 'boot-source': boot, drives: [drive('a', img, true), drive('b', img, true)] }, /drives\[1\]\.is_root_device: only one device can be the root device/],
   ];
   for (const [body, pattern] of cases) assertOneLineError(tsvmm('--config-file', config(body), '--no-api'), pattern);
+});
+
+test('image build makes an ext4 image from a folder; bad input gives one line', () => {
+  const src = join(dir, 'image-src');
+  mkdirSync(src);
+  writeFileSync(join(src, 'hello'), 'hi\n');
+  const out = join(dir, 'image.ext4');
+  const r = tsvmm('image', 'build', '--from', src, '--output', out, '--size', '20M');
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stdout, `${out} (ext4, 20 MiB)\n`);
+  assert.equal(statSync(out).size, 20 * 1024 * 1024);
+  assertOneLineError(tsvmm('image'), /image: a subcommand is needed/);
+  assertOneLineError(tsvmm('image', 'frob'), /unknown subcommand 'frob'/);
+  assertOneLineError(tsvmm('image', 'build', '--from', src), /--from DIR and --output FILE are required/);
+  assertOneLineError(tsvmm('image', 'build', '--from', join(dir, 'missing'), '--output', out), /does not exist/);
+  assertOneLineError(tsvmm('image', 'build', '--from', join(src, 'hello'), '--output', out), /is not a directory/);
+  assertOneLineError(tsvmm('image', 'build', '--from', src, '--output', out, '--size', 'big'), /--size: 'big' is not a size/);
 });
