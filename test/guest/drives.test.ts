@@ -112,3 +112,34 @@ test('a Writeback drive offers FLUSH: the guest fsync becomes a flush and an fda
   assert.ok(drive.metrics.flushes > 0 && drive.metrics.syncs > 0, `flushed and synced (${JSON.stringify(drive.metrics)})`);
   assert.ok(readFileSync(img).subarray(0, 65536).equals(pattern(token, 65536)), 'the data is in the image');
 });
+
+test('data the guest synced is in the image even when the VMM is killed with SIGKILL right after sync returns', async () => {
+  const { spawn } = await import('node:child_process');
+  const { fileURLToPath } = await import('node:url');
+  const bin = fileURLToPath(new URL('../../../bin/tsvmm.js', import.meta.url));
+  const token = `tsvmm-sigkill-${randomBytes(8).toString('hex')}`;
+  const image = join(dir, 'sigkill.img');
+  writeFileSync(image, Buffer.alloc(IMAGE_BYTES));
+  // The guest writes, syncs, says so, then keeps running until it is killed.
+  const command =
+    `yes ${token} | head -c ${WRITE_BYTES} | dd of=/dev/vda bs=4096 seek=${WRITE_OFFSET / 4096} conv=notrunc 2>/dev/null && sync && echo SYNCED; sleep 600`;
+  const child = spawn(process.execPath, [bin, 'start', '--disk', `${image},cache=writeback`, '--', command], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+  const exited = new Promise<NodeJS.Signals | null>((resolve) => child.on('exit', (_code, signal) => resolve(signal)));
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`the guest never reported SYNCED:\n${stdout}\n${stderr}`)), 300_000);
+    child.stdout.on('data', (b: Buffer) => {
+      stdout += b.toString();
+      if (/^SYNCED$/m.test(stdout)) {
+        clearTimeout(timer);
+        child.kill('SIGKILL');
+        resolve();
+      }
+    });
+  });
+  assert.equal(await exited, 'SIGKILL', 'the VMM died of SIGKILL, without any chance to flush');
+  const written = readFileSync(image).subarray(WRITE_OFFSET, WRITE_OFFSET + WRITE_BYTES);
+  assert.ok(written.equals(pattern(token, WRITE_BYTES)), 'the synced data is in the image');
+});
