@@ -5,6 +5,11 @@
  * resource device reserving the ECAM window and the sleep/reset ports, and the virtio-mmio
  * devices; at the root, the \_S5 package that makes "poweroff" possible.
  */
+// The devices' own files own their ports and IRQs; the DSDT describes what they decode.
+import { I8042_COMMAND_PORT, I8042_DATA_PORT, I8042_KEYBOARD_IRQ } from '../../../devices/legacy/i8042.js';
+import { RTC_IRQ, RTC_PORT_BASE, RTC_PORT_COUNT } from '../../../devices/legacy/rtc.js';
+import { COM1_IRQ, COM1_PORT_BASE, SERIAL_PORT_COUNT } from '../../../devices/legacy/serial.js';
+import { ECAM_BYTES_PER_BUS, PCI_CONFIG_ADDRESS_PORT, PCI_CONFIG_PORT_COUNT } from '../../../devices/pci/host-bridge.js';
 import {
   type Aml,
   cid,
@@ -55,7 +60,7 @@ export interface AcpiCmosRtc {
 export type AcpiLegacyDevice = AcpiSerialPort | AcpiI8042 | AcpiCmosRtc;
 
 /** COM1: ports 0x3F8–0x3FF, IRQ 4 (the IBM PC assignment). */
-export const COM1: AcpiSerialPort = { kind: 'serial', ioBase: 0x3f8, irq: 4 };
+export const COM1: AcpiSerialPort = { kind: 'serial', ioBase: COM1_PORT_BASE, irq: COM1_IRQ };
 export const I8042: AcpiI8042 = { kind: 'i8042' };
 export const CMOS_RTC: AcpiCmosRtc = { kind: 'rtc' };
 
@@ -96,20 +101,6 @@ export interface AcpiPciHostBridge {
   readonly msi?: boolean;
 }
 
-/** ECAM decodes 1 MiB per bus: 32 devices × 8 functions × 4 KiB (PCI Express Base 6.0 §7.2.2). */
-export const ECAM_BYTES_PER_BUS = 1 << 20;
-/** PCI configuration mechanism #1 ports: CONFIG_ADDRESS 0xCF8 and CONFIG_DATA 0xCFC (PCI Local Bus 3.0 §3.2.2.3.2). */
-export const PCI_CONFIG_PORT_BASE = 0xcf8;
-export const PCI_CONFIG_PORT_COUNT = 8;
-/** Ports of the i8042 data and command/status registers, and of the CMOS RTC index/data pair. */
-export const I8042_DATA_PORT = 0x60;
-export const I8042_COMMAND_PORT = 0x64;
-export const I8042_KEYBOARD_IRQ = 1;
-export const CMOS_RTC_PORT = 0x70;
-export const CMOS_RTC_PORT_COUNT = 2;
-export const CMOS_RTC_IRQ = 8;
-/** A 16550 decodes 8 ports. */
-export const UART_PORT_COUNT = 8;
 /** Serial ports are named COM1..COM4. */
 const MAX_SERIAL_PORTS = 4;
 const FOUR_GIB = 0x1_0000_0000;
@@ -155,7 +146,7 @@ function pciHostBridge(pci: AcpiPciHostBridge): Aml {
   const resources: ResourceDescriptor[] = [
     wordBusNumber({ min: pci.busStart, length: pci.busEnd - pci.busStart + 1 }),
     // The config ports themselves are consumed by the bridge, not forwarded to its children.
-    ioPort(PCI_CONFIG_PORT_BASE, PCI_CONFIG_PORT_BASE, 1, PCI_CONFIG_PORT_COUNT),
+    ioPort(PCI_CONFIG_ADDRESS_PORT, PCI_CONFIG_ADDRESS_PORT, 1, PCI_CONFIG_PORT_COUNT),
   ];
   if (pci.ioWindow !== undefined) {
     for (const w of withoutConfigPorts(pci.ioWindow)) resources.push(wordIo({ min: w.base, length: w.size }));
@@ -186,8 +177,8 @@ function pciHostBridge(pci: AcpiPciHostBridge): Aml {
 export function withoutConfigPorts(window: AcpiWindow): AcpiWindow[] {
   const end = window.base + window.size;
   if (window.size <= 0 || end > 0x10000) throw new AcpiTableError('the PCI I/O window must be non-empty and within ports 0..0xFFFF');
-  const holeStart = PCI_CONFIG_PORT_BASE;
-  const holeEnd = PCI_CONFIG_PORT_BASE + PCI_CONFIG_PORT_COUNT;
+  const holeStart = PCI_CONFIG_ADDRESS_PORT;
+  const holeEnd = PCI_CONFIG_ADDRESS_PORT + PCI_CONFIG_PORT_COUNT;
   const out: AcpiWindow[] = [];
   if (window.base < holeStart) out.push({ base: window.base, size: Math.min(end, holeStart) - window.base });
   if (end > holeEnd) out.push({ base: Math.max(window.base, holeEnd), size: end - Math.max(window.base, holeEnd) });
@@ -207,7 +198,7 @@ function legacyDevices(list: readonly AcpiLegacyDevice[]): Aml[] {
         hid(PNP_ID.UART_16550),
         uid(i + 1),
         sta(),
-        crs([ioPort(s.ioBase, s.ioBase, UART_PORT_COUNT, UART_PORT_COUNT), irqNoFlags([s.irq])]),
+        crs([ioPort(s.ioBase, s.ioBase, SERIAL_PORT_COUNT, SERIAL_PORT_COUNT), irqNoFlags([s.irq])]),
       ]),
     );
   });
@@ -226,13 +217,13 @@ function legacyDevices(list: readonly AcpiLegacyDevice[]): Aml[] {
         ]),
       );
     } else if (d.kind === 'rtc') {
-      const irq = d.irq === undefined ? CMOS_RTC_IRQ : d.irq;
+      const irq = d.irq === undefined ? RTC_IRQ : d.irq;
       out.push(
         device('RTC_', [
           hid(PNP_ID.CMOS_RTC),
           uid(0),
           sta(),
-          crs([ioPort(CMOS_RTC_PORT, CMOS_RTC_PORT, 1, CMOS_RTC_PORT_COUNT), ...(irq === null ? [] : [irqNoFlags([irq])])]),
+          crs([ioPort(RTC_PORT_BASE, RTC_PORT_BASE, 1, RTC_PORT_COUNT), ...(irq === null ? [] : [irqNoFlags([irq])])]),
         ]),
       );
     }
