@@ -78,14 +78,22 @@ export interface LinuxBootInfo {
   kernelVersion?: string;
 }
 
-function readImage(path: string, what: string): Uint8Array {
-  let st;
+/** A kernel or initrd file: present, a regular file, readable. Returns its size; one-line errors otherwise. */
+function checkImageFile(path: string, what: string): number {
   try {
-    st = statSync(path);
-  } catch {
-    throw new LinuxBootError(`${what} ${path} does not exist`);
+    const st = statSync(path);
+    if (st.isDirectory()) throw new LinuxBootError(`${what} ${path} is a directory, expected a file`);
+    closeSync(openSync(path, 'r'));
+    return st.size;
+  } catch (e) {
+    if (e instanceof LinuxBootError) throw e;
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new LinuxBootError(`${what} ${path} ${code === 'ENOENT' ? 'does not exist' : `cannot be read: ${(e as Error).message}`}`);
   }
-  if (st.isDirectory()) throw new LinuxBootError(`${what} ${path} is a directory, expected a file`);
+}
+
+function readImage(path: string, what: string): Uint8Array {
+  checkImageFile(path, what);
   try {
     return readFileSync(path);
   } catch (e) {
@@ -120,16 +128,7 @@ export function preflightLinuxBoot(opts: { kernelPath: string; initrdPath?: stri
   const ram = guestRamRegions(opts.memoryMib * 1024 * 1024);
   const kernelRange = kernel.kind === 'elf' ? elfKernelRange(kernel.image) : bzImagePlacement(kernel.image).reserved;
   if (opts.initrdPath !== undefined) {
-    let size: number;
-    try {
-      const st = statSync(opts.initrdPath);
-      if (st.isDirectory()) throw new LinuxBootError(`initrd ${opts.initrdPath} is a directory, expected a file`);
-      closeSync(openSync(opts.initrdPath, 'r'));
-      size = st.size;
-    } catch (e) {
-      if (e instanceof LinuxBootError) throw e;
-      throw new LinuxBootError(`initrd ${opts.initrdPath} ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'does not exist' : `cannot be read: ${(e as Error).message}`}`);
-    }
+    const size = checkImageFile(opts.initrdPath, 'initrd');
     const addrMax = kernel.kind === 'bzimage' ? kernel.image.header.initrdAddrMax : undefined;
     placeInitrd(addrMax === undefined ? { size, ram, kernel: kernelRange } : { size, ram, kernel: kernelRange, addrMax });
   }
