@@ -10,6 +10,8 @@ import { MARKER_PREFIX } from './nested-init.js';
 export type ConsolePhase = 'boot' | 'command' | 'done' | 'setup-failed';
 
 const PANIC = /Kernel panic - not syncing:[^\n]*/;
+/** The kernel's soft-lockup watchdog report (kernel/watchdog.c); printed at KERN_EMERG, so `loglevel=1` lets it through. */
+const SOFT_LOCKUP = /BUG: soft lockup - CPU#(\d+) stuck for (\d+)s![^\n]*/g;
 
 /** Terminal control sequences SeaBIOS and the kernel emit (reset, clear screen, wrap mode). */
 // eslint-disable-next-line no-control-regex
@@ -32,6 +34,9 @@ export class NestedConsole {
   private status: number | undefined;
   private failure: string | undefined;
   private panic: string | undefined;
+  private lockup: { line: string; seconds: number } | undefined;
+  /** Where the lockup scan of the command output resumes (reports can arrive split across chunks). */
+  private lockupScanFrom = 0;
 
   constructor(
     nonce: string,
@@ -65,6 +70,15 @@ export class NestedConsole {
   /** The first "Kernel panic - not syncing" line seen before the command finished. */
   get kernelPanic(): string | undefined {
     return this.panic;
+  }
+
+  /**
+   * The worst soft-lockup report seen so far (the kernel found a CPU that had not scheduled for
+   * `seconds`). Under emulation a short one can be load; a long one is a nested host that stopped
+   * making progress.
+   */
+  get softLockup(): { readonly line: string; readonly seconds: number } | undefined {
+    return this.lockup;
   }
 
   push(chunk: Buffer): void {
@@ -101,6 +115,7 @@ export class NestedConsole {
   private feedBoot(text: string): void {
     this.boot += text;
     this.notePanic(this.boot);
+    this.noteLockups(this.boot);
     const begin = this.boot.indexOf(`${this.token}begin`);
     const fail = this.boot.indexOf(`${this.token}fail=`);
     if (fail >= 0 && (begin < 0 || fail < begin)) {
@@ -118,6 +133,7 @@ export class NestedConsole {
     const rest = this.boot.slice(eol + 1);
     this.boot = this.boot.slice(0, begin);
     this.phase_ = 'command';
+    this.lockupScanFrom = 0;
     this.feedCommand(rest);
   }
 
@@ -150,12 +166,24 @@ export class NestedConsole {
     this.emit(pending.slice(0, pending.length - keep));
     this.held = pending.slice(pending.length - keep);
     this.notePanic(this.out.slice(-4096) + this.held);
+    this.noteLockups(this.out);
   }
 
   private emit(text: string): void {
     if (text === '') return;
     this.out += text;
     this.onOutput(text);
+  }
+
+  /** Scans complete lines of `text` not scanned before (the buffer only grows within a phase). */
+  private noteLockups(text: string): void {
+    const end = text.lastIndexOf('\n') + 1;
+    if (end <= this.lockupScanFrom) return;
+    for (const m of text.slice(this.lockupScanFrom, end).matchAll(SOFT_LOCKUP)) {
+      const seconds = Number(m[2]);
+      if (this.lockup === undefined || seconds > this.lockup.seconds) this.lockup = { line: m[0].replace(/\r$/, ''), seconds };
+    }
+    this.lockupScanFrom = end;
   }
 
   private notePanic(text: string): void {

@@ -37,6 +37,11 @@ export class NestedHostPanicError extends NestedHostError {}
 export class NestedHostSetupError extends NestedHostError {}
 /** The nested host did not come up in time, or stopped without reporting the command's status. */
 export class NestedHostBootError extends NestedHostError {}
+/**
+ * The nested host stopped making progress: its kernel reported a CPU stuck for minutes (soft
+ * lockup). That is the emulated host failing, not the command; running again usually succeeds.
+ */
+export class NestedHostHungError extends NestedHostError {}
 /** The caller's AbortSignal stopped the run. */
 export class NestedHostAbortedError extends NestedHostError {}
 
@@ -49,6 +54,11 @@ export interface NestedRunOptions {
   readonly timeoutMs?: number;
   /** Boot up to the command's start; a stall beyond it is a NestedHostBootError. Default 120 s. */
   readonly bootTimeoutMs?: number;
+  /**
+   * The command printing nothing for this long ends the run like a timeout (`stalled` is set).
+   * Default: off.
+   */
+  readonly stallTimeoutMs?: number;
   /** Nested host memory. Default 3072 MiB. */
   readonly memoryMiB?: number;
   /** Nested host CPUs (TCG threads). Default 2. */
@@ -77,6 +87,8 @@ export interface NestedRunResult {
   /** The signal tsvmm sent QEMU to end the run early (only on timeout). */
   readonly signal?: NodeJS.Signals;
   readonly timedOut: boolean;
+  /** The run ended early because the command printed nothing for `stallTimeoutMs` (`timedOut` is set too). */
+  readonly stalled: boolean;
   /** QEMU start to command start. */
   readonly bootMs: number | undefined;
   /** Command start to its exit marker. */
@@ -91,11 +103,24 @@ const DEFAULT_TIMEOUT_MS = 10 * 60_000;
 const DEFAULT_BOOT_TIMEOUT_MS = 120_000;
 /** After the exit marker, init powers off at once; allow QEMU this long before killing it. */
 const POWEROFF_GRACE_MS = 5_000;
+/**
+ * A soft-lockup report of a CPU stuck this long ends the run with NestedHostHungError. The
+ * watchdog reports after 20 s; emulation under load can produce such short ones that recover,
+ * but a CPU that has not scheduled for this long has taken the host down with it (seen: kthreadd
+ * stuck, so KVM_CREATE_VM, which starts a kernel thread, never returned).
+ */
+const LOCKUP_GIVE_UP_S = 100;
 const FRESH_INSIDE = ['/proc', '/sys', '/dev'];
 /** Replaced by fresh tmpfs inside, but folders of the machine's below them can be carried through (kept visible, read-only). */
 const TMPFS_INSIDE = ['/tmp', '/run'];
 /** `quiet loglevel=1`: only emergencies reach the console, so kernel chatter stays out of command output; panics still print. */
 const KERNEL_CMDLINE = 'console=ttyS0 quiet loglevel=1 panic=-1';
+
+/** The nested kernel's command line; TSVMM_NESTED_KERNEL_ARGS appends to it (e.g. `loglevel=7` to see why the nested host misbehaves). */
+function kernelCmdline(): string {
+  const extra = process.env['TSVMM_NESTED_KERNEL_ARGS']?.trim();
+  return extra ? `${KERNEL_CMDLINE} ${extra}` : KERNEL_CMDLINE;
+}
 
 /** The one-sentence reason tsvmm uses (or does not need) the nested host on this machine. */
 export function explainNestedHost(env: VirtualizationEnvironment): string {
@@ -119,7 +144,7 @@ export function nestedQemuArgs(assets: NestedHostAssets, initrd: string, memoryM
     '-serial', 'stdio',
     '-kernel', assets.kernel,
     '-initrd', initrd,
-    '-append', KERNEL_CMDLINE,
+    '-append', kernelCmdline(),
     '-virtfs', 'local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap',
     ...shares,
     '-no-reboot',
@@ -174,6 +199,7 @@ export async function runInNestedHost(command: string | readonly string[], optio
   const progress = options.progress ?? stderrProgress;
   const timeoutMs = positive('timeoutMs', options.timeoutMs, DEFAULT_TIMEOUT_MS);
   const bootTimeoutMs = positive('bootTimeoutMs', options.bootTimeoutMs, DEFAULT_BOOT_TIMEOUT_MS);
+  const stallTimeoutMs = options.stallTimeoutMs === undefined ? undefined : positive('stallTimeoutMs', options.stallTimeoutMs, 0);
   const memoryMiB = Math.round(positive('memoryMiB', options.memoryMiB, 3072));
   const cpus = Math.round(positive('cpus', options.cpus, 2));
   const cwd = resolve(options.cwd ?? process.cwd());
@@ -201,7 +227,7 @@ export async function runInNestedHost(command: string | readonly string[], optio
   try {
     const initrd = writeRunInitrd(work, assets.initramfs, nonce, script, keep);
     progress(`booting the nested host (QEMU, emulated x86 with AMD-V) to run: ${describe(command)}`);
-    return await boot(assets, initrd, nonce, { timeoutMs, bootTimeoutMs, memoryMiB, cpus, writable, options, progress });
+    return await boot(assets, initrd, nonce, { timeoutMs, bootTimeoutMs, stallTimeoutMs, memoryMiB, cpus, writable, options, progress });
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
@@ -210,6 +236,7 @@ export async function runInNestedHost(command: string | readonly string[], optio
 interface BootParams {
   readonly timeoutMs: number;
   readonly bootTimeoutMs: number;
+  readonly stallTimeoutMs: number | undefined;
   readonly memoryMiB: number;
   readonly cpus: number;
   readonly writable: readonly string[];
@@ -222,7 +249,7 @@ function boot(assets: NestedHostAssets, initrd: string, nonce: string, p: BootPa
     const started = Date.now();
     let bootMs: number | undefined;
     let commandMs: number | undefined;
-    let ended: 'timeout' | 'boot-stall' | 'aborted' | undefined;
+    let ended: 'timeout' | 'stall' | 'boot-stall' | 'lockup' | 'aborted' | undefined;
     let spawnError: Error | undefined;
     let stderr = '';
     const timers: NodeJS.Timeout[] = [];
@@ -253,15 +280,37 @@ function boot(assets: NestedHostAssets, initrd: string, nonce: string, p: BootPa
       }, Math.min(p.bootTimeoutMs, p.timeoutMs + 1)),
     );
     let graceArmed = false;
+    // Restarted by every chunk of command output; only runs while the command is running.
+    let stallTimer: NodeJS.Timeout | undefined;
+    const armStallTimer = (): void => {
+      if (p.stallTimeoutMs === undefined) return;
+      if (stallTimer !== undefined) clearTimeout(stallTimer);
+      stallTimer = setTimeout(() => {
+        ended ??= 'stall';
+        kill();
+      }, p.stallTimeoutMs);
+    };
+    let outputSeen = 0;
     qemu.stdout.on('data', (chunk: Buffer) => {
       const before = console_.phase;
       console_.push(chunk);
+      if (console_.phase === 'command' && console_.output.length !== outputSeen) {
+        outputSeen = console_.output.length;
+        armStallTimer();
+      }
+      const lockup = console_.softLockup;
+      if (lockup !== undefined && lockup.seconds >= LOCKUP_GIVE_UP_S && console_.phase !== 'done') {
+        ended ??= 'lockup';
+        kill();
+      }
       if (before === 'boot' && console_.phase !== 'boot' && console_.phase !== 'setup-failed') {
+        armStallTimer();
         bootMs = Date.now() - started;
         p.progress(`nested host up in ${(bootMs / 1000).toFixed(1)} s; command running`);
       }
       if ((console_.phase === 'done' || console_.phase === 'setup-failed') && !graceArmed) {
         graceArmed = true;
+        if (stallTimer !== undefined) clearTimeout(stallTimer);
         if (bootMs !== undefined) commandMs = Date.now() - started - bootMs;
         timers.push(setTimeout(kill, POWEROFF_GRACE_MS));
       }
@@ -274,6 +323,7 @@ function boot(assets: NestedHostAssets, initrd: string, nonce: string, p: BootPa
     });
     qemu.on('close', (code, signal) => {
       for (const t of timers) clearTimeout(t);
+      if (stallTimer !== undefined) clearTimeout(stallTimer);
       process.off('exit', kill);
       p.options.signal?.removeEventListener('abort', onAbort);
       console_.end();
@@ -291,7 +341,7 @@ function boot(assets: NestedHostAssets, initrd: string, nonce: string, p: BootPa
 
       if (console_.phase === 'done' && console_.exitStatus !== undefined) {
         p.progress(`nested host run finished in ${(wallMs / 1000).toFixed(1)} s (status ${console_.exitStatus})`);
-        resolvePromise({ ...common, status: console_.exitStatus, timedOut: false });
+        resolvePromise({ ...common, status: console_.exitStatus, timedOut: false, stalled: false });
         return;
       }
       if (spawnError !== undefined) {
@@ -300,7 +350,16 @@ function boot(assets: NestedHostAssets, initrd: string, nonce: string, p: BootPa
       }
       if (ended === 'timeout') {
         p.progress(`nested host run timed out after ${(p.timeoutMs / 1000).toFixed(0)} s (${console_.phase === 'boot' ? 'still booting' : 'command still running'}); QEMU killed`);
-        resolvePromise({ ...common, status: 124, timedOut: true, signal: 'SIGKILL' });
+        resolvePromise({ ...common, status: 124, timedOut: true, stalled: false, signal: 'SIGKILL' });
+        return;
+      }
+      if (ended === 'stall') {
+        p.progress(`nested host run stalled: the command printed nothing for ${((p.stallTimeoutMs ?? 0) / 1000).toFixed(0)} s; QEMU killed`);
+        resolvePromise({ ...common, status: 124, timedOut: true, stalled: true, signal: 'SIGKILL' });
+        return;
+      }
+      if (ended === 'lockup') {
+        reject(new NestedHostHungError(`the nested host's kernel stopped making progress ("${console_.softLockup?.line ?? 'soft lockup'}"); QEMU killed. This is the emulated host failing, not the command: run it again${lastLines()}`));
         return;
       }
       if (ended === 'aborted') {

@@ -41,6 +41,20 @@ test('a kernel panic is noticed', () => {
   assert.match(c.tail(1), /Kernel Offset/);
 });
 
+test('soft-lockup reports are noticed in boot and command output, split across chunks; the worst one wins', () => {
+  const c = new NestedConsole(NONCE);
+  c.push(Buffer.from('[ 9.0] watchdog: BUG: soft lockup - CPU#1 stuck for 22s! [swapper/1:0]\r\n'));
+  assert.deepEqual(c.softLockup, { line: 'BUG: soft lockup - CPU#1 stuck for 22s! [swapper/1:0]', seconds: 22 });
+  c.push(Buffer.from(`${M}begin\nok 1\n[ 150.2] watchdog: BUG: soft lockup - CPU#0 stu`));
+  assert.equal(c.softLockup?.seconds, 22);
+  c.push(Buffer.from('ck for 104s! [kthreadd:2]\r\nok 2\n[ 170.0] watchdog: BUG: soft lockup - CPU#1 stuck for 48s! [swapper/1:0]\n'));
+  assert.deepEqual(c.softLockup, { line: 'BUG: soft lockup - CPU#0 stuck for 104s! [kthreadd:2]', seconds: 104 });
+  assert.match(c.output, /ok 2/);
+  const quiet = new NestedConsole(NONCE);
+  quiet.push(Buffer.from(`${M}begin\nsoft lockup is just a phrase here\n`));
+  assert.equal(quiet.softLockup, undefined);
+});
+
 test('output that merely starts like a marker is released at the end', () => {
   const c = new NestedConsole(NONCE);
   c.push(Buffer.from(`${M}begin\nabc TSVMM-NEST`));

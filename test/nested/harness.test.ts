@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { dirname, resolve } from 'node:path';
 import {
   ensureNestedHostAssets,
+  NestedHostHungError,
   NestedHostStartError,
   NestedHostUsageError,
   runInNestedHost,
@@ -123,9 +124,30 @@ test('a timeout kills QEMU and is reported, not hung on', async () => {
   const t0 = Date.now();
   const r = await runInNestedHost('sleep 600', { assets, timeoutMs: 1500, progress });
   assert.equal(r.timedOut, true);
+  assert.equal(r.stalled, false);
   assert.equal(r.status, 124);
   assert.equal(r.signal, 'SIGKILL');
   assert.ok(Date.now() - t0 < 10_000, 'returned promptly');
+});
+
+test('a command that prints nothing for stallTimeoutMs is killed and reported as stalled', async () => {
+  const t0 = Date.now();
+  const r = await runInNestedHost('echo started; sleep 600', { assets, timeoutMs: 300_000, stallTimeoutMs: 3000, progress });
+  assert.equal(r.stalled, true);
+  assert.equal(r.timedOut, true);
+  assert.equal(r.status, 124);
+  assert.match(r.output, /started/);
+  assert.ok(Date.now() - t0 < 60_000, 'returned long before the 300 s timeout');
+});
+
+test('a kernel soft-lockup report of a CPU stuck for minutes ends the run as NestedHostHungError', async () => {
+  // The console carries kernel messages and command output alike, so a command can stand in for the kernel here.
+  const t0 = Date.now();
+  await assert.rejects(
+    runInNestedHost(`echo '[ 150.0] watchdog: BUG: soft lockup - CPU#0 stuck for 104s! [kthreadd:2]'; sleep 600`, { assets, timeoutMs: 300_000, progress }),
+    (e: unknown) => e instanceof NestedHostHungError && /CPU#0 stuck for 104s/.test(e.message) && /run it again/.test(e.message),
+  );
+  assert.ok(Date.now() - t0 < 60_000, 'returned long before the 300 s timeout');
 });
 
 test('QEMU failing to start is an error that says why', async () => {
