@@ -7,6 +7,7 @@ import { parseArgs } from 'node:util';
 import { resolve } from 'node:path';
 import type { ConfigFeature, DriveConfig } from '../api/config.js';
 import type { DriveOptions } from '../vmm/drive-options.js';
+import type { VirtioTransportKind } from '../vmm/microvm.js';
 import { detectVirtualization } from '../host/environment.js';
 import { oneLine, UsageError } from '../util/errors.js';
 // Heavy modules (the config parser, the VMM, the nested host) are imported lazily: under
@@ -16,7 +17,7 @@ import { MAX_MEMORY_MIB, MAX_VCPUS, MIN_MEMORY_MIB, MIN_VCPUS } from '../vmm/lim
 const USAGE = `tsvmm — a microVM monitor in TypeScript on Linux KVM
 
 Usage:
-  tsvmm start [--cpus N] [--mem SIZE] [--entropy] [--disk PATH[,ro]]... [-- COMMAND...]
+  tsvmm start [--cpus N] [--mem SIZE] [--entropy] [--disk PATH[,ro]]... [--virtio-transport pci|mmio] [-- COMMAND...]
         Boot the default microVM (Debian's cloud kernel, a busybox initramfs) and show its
         output. With a COMMAND, the guest runs it and tsvmm exits with its status.
   tsvmm run --kernel PATH [--initrd PATH] [--cmdline ARGS] [--cpus N] [--mem SIZE] [--entropy] [--disk PATH[,ro]]... [-- COMMAND...]
@@ -39,6 +40,9 @@ Options:
   --disk PATH[,ro][,root][,id=NAME][,cache=unsafe|writeback]
                     attach a raw disk image (virtio-blk); repeat for more: /dev/vda, /dev/vdb, …
                     (a root drive comes first); read-only with ro; id defaults to disk0, disk1, …
+  --virtio-transport pci|mmio
+                    how virtio devices reach the guest: PCI with MSI-X (default), or virtio-mmio
+                    windows described in ACPI (as Firecracker's guests use)
   -h, --help        show this help
   -V, --version     print the version
 
@@ -78,6 +82,7 @@ const VM_OPTIONS = {
   'boot-timer': { type: 'boolean' },
   entropy: { type: 'boolean' },
   disk: { type: 'string', multiple: true },
+  'virtio-transport': { type: 'string' },
 } as const;
 
 function parse<const O extends Parameters<typeof parseArgs>[0] extends infer C ? C extends { options?: infer P } ? P : never : never>(
@@ -124,6 +129,13 @@ function vmShape(values: { cpus?: string | undefined; mem?: string | undefined }
   return { vcpus, memoryMib };
 }
 
+/** --virtio-transport pci|mmio, as an option object (empty when not given). */
+function virtioTransport(text: string | undefined): { virtioTransport?: VirtioTransportKind } {
+  if (text === undefined) return {};
+  if (text !== 'pci' && text !== 'mmio') throw new UsageError(`--virtio-transport: '${text}' is not a transport; use pci or mmio`);
+  return { virtioTransport: text };
+}
+
 /** Split `args` at the first `--`: options before, the guest command after. */
 function splitCommand(args: string[]): { options: string[]; command: string | undefined } {
   const i = args.indexOf('--');
@@ -143,7 +155,13 @@ const commands: Record<string, Command> = {
     const { values } = parse('start', options, VM_OPTIONS);
     const { startDefaultVm } = await import('./start.js');
     const drives = await disks(values.disk);
-    return startDefaultVm({ ...vmShape(values), ...(values.entropy ? { entropy: {} } : {}), ...(drives.length > 0 ? { drives } : {}), ...(command !== undefined ? { command } : {}) });
+    return startDefaultVm({
+      ...vmShape(values),
+      ...(values.entropy ? { entropy: {} } : {}),
+      ...(drives.length > 0 ? { drives } : {}),
+      ...virtioTransport(values['virtio-transport']),
+      ...(command !== undefined ? { command } : {}),
+    });
   },
   async run(args) {
     const { options, command } = splitCommand(args);
@@ -161,6 +179,7 @@ const commands: Record<string, Command> = {
       ...vmShape(values),
       ...(values.entropy ? { entropy: {} } : {}),
       ...(drives.length > 0 ? { drives } : {}),
+      ...virtioTransport(values['virtio-transport']),
       bootTimer: values['boot-timer'] ?? false,
     });
   },

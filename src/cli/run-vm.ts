@@ -12,6 +12,7 @@ import { stderrProgress } from '../util/progress.js';
 import { preflightLinuxBoot } from '../vmm/linux-boot.js';
 import { validateMachineShape } from '../vmm/limits.js';
 import { validateDrives, type DriveOptions } from '../vmm/drive-options.js';
+import type { VirtioTransportKind } from '../vmm/microvm.js';
 import { diskFlag } from './disk-flag.js';
 
 export interface CliVmOptions {
@@ -26,6 +27,8 @@ export interface CliVmOptions {
   entropy?: EntropyConfig;
   /** Block drives (`--disk`, or the config file's `drives`). */
   drives?: DriveOptions[];
+  /** `--virtio-transport`: PCI (default) or virtio-mmio. */
+  virtioTransport?: VirtioTransportKind;
 }
 
 /** Set inside the nested host by src/host/nested.ts. */
@@ -61,6 +64,7 @@ async function runHere(opts: CliVmOptions): Promise<number> {
     memoryMib: opts.memoryMib,
     ...(opts.entropy !== undefined ? { entropy: opts.entropy } : {}),
     ...(opts.drives !== undefined ? { drives: opts.drives } : {}),
+    ...(opts.virtioTransport !== undefined ? { virtioTransport: opts.virtioTransport } : {}),
     onWarning: (message) => say(`warning: ${message}`),
     onBootTimer: (e) => {
       if (opts.bootTimer) say(`guest booted in ${(e.elapsedUs / 1000).toFixed(1)} ms (boot timer; ${(e.cpuUs / 1000).toFixed(1)} ms VMM CPU)`);
@@ -104,6 +108,7 @@ async function runInNested(opts: CliVmOptions, why: string): Promise<number> {
   if (opts.entropy !== undefined) args.push('--entropy');
   const drives = opts.drives ?? [];
   for (const d of drives) args.push('--disk', diskFlag(d));
+  if (opts.virtioTransport !== undefined) args.push('--virtio-transport', opts.virtioTransport);
   const { runInNestedHost } = await import('../host/nested.js');
   const r = await runInNestedHost([process.execPath, cli, ...args], {
     cwd: ['/proc', '/sys', '/dev'].some((d) => process.cwd().startsWith(d)) ? '/' : process.cwd(),

@@ -3,6 +3,7 @@ import { commandCmdlineArg } from '../image/guest-protocol.js';
 import { ensureDefaultGuest } from '../image/default-guest.js';
 import type { EntropyConfig } from '../api/config.js';
 import type { DriveOptions } from '../vmm/drive-options.js';
+import type { VirtioTransportKind } from '../vmm/microvm.js';
 import { stderrProgress } from '../util/progress.js';
 import { runVmFromCli } from './run-vm.js';
 
@@ -15,6 +16,8 @@ export interface StartOptions {
   entropy?: EntropyConfig;
   /** Block drives (--disk). */
   drives?: DriveOptions[];
+  /** --virtio-transport: how the virtio devices reach the guest (default PCI). */
+  virtioTransport?: VirtioTransportKind;
 }
 
 export async function startDefaultVm(opts: StartOptions): Promise<number> {
@@ -25,5 +28,15 @@ export async function startDefaultVm(opts: StartOptions): Promise<number> {
   const root = opts.drives?.find((d) => d.root);
   if (root !== undefined) cmdline += ` root=/dev/vda ${root.readOnly ? 'ro' : 'rw'}`;
   if (opts.command !== undefined) cmdline += ` ${commandCmdlineArg(opts.command)}`;
-  return runVmFromCli({ kernel: guest.kernel, initrd: guest.initrd, cmdline, vcpus: opts.vcpus, memoryMib: opts.memoryMib, ...(opts.entropy !== undefined ? { entropy: opts.entropy } : {}), ...(opts.drives !== undefined ? { drives: opts.drives } : {}), bootTimer: true });
+  return runVmFromCli({
+    kernel: guest.kernel,
+    initrd: guest.initrd,
+    cmdline,
+    vcpus: opts.vcpus,
+    memoryMib: opts.memoryMib,
+    ...(opts.entropy !== undefined ? { entropy: opts.entropy } : {}),
+    ...(opts.drives !== undefined ? { drives: opts.drives } : {}),
+    ...(opts.virtioTransport !== undefined ? { virtioTransport: opts.virtioTransport } : {}),
+    bootTimer: true,
+  });
 }

@@ -17,3 +17,32 @@ export class RecordingIrqLine implements IrqLine {
     this.level = level;
   }
 }
+
+/**
+ * Several level-triggered sources sharing one line (PCI INTx pins wired to the same IOAPIC
+ * input): the line is asserted while any input is. Each input is an IrqLine of its own.
+ */
+export class SharedIrqLine {
+  private asserted = 0;
+  /** Low-to-high transitions of the shared line. */
+  raises = 0;
+
+  constructor(private readonly line: IrqLine) {}
+
+  input(): IrqLine {
+    let level = false;
+    return {
+      setLevel: (next: boolean) => {
+        if (next === level) return;
+        level = next;
+        this.asserted += next ? 1 : -1;
+        if (next && this.asserted === 1) {
+          this.raises++;
+          this.line.setLevel(true);
+        } else if (!next && this.asserted === 0) {
+          this.line.setLevel(false);
+        }
+      },
+    };
+  }
+}

@@ -59,7 +59,13 @@ fi
 fail() { echo "${MARKER_PREFIX}$NONCE:fail=$*"; poweroff -f; sleep 60; }
 while read -r m; do
   [ -n "$m" ] || continue
-  insmod "/mods/$m.ko" || fail "cannot load kernel module $m"
+  # As modprobe does: MODULE.PARAM=VALUE words of the kernel command line are the module's parameters.
+  name=$(echo "$m" | tr - _)
+  args=""
+  for w in $(cat /proc/cmdline); do
+    case "$w" in "$name".*=*) args="$args \${w#"$name".}" ;; esac
+  done
+  insmod "/mods/$m.ko" $args || fail "cannot load kernel module $m$args"
 done < /mods/order
 [ -c /dev/kvm ] || fail "no /dev/kvm after loading kvm-amd (QEMU's CPU model needs +svm)"
 mkdir -p /dev/pts /dev/shm

@@ -136,7 +136,7 @@ export function nestedQemuArgs(assets: NestedHostAssets, initrd: string, memoryM
   const shares = writable.flatMap((path, i) => ['-virtfs', `local,path=${path},mount_tag=${writableTag(i)},security_model=none,multidevs=remap`]);
   return [
     '-M', 'q35',
-    '-accel', 'tcg,thread=multi',
+    '-accel', `tcg,thread=${process.env['TSVMM_NESTED_TCG_THREAD'] === 'single' ? 'single' : 'multi'}`,
     '-smp', String(cpus),
     '-cpu', 'EPYC,+svm,+npt',
     '-m', String(memoryMiB),

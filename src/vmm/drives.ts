@@ -5,8 +5,11 @@ import { DriveConfigError, type DriveOptions } from './drive-options.js';
 
 export { DriveConfigError, validateDrives, type DriveOptions } from './drive-options.js';
 
-/** Open every drive as a virtio-blk device; on failure closes the ones opened and throws one line. */
-export function openDrives(drives: readonly DriveOptions[]): VirtioBlock[] {
+/**
+ * Open every drive as a virtio-blk device with `numQueues` request queues (the microVM gives one
+ * per vCPU, as QEMU does); on failure closes the ones opened and throws one line.
+ */
+export function openDrives(drives: readonly DriveOptions[], numQueues = 1): VirtioBlock[] {
   const opened: VirtioBlock[] = [];
   try {
     for (const d of drives) {
@@ -17,6 +20,7 @@ export function openDrives(drives: readonly DriveOptions[]): VirtioBlock[] {
             readOnly: d.readOnly ?? false,
             driveId: d.id,
             cacheType: d.cacheType ?? 'Unsafe',
+            numQueues,
             name: `virtio-blk '${d.id}'`,
           }),
         );

@@ -19,7 +19,7 @@ import { PCI_ECAM_START, PCI_MMIO32_SIZE, PCI_MMIO32_START } from '../arch/x86_6
 import { GuestStatusDevice } from '../devices/guest-status.js';
 import { PCI_CONFIG_ADDRESS_PORT, PCI_CONFIG_PORT_COUNT, PciConfigPorts, PciEcam } from '../devices/pci/host-bridge.js';
 import { PciBus } from '../devices/pci/pci-bus.js';
-import type { VirtioBlock } from '../devices/virtio/blk.js';
+import { BLK_MAX_QUEUES, type VirtioBlock } from '../devices/virtio/blk.js';
 import { VirtioRng } from '../devices/virtio/rng.js';
 import type { EntropyConfig } from '../api/config/entropy.js';
 import { BootTimer, type BootTimerEvent, FIRECRACKER_BOOT_TIMER_MMIO_BASE, FIRECRACKER_BOOT_TIMER_MMIO_SIZE } from '../devices/legacy/boot-timer.js';
@@ -35,6 +35,8 @@ import { openDrives, validateDrives, type DriveOptions } from './drives.js';
 import { EventFdPoller } from './eventfd-poller.js';
 import { loadLinux, type LinuxBootInfo } from './linux-boot.js';
 import { Machine } from './machine.js';
+import type { VirtioDevice } from '../devices/virtio/device.js';
+import { VirtioMmioDevices } from './virtio-mmio-wiring.js';
 import { VirtioPciDevices } from './virtio-pci-wiring.js';
 
 // tsvmm's machine limits (validated here too, for library users who skip the config parser).
@@ -68,9 +70,17 @@ export interface MicroVmOptions {
   entropy?: EntropyConfig;
   /** Block drives (virtio-blk on raw image files), validated before the VM is created. */
   drives?: readonly DriveOptions[];
+  /**
+   * How virtio devices reach the guest: 'pci' (default; every distro kernel's virtio_pci, MSI-X
+   * per queue) or 'mmio' (virtio-mmio windows described in the DSDT, as Firecracker's guests use;
+   * one level-triggered interrupt per device).
+   */
+  virtioTransport?: VirtioTransportKind;
   /** Non-fatal device problems (a device needing reset, a lost ioeventfd); ignored by default. */
   onWarning?: (message: string) => void;
 }
+
+export type VirtioTransportKind = 'pci' | 'mmio';
 
 export type MicroVmExitReason = 'poweroff' | 'reboot' | 'panic' | 'stopped' | 'error';
 
@@ -97,6 +107,9 @@ export class MicroVm {
   readonly eventFds: EventFdPoller;
   /** The virtio devices on the PCI bus, with their ioeventfds and MSI-X wiring. */
   readonly virtio: VirtioPciDevices;
+  /** The virtio-mmio devices (virtioTransport 'mmio'), with their ioeventfds and interrupt lines. */
+  readonly virtioMmio: VirtioMmioDevices;
+  readonly virtioTransport: VirtioTransportKind;
   /** The entropy device, when `entropy` was given. */
   readonly rng: VirtioRng | undefined;
   /** The block drives, in PCI slot order (the guest's vda, vdb, …). */
@@ -156,15 +169,37 @@ export class MicroVm {
     machine.mmioBus.insert(PCI_ECAM_START, ecam.size, ecam, 'PCI ECAM');
     const onWarning = opts.onWarning ?? (() => {});
     this.eventFds = new EventFdPoller((e) => onWarning(e.message));
-    this.virtio = new VirtioPciDevices({ vm: machine.vm, memory: machine.memory, pci: this.pci, poller: this.eventFds, onWarning });
-    this.drives = openDrives(opts.drives ?? []);
+    this.virtio = new VirtioPciDevices({
+      vm: machine.vm,
+      memory: machine.memory,
+      pci: this.pci,
+      poller: this.eventFds,
+      intx: (gsi) => machine.irqLine(gsi),
+      onWarning,
+    });
+    // One request queue per vCPU: each vCPU submits and takes completions on its own ring and MSI-X vector.
+    this.virtioMmio = new VirtioMmioDevices({
+      vm: machine.vm,
+      memory: machine.memory,
+      mmioBus: machine.mmioBus,
+      poller: this.eventFds,
+      irqLine: (gsi) => machine.irqLine(gsi),
+      onWarning,
+    });
+    this.virtioTransport = opts.virtioTransport ?? 'pci';
+    const plug = (device: VirtioDevice): void => {
+      if (this.virtioTransport === 'mmio') this.virtioMmio.add(device);
+      else this.virtio.add(device);
+    };
+    this.drives = openDrives(opts.drives ?? [], Math.min(opts.vcpus, BLK_MAX_QUEUES));
     try {
-      for (const drive of this.drives) this.virtio.add(drive);
+      for (const drive of this.drives) plug(drive);
       this.rng = opts.entropy === undefined ? undefined : new VirtioRng();
-      if (this.rng !== undefined) this.virtio.add(this.rng);
+      if (this.rng !== undefined) plug(this.rng);
       this.boot = this.load(opts);
     } catch (e) {
       this.virtio.close();
+      this.virtioMmio.close();
       void this.eventFds.close();
       // No vCPU ran, so no request is in flight and closing does not wait on guest memory.
       for (const drive of this.drives) void drive.close();
@@ -179,7 +214,14 @@ export class MicroVm {
       cmdline: opts.cmdline,
       acpi: {
         legacyDevices: [COM1, ACPI_I8042, CMOS_RTC],
-        pci: { busStart: 0, busEnd: PCI_BUS_COUNT - 1, ecamBase: PCI_ECAM_START, mmio32Window: { base: PCI_MMIO32_START, size: PCI_MMIO32_SIZE } },
+        pci: {
+          busStart: 0,
+          busEnd: PCI_BUS_COUNT - 1,
+          ecamBase: PCI_ECAM_START,
+          mmio32Window: { base: PCI_MMIO32_START, size: PCI_MMIO32_SIZE },
+          intxRoutes: this.virtio.intxRoutes,
+        },
+        virtioMmioDevices: this.virtioMmio.acpiDevices,
       },
       ...(opts.pvFeatures !== undefined ? { pvFeatures: opts.pvFeatures } : {}),
     });
@@ -230,6 +272,7 @@ export class MicroVm {
       // process alive), drop the ioeventfds while the VM is still open, then close the machine.
       await this.eventFds.close();
       this.virtio.close();
+      this.virtioMmio.close();
       // Drive requests still in flight read into or write out of guest memory on the threadpool:
       // wait for them (and close the images) before the memory is unmapped.
       await Promise.all(this.drives.map((d) => d.close()));

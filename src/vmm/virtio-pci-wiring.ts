@@ -17,10 +17,16 @@
  * entry (gsi-routing.ts keeps KVM's legacy routes in the table) and an irqfd on that GSI: raising
  * it is one eventfd write, and the same doorbell could later be rung from another thread or the
  * kernel (vhost) without the main thread. From the main thread it costs about what KVM_SIGNAL_MSI
- * does (one system call), which remains the fallback if KVM refuses a route. No INTx line is
- * given, so the interrupt pin reads 0: Linux's virtio_pci uses MSI-X whenever the function offers
- * it, and the DSDT routes no INTx pin (its _PRT is empty).
+ * does (one system call), which remains the fallback if KVM refuses a route.
+ *
+ * INTx fallback. A driver that does not enable MSI-X (Linux booted with `pci=nomsi`, or one whose
+ * MSI-X setup failed) gets the legacy interrupt: each function's INTA is wired to an IOAPIC input
+ * above the ISA range, PCI_INTX_FIRST_GSI + (slot - 1) mod PCI_INTX_GSI_COUNT, and intxRoutes
+ * lists the wiring for the DSDT's _PRT. The line is level-triggered and follows the ISR (virtio
+ * 1.2 §4.1.4.5); functions that share an input are ORed (SharedIrqLine), as on a real board.
  */
+import type { PciIntxRoute } from '../arch/x86_64/acpi/aml.js';
+import { SharedIrqLine, type IrqLine } from '../devices/irq.js';
 import type { PciBus } from '../devices/pci/pci-bus.js';
 import type { VirtioDevice } from '../devices/virtio/device.js';
 import { VirtioPciDevice } from '../devices/virtio/pci-transport.js';
@@ -34,6 +40,15 @@ import { IrqfdMsiSink } from './irqfd-msi-sink.js';
 /** Width of the driver's queue notification write: the 16-bit queue index (virtio 1.2 §4.1.5.2). */
 export const QUEUE_NOTIFY_WRITE_BYTES = 2;
 
+/**
+ * IOAPIC inputs for PCI INTx: 16–23, the pins above the 16 ISA IRQs on the 24-pin IOAPIC (82093AA
+ * datasheet; KVM's in-kernel IOAPIC has 24 too, KVM_IOAPIC_NUM_PINS), as PC chipsets wire PIRQ lines.
+ */
+export const PCI_INTX_FIRST_GSI = 16;
+export const PCI_INTX_GSI_COUNT = 8;
+/** PCI slots: 0 holds the host bridge, functions go in 1..31 (PCI Local Bus 3.0 §3.2.2.3.5: 32 devices per bus). */
+const PCI_SLOTS = 32;
+
 /** What the wiring needs from the VM (a narrow view, so tests can record the calls without KVM). */
 export type VirtioPciVm = Pick<Vm, 'registerIoeventfd' | 'unregisterIoeventfd' | 'signalMsi' | 'setGsiRouting' | 'registerIrqfd' | 'unregisterIrqfd'>;
 
@@ -42,6 +57,8 @@ export interface VirtioPciWiringOptions {
   readonly memory: GuestMemory;
   readonly pci: PciBus;
   readonly poller: EventFdPoller;
+  /** Drives an IOAPIC input (KVM_IRQ_LINE): gives each function an INTx line. Without it the interrupt pin reads 0. */
+  readonly intx?: (gsi: number) => IrqLine;
   /** Something went wrong that the guest will notice but the VMM survives (a device needing reset, a lost ioeventfd). */
   readonly onWarning?: (message: string) => void;
 }
@@ -53,6 +70,7 @@ interface Plugged {
   /** The ioeventfd registered for each queue now, if any. */
   readonly registered: (IoeventfdSpec | undefined)[];
   readonly msi: IrqfdMsiSink;
+  readonly slot: number;
 }
 
 export class VirtioPciDevices {
@@ -68,6 +86,8 @@ export class VirtioPciDevices {
   private readonly poller: EventFdPoller;
   private readonly warn: (message: string) => void;
   private readonly router: GsiRouter;
+  private readonly intx: ((gsi: number) => IrqLine) | undefined;
+  private readonly intxLines = new Map<number, SharedIrqLine>();
   private closed = false;
 
   constructor(options: VirtioPciWiringOptions) {
@@ -77,6 +97,25 @@ export class VirtioPciDevices {
     this.poller = options.poller;
     this.warn = options.onWarning ?? (() => {});
     this.router = new GsiRouter(this.vm);
+    this.intx = options.intx;
+  }
+
+  /** The IOAPIC input slot `slot`'s INTA is wired to. */
+  static intxGsi(slot: number): number {
+    return PCI_INTX_FIRST_GSI + ((slot - 1) % PCI_INTX_GSI_COUNT);
+  }
+
+  /** INTx wiring of the plugged functions, for the DSDT's _PRT (empty without `intx`). */
+  get intxRoutes(): readonly PciIntxRoute[] {
+    if (this.intx === undefined) return [];
+    return this.plugged.map((p) => ({ device: p.slot, pin: 0, gsi: VirtioPciDevices.intxGsi(p.slot) }));
+  }
+
+  /** INTx assertions so far (low-to-high transitions of the IOAPIC inputs). */
+  get intxRaises(): number {
+    let n = 0;
+    for (const line of this.intxLines.values()) n += line.raises;
+    return n;
   }
 
   /** Interrupts raised so far: through irqfds, and directly with KVM_SIGNAL_MSI (after a fallback). */
@@ -102,9 +141,13 @@ export class VirtioPciDevices {
     const registered: (IoeventfdSpec | undefined)[] = doorbells.map(() => undefined);
     // One MSI-X vector per queue plus the configuration vector (pci-transport.ts).
     const msi = new IrqfdMsiSink(this.vm, this.router, device.queueMaxSizes.length + 1, device.name, this.warn);
+    let slot = 1;
+    while (slot < PCI_SLOTS && this.pci.functionAt(slot) !== undefined) slot++;
+    if (slot >= PCI_SLOTS) throw new RangeError(`PCI bus 0 is full (${PCI_SLOTS} slots) adding ${device.name}`);
     const transport = new VirtioPciDevice(device, {
       memory: this.memory,
       msi,
+      ...(this.intx !== undefined ? { intx: this.intxLine(VirtioPciDevices.intxGsi(slot)).input() } : {}),
       onNotifyRegionMoved: (t) => this.moveDoorbells(t, doorbells, registered),
       onError: (reason) => this.warn(`${device.name} needs a reset: ${reason}`),
     });
@@ -115,16 +158,25 @@ export class VirtioPciDevices {
           transport.notifyQueue(queue);
         }),
       );
-      this.plugged.push({ transport, doorbells, registered, msi });
+      this.plugged.push({ transport, doorbells, registered, msi, slot });
       // Placing BAR 0 maps it and calls moveDoorbells, which registers the ioeventfds.
-      this.pci.addDevice(transport);
+      this.pci.addDevice(transport, slot);
     } catch (e) {
-      this.release({ transport, doorbells, registered, msi });
+      this.release({ transport, doorbells, registered, msi, slot });
       const at = this.plugged.findIndex((p) => p.transport === transport);
       if (at >= 0) this.plugged.splice(at, 1);
       throw e;
     }
     return transport;
+  }
+
+  private intxLine(gsi: number): SharedIrqLine {
+    let line = this.intxLines.get(gsi);
+    if (line === undefined) {
+      line = new SharedIrqLine(this.intx!(gsi));
+      this.intxLines.set(gsi, line);
+    }
+    return line;
   }
 
   /** Unregister every ioeventfd and close the doorbells. Call after the vCPUs stopped, before the VM is closed. */

@@ -23,7 +23,7 @@ test('the default guest boots, runs its greeting and powers off with status 0', 
 
 test("the guest command's output and exit status come back", async () => {
   const r = await bootGuest({ command: 'echo "OUT=$((6*7))"; exit 7' });
-  assert.equal(field(r.output, 'OUT'), '42');
+  assert.equal(field(r.output, 'OUT'), '42', r.exit.message + '\n' + r.output);
   assert.equal(r.exit.reason, 'poweroff');
   assert.equal(r.exit.guestStatus, 7);
   assert.equal(r.exit.status, 7);

@@ -4,8 +4,12 @@
  * ioeventfds and interrupts as MSI-X messages.
  */
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
-import { bootGuest, field } from '../support/guest.js';
+import { bootGuest, defaultGuest, field } from '../support/guest.js';
 
 /** What the guest prints: virtio device types, PCI IDs, the hwrng in use, 64 bytes of it, and virtio's interrupt lines. */
 const PROBE = [
@@ -47,6 +51,61 @@ for (const vcpus of [1, 2]) {
     );
   });
 }
+
+test('with MSI disabled (pci=nomsi) virtio falls back to INTx: the _PRT routes the pin to an IOAPIC input and the entropy device still works', async () => {
+  const command = [
+    'echo "HWRNG=$(dd if=/dev/hwrng bs=64 count=1 2>/dev/null | od -An -tx1 | tr -d " \\n")"',
+    'echo "INTX_LINE=$(grep "IO-APIC.*virtio" /proc/interrupts | tr -s " ")"',
+    'echo "MSI_LINES=$(grep -c "PCI-MSI" /proc/interrupts)"',
+  ].join('; ');
+  const r = await bootGuest({ entropy: true, vcpus: 2, cmdline: `${defaultGuest().bootArgs} pci=nomsi`, command });
+  const context = `${r.exit.message}\nintx raises ${r.vm.virtio.intxRaises}, ${JSON.stringify(r.vm.virtio.interrupts)}\n${r.output}`;
+  assert.equal(r.exit.status, 0, context);
+  assert.match(field(r.output, 'HWRNG') ?? '', /^[0-9a-f]{128}$/, `64 bytes from /dev/hwrng\n${context}`);
+  // "29: 0 4 IO-APIC 16-fasteoi virtio0": slot 1's INTA on IOAPIC pin 16, level-triggered (fasteoi), with interrupts counted.
+  const line = field(r.output, 'INTX_LINE') ?? '';
+  assert.match(line, /^\d+: \d+ \d+ IO-APIC 16-fasteoi virtio0$/, context);
+  const counts = line.split(' ').slice(1, 3).map(Number);
+  assert.ok(counts.reduce((a, b) => a + b, 0) > 0, `the guest took INTx interrupts\n${context}`);
+  assert.equal(field(r.output, 'MSI_LINES'), '0', context);
+  assert.ok(r.vm.virtio.intxRaises > 0, context);
+  assert.deepEqual(r.vm.virtio.interrupts, { irqfd: 0, signalMsi: 0 }, 'no MSI-X message was sent');
+});
+
+test('virtio-mmio: the guest finds virtio-blk and virtio-rng as LNRO0005 devices in ACPI, no virtio on PCI; reads, writes and interrupts work', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tsvmm-mmio-'));
+  try {
+    const path = join(dir, 'disk.img');
+    writeFileSync(path, Buffer.alloc(8 << 20));
+    const token = `mmio-${randomBytes(6).toString('hex')}`;
+    const command = [
+      'echo "VIRTIO_TYPES=$(cat /sys/bus/virtio/devices/*/device | sort | tr "\\n" " ")"',
+      'echo "PARENTS=$(for d in /sys/bus/virtio/devices/*; do basename $(readlink -f $d/..); done | sort | tr "\\n" " ")"',
+      'echo "PCI_VIRTIO=$(cat /sys/bus/pci/devices/*/vendor | grep -c 0x1af4)"',
+      'echo "HWRNG=$(dd if=/dev/hwrng bs=32 count=1 2>/dev/null | od -An -tx1 | tr -d " \\n")"',
+      `echo ${token} | dd of=/dev/vda bs=512 seek=8 conv=sync 2>/dev/null; sync; echo "DD=$?"`,
+      'grep virtio /proc/interrupts | tr -s " " | sed "s/^ *//; s/^/IRQ: /"',
+    ].join('; ');
+    const r = await bootGuest({ entropy: true, vcpus: 2, virtioTransport: 'mmio', drives: [{ id: 'disk', path }], command });
+    const context = `${r.exit.message}\nmmio interrupts ${r.vm.virtioMmio.interrupts}, doorbells ${r.vm.virtioMmio.doorbellWakeups}\n${r.output}`;
+    assert.equal(r.exit.status, 0, context);
+    assert.equal(field(r.output, 'VIRTIO_TYPES'), '0x0002 0x0004', `a block and an entropy device\n${context}`);
+    assert.match(field(r.output, 'PARENTS') ?? '', /^LNRO0005:00 LNRO0005:01$/, `both on virtio-mmio platform devices from ACPI\n${context}`);
+    assert.equal(field(r.output, 'PCI_VIRTIO'), '0', context);
+    assert.match(field(r.output, 'HWRNG') ?? '', /^[0-9a-f]{64}$/, context);
+    assert.equal(field(r.output, 'DD'), '0', context);
+    assert.equal(readFileSync(path).subarray(8 * 512, 8 * 512 + token.length).toString(), token, 'the write is in the image');
+    // "IRQ: 24: 5 3 IO-APIC 16-fasteoi virtio0": level-triggered lines on IOAPIC pins 16 and 17.
+    assert.match(r.output, /^IRQ: \d+: \d+ \d+ IO-APIC 16-fasteoi virtio0$/m, context);
+    assert.match(r.output, /^IRQ: \d+: \d+ \d+ IO-APIC 17-fasteoi virtio1$/m, context);
+    assert.deepEqual(r.vm.virtio.transports, [], 'nothing on PCI');
+    assert.ok(r.vm.virtioMmio.doorbellWakeups > 0, `kicks came through ioeventfds\n${context}`);
+    assert.ok(r.vm.virtioMmio.interrupts > 0, context);
+    for (const t of r.vm.virtioMmio.transports) assert.equal(t.lastError, undefined);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
 
 test('without entropy there is no virtio device', async () => {
   const r = await bootGuest({ command: 'echo "VIRTIO_COUNT=$(ls /sys/bus/virtio/devices | wc -l)"' });

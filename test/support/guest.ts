@@ -7,7 +7,7 @@ import { ensureDefaultGuest, type DefaultGuest } from '../../src/image/default-g
 import { commandCmdlineArg } from '../../src/image/guest-protocol.js';
 import { silentProgress } from '../../src/util/progress.js';
 import type { DriveOptions } from '../../src/vmm/drives.js';
-import { MicroVm, type MicroVmExit } from '../../src/vmm/microvm.js';
+import { MicroVm, type MicroVmExit, type VirtioTransportKind } from '../../src/vmm/microvm.js';
 
 let cached: DefaultGuest | undefined;
 export function defaultGuest(): DefaultGuest {
@@ -38,9 +38,33 @@ export interface BootOptions {
   entropy?: boolean;
   /** Block drives (virtio-blk): the guest sees them as /dev/vda, /dev/vdb, … in this order (a root drive first). */
   drives?: DriveOptions[];
+  /** How the virtio devices reach the guest (default PCI). */
+  virtioTransport?: VirtioTransportKind;
 }
 
+/** A guest boot takes 5–25 s in the nested host (under load); one that has not ended by this is hung. */
+const BOOT_TIMEOUT_MS = 150_000;
+
+/**
+ * Inside the nested host (QEMU's TCG emulating AMD-V), a guest now and then stops making progress
+ * for reasons of the emulated host, not of tsvmm: the same kernel under QEMU/KVM in there hangs
+ * the same way (reproduced 2026-11-25: 1 of 4 QEMU boots with single-threaded TCG), and a hung
+ * tsvmm guest was found spinning on a spinlock nothing held. So there, a boot that timed out is
+ * tried once more, and says so. On real hardware a timeout is a failure like any other.
+ */
+const RETRY_HUNG_BOOT = process.env['TSVMM_NESTED_HOST'] === '1';
+
 export async function bootGuest(opts: BootOptions = {}): Promise<GuestRun> {
+  const first = await bootGuestOnce(opts);
+  if (!RETRY_HUNG_BOOT || !first.timedOut || opts.timeoutMs !== undefined) return first.run;
+  process.stderr.write(
+    `bootGuest: the guest did not finish within ${BOOT_TIMEOUT_MS / 1000} s (${JSON.stringify(first.run.vm.machine.exitCounts())} exits; last output: ${JSON.stringify(first.run.output.slice(-200))}); ` +
+      'inside the nested host this is a known fault of the emulated AMD-V, so it boots once more\n',
+  );
+  return (await bootGuestOnce(opts)).run;
+}
+
+async function bootGuestOnce(opts: BootOptions): Promise<{ run: GuestRun; timedOut: boolean }> {
   const guest = defaultGuest();
   let cmdline = opts.cmdline ?? guest.bootArgs;
   if (opts.command !== undefined) cmdline += ` ${commandCmdlineArg(opts.command)}`;
@@ -54,12 +78,17 @@ export async function bootGuest(opts: BootOptions = {}): Promise<GuestRun> {
     onConsoleOutput: (b) => chunks.push(Buffer.from(b)),
     ...(opts.entropy ? { entropy: {} } : {}),
     ...(opts.drives !== undefined ? { drives: opts.drives } : {}),
+    ...(opts.virtioTransport !== undefined ? { virtioTransport: opts.virtioTransport } : {}),
   });
-  const timer = setTimeout(() => vm.stop('test timeout'), opts.timeoutMs ?? 480_000);
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    vm.stop('test timeout');
+  }, opts.timeoutMs ?? BOOT_TIMEOUT_MS);
   vm.start();
   const exit = await vm.wait();
   clearTimeout(timer);
-  return { exit, output: Buffer.concat(chunks).toString('utf8'), bootTimeUs: vm.bootTimeUs, vm };
+  return { run: { exit, output: Buffer.concat(chunks).toString('utf8'), bootTimeUs: vm.bootTimeUs, vm }, timedOut };
 }
 
 /** The value printed after `key=` on a line of its own, e.g. `NPROC=2`. */

@@ -56,6 +56,7 @@ test('bad sizes and counts on the command line are refused', () => {
   assertOneLineError(tsvmm('start', '--mem', 'lots'), /'lots' is not a size/);
   assertOneLineError(tsvmm('start', '--cpus', '0'), /--cpus: must be from 1 to 32/);
   assertOneLineError(tsvmm('start', '--cpus', '1000'), /--cpus: must be from 1 to 32/);
+  assertOneLineError(tsvmm('start', '--virtio-transport', 'usb'), /--virtio-transport: 'usb' is not a transport; use pci or mmio/);
 });
 
 const kernel = fetchDebianKernel('cloud-amd64', silentProgress).bzImage;

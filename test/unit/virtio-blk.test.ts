@@ -13,12 +13,14 @@ import {
   BLK_CONFIG_BLK_SIZE,
   BLK_CONFIG_CAPACITY,
   BLK_CONFIG_MAX_DISCARD_SEG,
+  BLK_CONFIG_NUM_QUEUES,
   BLK_CONFIG_SEG_MAX,
   BLK_CONFIG_WRITE_ZEROES_MAY_UNMAP,
   BLK_SEG_MAX,
   VIRTIO_BLK_F_BLK_SIZE,
   VIRTIO_BLK_F_DISCARD,
   VIRTIO_BLK_F_FLUSH,
+  VIRTIO_BLK_F_MQ,
   VIRTIO_BLK_F_RO,
   VIRTIO_BLK_F_SEG_MAX,
   VIRTIO_BLK_F_WRITE_ZEROES,
@@ -697,4 +699,48 @@ test('close() in Writeback mode syncs the image', async () => {
   await r.device.close();
   assert.equal(io.calls.fdatasync, 1);
   await r.device.close(); // twice is harmless
+});
+
+test('multi-queue: VIRTIO_BLK_F_MQ and num_queues; each queue completes on its own ring and MSI-X vector; a full queue does not stall another', async () => {
+  const io = new SpyIo();
+  const r = rig({ io, numQueues: 3, regions: [[0, 8 << 20]] });
+  assert.ok((r.device.deviceFeatures & bit(VIRTIO_BLK_F_MQ)) !== 0n, 'MQ offered');
+  assert.ok((r.driver.negotiated & bit(VIRTIO_BLK_F_MQ)) !== 0n, 'MQ negotiated');
+  assert.equal(configU32(r, BLK_CONFIG_NUM_QUEUES) & 0xffff, 3, 'num_queues');
+  const queues = r.driver.queues;
+  assert.equal(queues.length, 3);
+  const on = (q: number): Rig => ({ ...r, queue: queues[q]! });
+
+  // Queue 0 fills all 256 of its slots and waits on the file; queues 1 and 2 still serve.
+  io.hold = true;
+  for (let i = 0; i < 256; i++) submit(r, VIRTIO_BLK_T_IN, i % 64, { dataLength: SECTOR, indirect: true, kick: false });
+  queues[0]!.kick();
+  await waitForHeld(io, 256);
+  const extra = submit(r, VIRTIO_BLK_T_IN, 5, { dataLength: SECTOR });
+  io.hold = false;
+  const before = r.machine.msi.messages.length;
+  const w = await run(on(1), VIRTIO_BLK_T_OUT, 7, { data: pattern(SECTOR, 9) });
+  assert.equal(w.status, VIRTIO_BLK_S_OK);
+  const g = await run(on(2), VIRTIO_BLK_T_IN, 7, { dataLength: SECTOR });
+  assert.equal(g.status, VIRTIO_BLK_S_OK);
+  assert.deepEqual(r.machine.memory.read(g.data, SECTOR), pattern(SECTOR, 9), 'queue 2 reads what queue 1 wrote');
+  // bringUp gives queue i vector i + 1 (vector 0 is configuration changes).
+  assert.deepEqual(r.machine.msi.messages.slice(before).map((m) => m.vector), [2, 3], 'each completion on its own queue vector');
+  assert.equal(queues[0]!.takeUsed().length, 0, 'queue 0 still waits');
+
+  io.release();
+  const done = await used(queues[0]!, 257);
+  assert.ok(done.some((u) => u.id === extra.head), 'the request that waited for a slot completed too');
+  assert.equal(r.device.inFlight, 0);
+  assert.ok(r.machine.msi.messages.slice(before).some((m) => m.vector === 1), 'queue 0 completions on vector 1');
+  assert.deepEqual(r.errors, []);
+});
+
+test('numQueues outside 1..32 is refused; one queue offers no MQ', () => {
+  const path = image(8 * SECTOR);
+  for (const numQueues of [0, 33, 1.5]) assert.throws(() => new VirtioBlock({ path, numQueues }), /numQueues must be an integer from 1 to 32/);
+  const one = new VirtioBlock({ path });
+  assert.equal(one.deviceFeatures & bit(VIRTIO_BLK_F_MQ), 0n);
+  assert.deepEqual(one.queueMaxSizes, [256]);
+  void one.close();
 });

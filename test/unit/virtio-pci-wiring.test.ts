@@ -174,3 +174,53 @@ test('a kick through the doorbell eventfd runs the queue; the interrupt is an ir
   assert.equal(vm.irqfds.size, 0, 'and every irqfd');
   assert.deepEqual(warnings, []);
 });
+
+test('without MSI-X, a request raises the function INTx on its IOAPIC input; reading ISR lowers it; _PRT routes follow the slots', async () => {
+  const machine = new TestMachine();
+  const vm = new RecordingVm();
+  const poller = new EventFdPoller();
+  const levels = new Map<number, boolean[]>();
+  const intx = (gsi: number) => ({ setLevel: (level: boolean) => levels.set(gsi, [...(levels.get(gsi) ?? []), level]) });
+  const devices = new VirtioPciDevices({ vm, memory: machine.memory, pci: machine.pci, poller, intx });
+  const rngs = Array.from({ length: 9 }, () => new VirtioRng());
+  const transports = rngs.map((r) => devices.add(r));
+  const slots = transports.map((t) => machine.pci.devices().find((d) => d.fn === t)!.slot);
+  assert.deepEqual(slots, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  // Slots 1..8 take GSIs 16..23; slot 9 shares GSI 16 with slot 1.
+  assert.deepEqual(
+    devices.intxRoutes.map((r) => [r.device, r.pin, r.gsi]),
+    slots.map((s, i) => [s, 0, 16 + (i % 8)]),
+  );
+  const PCI_INTERRUPT_PIN = 0x3d;
+  assert.equal(machine.conf1Read(0, 1, 0, PCI_INTERRUPT_PIN, 1), 1, 'INTA');
+
+  poller.start();
+  const serve = async (index: number): Promise<VirtioPciDriver> => {
+    const driver = new VirtioPciDriver(machine, slots[index]!);
+    const [queue] = driver.bringUp(MODERN, { msix: false });
+    const buffer = machine.allocator.alloc(16);
+    queue!.publish(queue!.addChain([{ addr: buffer, len: 16, writable: true }]));
+    queue!.kick();
+    await until(() => rngs[index]!.requestsServed === 1, 'the request to be served');
+    return driver;
+  };
+  const first = await serve(0);
+  assert.deepEqual(levels.get(16), [true], 'slot 1 asserted GSI 16');
+  const ninth = await serve(8);
+  assert.deepEqual(levels.get(16), [true], 'slot 9 on the same input: still one assertion');
+  assert.equal(devices.intxRaises, 1);
+  assert.equal(first.readIsr() & 1, 1, 'ISR says queue interrupt');
+  assert.deepEqual(levels.get(16), [true], 'the line stays up while slot 9 still asserts');
+  assert.equal(ninth.readIsr() & 1, 1);
+  assert.deepEqual(levels.get(16), [true, false], 'both acknowledged: the line drops');
+  assert.deepEqual(vm.msis, [], 'no MSI');
+  await poller.close();
+  devices.close();
+});
+
+test('no intx option: the pin reads 0 and there are no _PRT routes', () => {
+  const { machine, devices, slot } = wired();
+  assert.equal(machine.conf1Read(0, slot, 0, 0x3d, 1), 0);
+  assert.deepEqual(devices.intxRoutes, []);
+  devices.close();
+});

@@ -164,6 +164,21 @@ test('writing 0 to device_status resets everything the driver set up', () => {
   assert.ok(device.activation !== undefined);
 });
 
+test('status bits cannot be cleared but by a reset: clearing and setting DRIVER_OK again does not activate twice (§2.1.1)', () => {
+  const machine = new TestMachine();
+  const device = new ConfigDevice();
+  const { slot } = machine.addVirtio(device);
+  const driver = new VirtioPciDriver(machine, slot);
+  driver.bringUp(bit(F_VERSION_1));
+  const first = device.activation;
+  assert.ok(first !== undefined);
+  const all = STATUS.ACKNOWLEDGE | STATUS.DRIVER | STATUS.FEATURES_OK | STATUS.DRIVER_OK;
+  driver.status = STATUS.ACKNOWLEDGE | STATUS.DRIVER | STATUS.FEATURES_OK;
+  assert.equal(driver.status, all, 'DRIVER_OK stays set');
+  driver.status = all;
+  assert.equal(device.activation, first, 'the same activation: activate() was not called again');
+});
+
 test('without MSI-X, interrupts go through ISR and INTx; reading ISR clears it', () => {
   const intx = new RecordingIrqLine();
   const { driver, machine } = rngMachine({ intx });

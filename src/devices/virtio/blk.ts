@@ -1,7 +1,8 @@
 /**
  * virtio-blk, the block device (virtio 1.2 §5.2), backed by a raw image file: one request queue,
- * requests served asynchronously and completed out of order (§5.2: "serviced (probably out of
- * order) by the device").
+ * or several with VIRTIO_BLK_F_MQ (one per vCPU, each with its own request slots), requests
+ * served asynchronously and completed out of order (§5.2: "serviced (probably out of order) by
+ * the device").
  *
  * A request (§5.2.6) is a device-readable header {le32 type, le32 reserved, le64 sector}, data,
  * and a status byte: the last byte of the device-writable part. The framing is free (§2.6.4), so
@@ -13,7 +14,7 @@
  * offset, length) go to pread/pwrite, or to preadv/pwritev as views when a request has several
  * pieces. The file calls run on libuv's threadpool (blk-file.ts), so a slow disk delays only its
  * own requests and never the event loop or a vCPU. Each request in flight owns one of
- * BLK_QUEUE_SIZE preallocated request slots (its DescriptorChain, cursor and callbacks), so the
+ * BLK_QUEUE_SIZE preallocated request slots of its queue (its DescriptorChain, cursor and callbacks), so the
  * hot path allocates nothing of ours (node itself allocates a request object per fs call, and
  * preadv/pwritev need one view per piece).
  *
@@ -58,6 +59,7 @@ export const VIRTIO_BLK_F_SEG_MAX = 2;
 export const VIRTIO_BLK_F_RO = 5;
 export const VIRTIO_BLK_F_BLK_SIZE = 6;
 export const VIRTIO_BLK_F_FLUSH = 9;
+export const VIRTIO_BLK_F_MQ = 12;
 export const VIRTIO_BLK_F_DISCARD = 13;
 export const VIRTIO_BLK_F_WRITE_ZEROES = 14;
 
@@ -105,9 +107,11 @@ export const BLK_CONFIG_WRITE_ZEROES_MAY_UNMAP = 56; // u8, then u8 unused1[3]
 /** Configuration bytes exposed: up to the secure-erase fields, whose feature is not offered. */
 export const BLK_CONFIG_SIZE = 60;
 
-/** The only queue: requestq1 (§5.2.2; VIRTIO_BLK_F_MQ is not offered). */
+/** The first request queue, requestq1 (§5.2.2); with VIRTIO_BLK_F_MQ, num_queues of them follow. */
 export const BLK_REQUEST_QUEUE = 0;
 export const BLK_QUEUE_SIZE = 256;
+/** Request queues at most: one per vCPU of the largest machine tsvmm builds (limits.ts: 32 vCPUs). */
+export const BLK_MAX_QUEUES = 32;
 /**
  * seg_max: data segments per request. A chain has at most Queue Size descriptors (§2.7.5.3.1),
  * two of them header and status (Linux's virtio_blk adds those two to seg_max).
@@ -141,6 +145,12 @@ export interface VirtioBlockOptions {
   readonly driveId?: string;
   /** Default 'Unsafe', as in Firecracker. */
   readonly cacheType?: BlockCacheType;
+  /**
+   * Request queues (default 1). More than one offers VIRTIO_BLK_F_MQ with num_queues (§5.2.3,
+   * §5.2.4): Linux then gives each vCPU its own queue and MSI-X vector, so vCPUs submit and
+   * complete I/O without sharing a ring or an interrupt (QEMU's default is one per vCPU).
+   */
+  readonly numQueues?: number;
   /** Name in messages; default "virtio-blk". */
   readonly name?: string;
   /** File operations; tests inject counting or slow ones. Default: node's fs and fallocate(2). */
@@ -222,6 +232,8 @@ class BackingFile {
 /** One request slot: a chain, where the request's data is, and how far it got. Reused. */
 class BlockRequest {
   readonly chain = new DescriptorChain(16);
+  /** The request queue this slot serves (each queue has its own slots). */
+  queue = 0;
   /** The device activation this request belongs to; a reset makes it stale. */
   epoch = 0;
   type = 0;
@@ -257,7 +269,7 @@ export class VirtioBlock implements VirtioDevice {
   readonly deviceType = VIRTIO_ID_BLOCK;
   readonly name: string;
   readonly deviceFeatures: bigint;
-  readonly queueMaxSizes: readonly number[] = [BLK_QUEUE_SIZE];
+  readonly queueMaxSizes: readonly number[];
   readonly configSize = BLK_CONFIG_SIZE;
   readonly readOnly: boolean;
   readonly cacheType: BlockCacheType;
@@ -284,15 +296,16 @@ export class VirtioBlock implements VirtioDevice {
   private readonly header = new Uint8Array(BLK_REQUEST_HEADER_BYTES);
   private readonly headerView = new DataView(this.header.buffer);
   private readonly slots: BlockRequest[] = [];
-  private readonly free: BlockRequest[] = [];
+  /** Free request slots of each queue: BLK_QUEUE_SIZE per queue, as many as its ring can hold. */
+  private readonly free: BlockRequest[][] = [];
   private activation: VirtioActivation | undefined;
   private epoch = 0;
   /** Writeback mode without FLUSH negotiated: every write is synced before it completes. */
   private writeThrough = false;
-  /** Inside processQueue: completions there are signalled once at its end. */
-  private processing = false;
-  /** processQueue stopped for want of a free slot; a completion restarts it. */
-  private starved = false;
+  /** The queue processQueue is working on (-1: none): its completions are signalled once at the end. */
+  private processing = -1;
+  /** Queues whose processQueue stopped for want of a free slot; a completion restarts them. */
+  private readonly starved: boolean[] = [];
   private closed = false;
   private idleWaiters: (() => void)[] = [];
 
@@ -301,10 +314,16 @@ export class VirtioBlock implements VirtioDevice {
     this.readOnly = options.readOnly ?? false;
     this.cacheType = options.cacheType ?? 'Unsafe';
     this.io = options.io ?? nodeBlockFileIo;
+    const numQueues = options.numQueues ?? 1;
+    if (!Number.isInteger(numQueues) || numQueues < 1 || numQueues > BLK_MAX_QUEUES) {
+      throw new RangeError(`${this.name}: numQueues must be an integer from 1 to ${BLK_MAX_QUEUES}, got ${numQueues}`);
+    }
+    this.queueMaxSizes = new Array<number>(numQueues).fill(BLK_QUEUE_SIZE);
     this.file = BackingFile.open(options.path, this.readOnly);
 
     let features = featureBit(VIRTIO_BLK_F_SEG_MAX) | featureBit(VIRTIO_BLK_F_BLK_SIZE);
     if (this.cacheType === 'Writeback') features |= featureBit(VIRTIO_BLK_F_FLUSH);
+    if (numQueues > 1) features |= featureBit(VIRTIO_BLK_F_MQ);
     // Discard and write-zeroes change the disk: a read-only drive does not offer them (as Firecracker).
     if (this.readOnly) features |= featureBit(VIRTIO_BLK_F_RO);
     else features |= featureBit(VIRTIO_BLK_F_DISCARD) | featureBit(VIRTIO_BLK_F_WRITE_ZEROES);
@@ -315,6 +334,7 @@ export class VirtioBlock implements VirtioDevice {
     const c = this.configView;
     c.setUint32(BLK_CONFIG_SEG_MAX, BLK_SEG_MAX, true);
     c.setUint32(BLK_CONFIG_BLK_SIZE, BLK_LOGICAL_BLOCK_SIZE, true);
+    c.setUint16(BLK_CONFIG_NUM_QUEUES, numQueues, true);
     if (!this.readOnly) {
       c.setUint32(BLK_CONFIG_MAX_DISCARD_SECTORS, BLK_MAX_DISCARD_SECTORS, true);
       c.setUint32(BLK_CONFIG_MAX_DISCARD_SEG, BLK_MAX_DISCARD_SEGMENTS, true);
@@ -327,7 +347,11 @@ export class VirtioBlock implements VirtioDevice {
     }
     this.setCapacity(this.file.sizeBytes);
 
-    for (let i = 0; i < BLK_QUEUE_SIZE; i++) {
+    for (let q = 0; q < numQueues; q++) {
+      this.free.push([]);
+      this.starved.push(false);
+    }
+    for (let i = 0; i < BLK_QUEUE_SIZE * numQueues; i++) {
       // Completions run from the event loop, outside the transport's guard: catch here too.
       const slot: BlockRequest = new BlockRequest(
         (error, bytes) => {
@@ -352,8 +376,9 @@ export class VirtioBlock implements VirtioDevice {
           }
         },
       );
+      slot.queue = i % numQueues;
       this.slots.push(slot);
-      this.free.push(slot);
+      this.free[slot.queue]!.push(slot);
     }
   }
 
@@ -369,7 +394,9 @@ export class VirtioBlock implements VirtioDevice {
 
   /** Requests taken from the queue and not yet completed (including ones made stale by a reset). */
   get inFlight(): number {
-    return this.slots.length - this.free.length;
+    let free = 0;
+    for (const f of this.free) free += f.length;
+    return this.slots.length - free;
   }
 
   /**
@@ -436,36 +463,39 @@ export class VirtioBlock implements VirtioDevice {
   reset(): void {
     this.epoch++;
     this.activation = undefined;
-    this.starved = false;
+    this.starved.fill(false);
   }
 
   processQueue(index: number): void {
     const activation = this.activation;
-    if (activation === undefined || index !== BLK_REQUEST_QUEUE || this.processing) return;
-    const queue = activation.queues[BLK_REQUEST_QUEUE]!;
-    this.processing = true;
+    // Not re-entered: a request completing synchronously inside start() can restart a starved queue.
+    if (activation === undefined || this.processing !== -1) return;
+    const queue = activation.queues[index];
+    const free = this.free[index];
+    if (queue === undefined || free === undefined) return;
+    this.processing = index;
     try {
       for (;;) {
         queue.disableNotification();
-        while (this.free.length > 0) {
-          const request = this.free.pop()!;
+        while (free.length > 0) {
+          const request = free.pop()!;
           if (!queue.pop(request.chain)) {
-            this.free.push(request);
+            free.push(request);
             break;
           }
           this.start(request, activation, queue);
         }
-        if (this.free.length === 0) {
+        if (free.length === 0) {
           // Every slot is busy: a completion restarts processing (notifications stay off meanwhile).
-          this.starved = true;
+          this.starved[index] = true;
           break;
         }
         if (!queue.enableNotification()) break;
       }
     } finally {
-      this.processing = false;
+      this.processing = -1;
     }
-    if (queue.needsNotification()) activation.interrupt.signalQueue(BLK_REQUEST_QUEUE);
+    if (queue.needsNotification()) activation.interrupt.signalQueue(index);
   }
 
   // ---- requests
@@ -730,9 +760,9 @@ export class VirtioBlock implements VirtioDevice {
       chain.buffers[last]![chain.offsets[last]! + chain.lengths[last]! - 1] = status;
       if (status === VIRTIO_BLK_S_IOERR) this.metrics.ioErrors++;
       else if (status === VIRTIO_BLK_S_UNSUPP) this.metrics.unsupported++;
-      const queue = activation.queues[BLK_REQUEST_QUEUE]!;
+      const queue = activation.queues[request.queue]!;
       queue.addUsed(chain.head, request.toGuest + 1);
-      if (!this.processing && queue.needsNotification()) activation.interrupt.signalQueue(BLK_REQUEST_QUEUE);
+      if (this.processing !== request.queue && queue.needsNotification()) activation.interrupt.signalQueue(request.queue);
     }
     this.release(request);
   }
@@ -740,17 +770,17 @@ export class VirtioBlock implements VirtioDevice {
   /** A device bug surfaced while completing a request: the guest sees DEVICE_NEEDS_RESET, the VMM keeps running. */
   private failed(request: BlockRequest, e: unknown): void {
     if (request.epoch === this.epoch) this.activation?.fail(`failed completing request ${request.chain.head}: ${e instanceof Error ? e.message : String(e)}`);
-    if (!this.free.includes(request)) this.release(request);
+    if (!this.free[request.queue]!.includes(request)) this.release(request);
   }
 
   /** Give the slot back; restart a starved queue; wake close() when nothing is in flight. */
   private release(request: BlockRequest): void {
     request.file?.release();
     request.file = undefined;
-    this.free.push(request);
-    if (this.starved && !this.processing && this.activation !== undefined) {
-      this.starved = false;
-      this.processQueue(BLK_REQUEST_QUEUE);
+    this.free[request.queue]!.push(request);
+    if (this.starved[request.queue] === true && this.processing === -1 && this.activation !== undefined) {
+      this.starved[request.queue] = false;
+      this.processQueue(request.queue);
     }
     if (this.idleWaiters.length > 0 && this.inFlight === 0) {
       const waiters = this.idleWaiters;

@@ -460,8 +460,10 @@ export class VirtioPciDevice implements PciFunction {
       return;
     }
     const old = this.status;
-    // DEVICE_NEEDS_RESET is the device's to set; the driver cannot set or clear it.
-    let next = (value & ~VIRTIO_STATUS_DEVICE_NEEDS_RESET) | (old & VIRTIO_STATUS_DEVICE_NEEDS_RESET);
+    // DEVICE_NEEDS_RESET is the device's to set; the driver cannot set or clear it. Nor can it
+    // clear any other bit (§2.1.1: "The driver MUST NOT clear a device status bit"): they stay set
+    // until a reset, so clearing and setting DRIVER_OK again cannot activate the device twice.
+    let next = ((value | old) & ~VIRTIO_STATUS_DEVICE_NEEDS_RESET) | (old & VIRTIO_STATUS_DEVICE_NEEDS_RESET);
     const setting = (bit: number): boolean => (next & bit) !== 0 && (old & bit) === 0;
     if (setting(VIRTIO_STATUS_FEATURES_OK) && !this.featuresAcceptable(next)) next &= ~VIRTIO_STATUS_FEATURES_OK;
     const startDriver = setting(VIRTIO_STATUS_DRIVER_OK);

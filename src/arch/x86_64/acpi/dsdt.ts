@@ -71,6 +71,8 @@ export interface AcpiVirtioMmioDevice {
   readonly gsi: number;
   /** Edge unless told: an irqfd delivers a pulse (Firecracker describes its devices the same way). */
   readonly trigger?: 'edge' | 'level';
+  /** Other devices use the same interrupt (declared Shared, so the OS lets their handlers share it). */
+  readonly shared?: boolean;
 }
 
 /** An address window [base, base + size). */
@@ -266,7 +268,7 @@ function virtioMmioDevice(d: AcpiVirtioMmioDevice, index: number): Aml {
     uid(index),
     crs([
       memory32Fixed(d.base, d.size),
-      extendedInterrupt([d.gsi], { trigger: d.trigger ?? 'edge', polarity: 'high' }),
+      extendedInterrupt([d.gsi], { trigger: d.trigger ?? 'edge', polarity: 'high', shared: d.shared ?? false }),
     ]),
   ]);
 }
