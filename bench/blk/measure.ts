@@ -1,0 +1,186 @@
+/**
+ * The measuring half of the block benchmark: runs where /dev/kvm boots stock Linux (directly on
+ * hardware KVM, or inside the nested host), writes the raw image, then boots the bench guest under
+ * each VMM in turn, every boot running every fio job, and emits the raw result as JSON.
+ *
+ *   node dist/bench/blk/measure.js SPEC_BASE64
+ *
+ * SPEC_BASE64 is a base64 JSON BlkMeasureSpec (run.ts builds it). The result goes to `spec.out`
+ * when given, else to stdout as BLK-RESULT lines (result-lines.ts): inside the nested host the
+ * console is the only way out.
+ */
+import { execFileSync } from 'node:child_process';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { commandCmdlineArg } from '../../src/image/guest-protocol.js';
+import { guestCommand } from './guest-script.js';
+import { fsTypeOf, writeImage } from './image.js';
+import { selectJobs } from './jobs.js';
+import { encodeResultLines } from './result-lines.js';
+import type { BlkEnvironment, BlkResult, VmmKind, VmmRunSample } from './samples.js';
+import { runVmm } from './vmm-run.js';
+import { type GuestSpec, qemuInvocation, tsvmmInvocation } from './vmms.js';
+
+export interface BlkMeasureSpec {
+  readonly kernel: string;
+  readonly kernelRelease: string;
+  readonly initrd: string;
+  /** Kernel command line without the command (the default guest's boot args). */
+  readonly bootArgs: string;
+  readonly vcpus: number;
+  readonly memoryMib: number;
+  readonly imageMib: number;
+  /** Folder for the image (and staged kernel and initrd); default the OS temp folder (a tmpfs in the nested host). */
+  readonly imageDir?: string;
+  readonly runtimeSeconds: number;
+  /** Seconds the guest sleeps before the jobs, to measure each VMM's CPU with the guest idle (0: skip). */
+  readonly idleSeconds: number;
+  readonly rounds: number;
+  readonly jobs: readonly string[];
+  readonly vmms: readonly VmmKind[];
+  readonly qemu: string;
+  readonly out?: string;
+  readonly outer?: BlkEnvironment['outer'];
+  readonly outerSummary?: string;
+  readonly tsvmmRevision?: string;
+}
+
+/** QEMU CPU models in order: the host's own, then a named one should `host` be refused (as under PVM). */
+const QEMU_CPU_MODELS = ['host', 'EPYC'];
+/** Boot and teardown allowance per guest boot, on top of the jobs' own time (the nested host is slow). */
+const BOOT_ALLOWANCE_MS = 5 * 60_000;
+/** Per job: fio start-up, exit and printing its JSON, beyond the runtime. */
+const JOB_ALLOWANCE_MS = 90_000;
+
+const TSVMM_CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+const log = (s: string): void => {
+  process.stderr.write(`bench: ${s}\n`);
+};
+
+function versionLine(cmd: string, args: string[]): string {
+  try {
+    return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).split('\n')[0]!.trim();
+  } catch {
+    return 'unknown';
+  }
+}
+
+export function cpuModelName(): string {
+  try {
+    return /^model name\s*:\s*(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ?? 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
+
+export async function measure(spec: BlkMeasureSpec): Promise<BlkResult> {
+  const startedAt = new Date().toISOString();
+  const loadAverageStart = loadavg();
+  const jobs = selectJobs(spec.jobs.join(','));
+  const command = guestCommand(spec.runtimeSeconds, spec.idleSeconds, jobs);
+  const cmdline = `${spec.bootArgs} ${commandCmdlineArg(command)}`;
+  const work = mkdtempSync(join(spec.imageDir ?? tmpdir(), 'tsvmm-blk-'));
+  const runs: VmmRunSample[] = [];
+  let imageFillSeconds: number | undefined;
+  const image = join(work, 'disk.img');
+  try {
+    // Both VMMs load the kernel and initrd from the same local copy (in the nested host the
+    // originals are on 9p; the bench initrd is ~90 MB).
+    const kernel = join(work, 'vmlinuz');
+    const initrd = join(work, 'initrd.cpio');
+    copyFileSync(spec.kernel, kernel);
+    copyFileSync(spec.initrd, initrd);
+    log(`writing the ${spec.imageMib} MiB raw image ${image} (${fsTypeOf(image)})`);
+    imageFillSeconds = writeImage(image, spec.imageMib);
+    log(`  written in ${imageFillSeconds.toFixed(1)} s`);
+    const guest: GuestSpec = { kernel, initrd, cmdline, vcpus: spec.vcpus, memoryMib: spec.memoryMib, image };
+    const timeoutMs = BOOT_ALLOWANCE_MS + jobs.length * (spec.runtimeSeconds * 1000 + JOB_ALLOWANCE_MS);
+    let cpuModel = QEMU_CPU_MODELS[0]!;
+    for (let round = 0; round < spec.rounds; round++) {
+      // Alternate the order, so neither VMM always runs first (after the image was written) or last.
+      const order = round % 2 === 0 ? [...spec.vmms] : [...spec.vmms].reverse();
+      for (const vmm of order) {
+        log(`round ${round + 1}/${spec.rounds}: ${vmm}`);
+        const names = jobs.map((j) => j.name);
+        const base = { vmm, round, jobs: names, timeoutMs, log };
+        let s: VmmRunSample;
+        if (vmm === 'tsvmm') {
+          s = await runVmm({ ...base, invocation: tsvmmInvocation(process.execPath, TSVMM_CLI, guest) });
+        } else {
+          s = await runVmm({ ...base, invocation: qemuInvocation(spec.qemu, guest, cpuModel), cpuModel });
+          const next = QEMU_CPU_MODELS[QEMU_CPU_MODELS.indexOf(cpuModel) + 1];
+          // Fall back only when QEMU refused the CPU model before the guest came up, never for a guest failure.
+          if (!s.ok && s.infoAtMs === undefined && next !== undefined && s.notes.some((n) => /cpu|MSR/i.test(n))) {
+            log(`QEMU with -cpu ${cpuModel} failed (${s.problem ?? ''}); retrying with -cpu ${next}`);
+            runs.push(s);
+            cpuModel = next;
+            s = await runVmm({ ...base, invocation: qemuInvocation(spec.qemu, guest, cpuModel), cpuModel });
+          }
+        }
+        log(`  ${vmm}: ${s.ok ? 'ok' : `FAILED (${s.problem ?? ''})`} in ${(s.wallMs / 1000).toFixed(1)} s${s.idle !== undefined ? `; idle guest: VMM CPU ${((100 * s.idle.cpu.totalMs) / s.idle.windowMs).toFixed(0)} %` : ''}`);
+        for (const j of s.jobs) {
+          const f = j.fio;
+          if (f === undefined) continue;
+          const d = f.read.ios >= f.write.ios ? f.read : f.write;
+          const ios = f.read.ios + f.write.ios;
+          log(`    ${j.job}: ${d.iops.toFixed(0)} IOPS, ${(d.bandwidthBps / 1e6).toFixed(1)} MB/s, VMM CPU ${j.cpu !== undefined && ios > 0 ? ((j.cpu.totalMs * 1000) / ios).toFixed(1) : '-'} µs/IO`);
+        }
+        runs.push(s);
+      }
+    }
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+  const environment: BlkEnvironment = {
+    nestedHost: process.env['TSVMM_NESTED_HOST'] === '1',
+    ...(spec.outerSummary !== undefined ? { outerSummary: spec.outerSummary } : {}),
+    cpuModel: cpuModelName(),
+    cpus: cpus().length,
+    kernelRelease: release(),
+    qemuVersion: versionLine(spec.qemu, ['--version']),
+    nodeVersion: process.version,
+    memTotalMiB: Math.round(totalmem() / 2 ** 20),
+    imageFsType: fsTypeOf(image),
+    loadAverageStart,
+    loadAverageEnd: loadavg(),
+    ...(spec.outer !== undefined ? { outer: spec.outer } : {}),
+  };
+  return {
+    startedAt,
+    finishedAt: new Date().toISOString(),
+    environment,
+    config: {
+      kernelRelease: spec.kernelRelease,
+      kernelBytes: statSync(spec.kernel).size,
+      initrdBytes: statSync(spec.initrd).size,
+      cmdline,
+      guestCommand: command,
+      vcpus: spec.vcpus,
+      memoryMib: spec.memoryMib,
+      imageMib: spec.imageMib,
+      imagePath: image,
+      runtimeSeconds: spec.runtimeSeconds,
+      idleSeconds: spec.idleSeconds,
+      rounds: spec.rounds,
+      jobs: jobs.map((j) => j.name),
+      vmms: spec.vmms,
+      ...(spec.tsvmmRevision !== undefined ? { tsvmmRevision: spec.tsvmmRevision } : {}),
+      ...(imageFillSeconds !== undefined ? { imageFillSeconds } : {}),
+    },
+    runs,
+  };
+}
+
+if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.argv[1]) {
+  const arg = process.argv[2];
+  if (arg === undefined) {
+    process.stderr.write('usage: measure SPEC_BASE64\n');
+    process.exit(2);
+  }
+  const spec = JSON.parse(Buffer.from(arg, 'base64').toString('utf8')) as BlkMeasureSpec;
+  const result = await measure(spec);
+  if (spec.out !== undefined) writeFileSync(spec.out, `${JSON.stringify(result, null, 2)}\n`);
+  else for (const l of encodeResultLines(result)) process.stdout.write(`${l}\n`);
+}

@@ -1,0 +1,101 @@
+/** The raw data a block benchmark run produces (written as JSON beside the report) and reads back. */
+import type { FioSummary } from './fio-json.js';
+import type { CpuDelta } from './proc-cpu.js';
+
+export type VmmKind = 'tsvmm' | 'qemu';
+export const ALL_VMMS: readonly VmmKind[] = ['tsvmm', 'qemu'];
+
+/** One fio job in one guest boot. */
+export interface JobSample {
+  readonly job: string;
+  readonly ok: boolean;
+  readonly problem?: string;
+  /** fio's exit status in the guest. */
+  readonly fioStatus?: number;
+  readonly fio?: FioSummary;
+  /** fio's JSON as printed. */
+  readonly fioRaw?: unknown;
+  /** The VMM process's CPU time over fio's I/O phase (between the BLK-IO-BEGIN and BLK-IO-END markers). */
+  readonly cpu?: CpuDelta;
+  /** Wall time of that phase as the markers reached the harness, ms. */
+  readonly ioWindowMs?: number;
+  /** The same over the whole job (BLK-JOB-BEGIN to BLK-JOB-END: fio's start-up and exit too). */
+  readonly jobCpu?: CpuDelta;
+  readonly windowMs?: number;
+  /** /sys/block/vda/stat in the guest before and after the job (read I/Os, …, flushes). */
+  readonly blockStatBefore?: readonly number[];
+  readonly blockStatAfter?: readonly number[];
+  /** Interrupts the guest took on the drive's request queues, before and after the job. */
+  readonly irqsBefore?: number;
+  readonly irqsAfter?: number;
+}
+
+/** One guest boot under one VMM, running every job in turn. */
+export interface VmmRunSample {
+  readonly vmm: VmmKind;
+  readonly round: number;
+  readonly ok: boolean;
+  readonly problem?: string;
+  readonly exitStatus: number | null;
+  readonly signal?: string;
+  /** Spawn to exit, ms. */
+  readonly wallMs: number;
+  /** Spawn to the guest's BLK-INFO line (VMM start, boot, modules, /dev/vda found), ms. */
+  readonly infoAtMs?: number;
+  /** BLK-INFO's key=value pairs: fio version, engine, the guest's view of the drive. */
+  readonly guestInfo: Readonly<Record<string, string>>;
+  /** The VMM's whole command line. */
+  readonly argv: readonly string[];
+  /** QEMU: the -cpu model used. */
+  readonly cpuModel?: string;
+  /** Lines worth keeping (the VMM's stderr, errors on the console), at most a few. */
+  readonly notes: readonly string[];
+  /** The VMM's CPU over the guest's idle sleep before the jobs (BLK-IDLE markers). */
+  readonly idle?: { readonly cpu: CpuDelta; readonly windowMs: number };
+  readonly jobs: readonly JobSample[];
+}
+
+export interface BlkEnvironment {
+  readonly nestedHost: boolean;
+  readonly outerSummary?: string;
+  readonly cpuModel: string;
+  readonly cpus: number;
+  readonly kernelRelease: string;
+  readonly qemuVersion: string;
+  readonly nodeVersion: string;
+  readonly memTotalMiB: number;
+  /** File system type of the folder holding the image (from /proc/mounts). */
+  readonly imageFsType: string;
+  readonly loadAverageStart: readonly number[];
+  readonly loadAverageEnd: readonly number[];
+  /** The machine the nested host ran on: its load before the run and (set on return) after it. */
+  readonly outer?: { readonly cpuModel: string; readonly cpus: number; readonly kernelRelease: string; readonly loadAverage: readonly number[]; readonly loadAverageEnd?: readonly number[] };
+}
+
+export interface BlkConfig {
+  readonly kernelRelease: string;
+  readonly kernelBytes: number;
+  readonly initrdBytes: number;
+  readonly cmdline: string;
+  readonly guestCommand: string;
+  readonly vcpus: number;
+  readonly memoryMib: number;
+  readonly imageMib: number;
+  readonly imagePath: string;
+  readonly runtimeSeconds: number;
+  readonly idleSeconds?: number;
+  readonly rounds: number;
+  readonly jobs: readonly string[];
+  readonly vmms: readonly VmmKind[];
+  readonly tsvmmRevision?: string;
+  /** Seconds spent writing the image before the first boot. */
+  readonly imageFillSeconds?: number;
+}
+
+export interface BlkResult {
+  readonly startedAt: string;
+  readonly finishedAt: string;
+  readonly environment: BlkEnvironment;
+  readonly config: BlkConfig;
+  readonly runs: readonly VmmRunSample[];
+}

@@ -1,0 +1,62 @@
+/**
+ * The two VMMs' command lines for the same guest: same kernel, initrd, command line, vCPUs,
+ * memory and raw image, one virtio-blk drive on PCI.
+ *
+ * Equivalence of the drive settings:
+ * - tsvmm `--disk IMG,cache=unsafe` (its default, Firecracker's cache_type Unsafe): buffered
+ *   pread/pwrite through the host page cache on libuv's thread pool; FLUSH is not offered.
+ * - QEMU `cache=writeback,aio=threads`: buffered I/O through the host page cache (no O_DIRECT),
+ *   submitted on QEMU's thread pool; FLUSH is offered and becomes fdatasync. The guest's fio jobs
+ *   use O_DIRECT writes without fsync, so Linux sends no FLUSH to either device: per job, both
+ *   VMMs do the same buffered reads and writes (the guest's flush counter in BLK-STAT shows it).
+ * - queues: tsvmm gives a drive one request queue per vCPU; QEMU gets `num-queues` = vCPUs.
+ *   Queue size 256 on both (QEMU's default since 5.0; tsvmm's BLK_QUEUE_SIZE).
+ * - machine: QEMU `-M q35` (virtio-blk-pci needs a PCI machine; microvm has PCI only as an
+ *   option). It boots through SeaBIOS, which costs boot time but nothing once fio runs.
+ */
+
+export interface GuestSpec {
+  readonly kernel: string;
+  readonly initrd: string;
+  readonly cmdline: string;
+  readonly vcpus: number;
+  readonly memoryMib: number;
+  readonly image: string;
+}
+
+export interface Invocation {
+  readonly command: string;
+  readonly args: readonly string[];
+}
+
+export function tsvmmInvocation(node: string, cli: string, g: GuestSpec): Invocation {
+  if (g.image.includes(',')) throw new Error(`the image path ${g.image} contains a comma, which --disk cannot take`);
+  return {
+    command: node,
+    args: [cli, 'run', '--kernel', g.kernel, '--initrd', g.initrd, '--cmdline', g.cmdline, '--cpus', String(g.vcpus), '--mem', `${g.memoryMib}M`, '--disk', `${g.image},id=bench,cache=unsafe`],
+  };
+}
+
+export function qemuInvocation(qemu: string, g: GuestSpec, cpuModel: string): Invocation {
+  // QEMU's -drive splits at commas (a literal comma is written twice).
+  const file = g.image.replace(/,/g, ',,');
+  return {
+    command: qemu,
+    args: [
+      '-M', 'q35',
+      '-accel', 'kvm',
+      '-cpu', cpuModel,
+      '-smp', String(g.vcpus),
+      '-m', String(g.memoryMib),
+      '-nodefaults', '-no-user-config', '-nographic',
+      '-serial', 'stdio',
+      '-kernel', g.kernel,
+      '-initrd', g.initrd,
+      '-append', g.cmdline,
+      '-drive', `file=${file},format=raw,if=none,id=d0,cache=writeback,aio=threads`,
+      '-device', `virtio-blk-pci,drive=d0,num-queues=${g.vcpus}`,
+      // The guest powers off; a reset (reboot=k, a panic) must end the run, not loop.
+      '-no-reboot',
+    ],
+  };
+}
