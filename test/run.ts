@@ -27,8 +27,11 @@ const distTest = join(repo, 'dist', 'test');
 /** Debian packages the test layers use on this machine (iasl to decode ACPI tables, cpio to read archives back). */
 const TEST_PACKAGES = ['acpica-tools', 'cpio', 'busybox-static', 'lz4'];
 
-/** No single test file may run longer than this: nothing hangs. */
-const FILE_TIMEOUT_MS = 10 * 60_000;
+/**
+ * No single test may run longer than this: nothing hangs. The longest guest test takes about a
+ * minute in the nested host; a guest boot that hangs there is given 150 s and one retry.
+ */
+const FILE_TIMEOUT_MS = 6 * 60_000;
 
 interface Counts {
   pass: number;
@@ -81,12 +84,17 @@ function runLocal(files: string[]): Promise<{ status: number; counts: Counts }> 
   });
 }
 
-/** The whole kvm+guest stage in the nested host (about 5 min when healthy). */
-const NESTED_STAGE_TIMEOUT_MS = 30 * 60_000;
+/** The whole kvm+guest stage in the nested host (about 5 min when healthy, 10 under load). */
+const NESTED_STAGE_TIMEOUT_MS = 20 * 60_000;
 /** Tests report as they finish, and none may take longer than FILE_TIMEOUT_MS: silence beyond that is a hang. */
 const NESTED_STALL_MS = FILE_TIMEOUT_MS + 60_000;
 /** A nested host that fails as a machine (kernel lockup or panic, or a wedge that silences every test) gets one fresh boot. */
-const NESTED_ATTEMPTS = 2;
+/**
+ * Measured on 2-core machines: about one stage in three lost its nested host (a kernel that
+ * stopped scheduling, or a silent wedge), always at a different test; three attempts keep the
+ * worst case (3 × NESTED_STAGE_TIMEOUT_MS) inside CI's 90 minutes.
+ */
+const NESTED_ATTEMPTS = 3;
 
 async function runNested(files: string[]): Promise<{ status: number; counts: Counts }> {
   for (let attempt = 1; ; attempt++) {

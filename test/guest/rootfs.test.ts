@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { buildExt4Image } from '../../src/image/rootfs.js';
 import { silentProgress } from '../../src/util/progress.js';
+import { commandCmdlineArg } from '../../src/image/guest-protocol.js';
 import { bootGuest, defaultGuest, field } from '../support/guest.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'tsvmm-rootfs-'));
@@ -81,4 +82,49 @@ test('the CLI: `tsvmm image build`, then `tsvmm start --disk IMAGE,root,ro` runs
   assert.notEqual(field(r.stdout, 'TOUCH'), '0', `a read-only root refuses writes\n${r.stdout}`);
   const ls = spawnSync('debugfs', ['-R', 'stat /etc/new', image], { encoding: 'utf8' });
   assert.match(ls.stderr + ls.stdout, /File not found/, 'the image is unchanged');
+});
+
+test('a Firecracker config file with a root drive, a read-only data drive and entropy boots; the synced write is in the root image', async () => {
+  const hello = `hello-${randomBytes(8).toString('hex')}`;
+  const token = `fc-${randomBytes(8).toString('hex')}`;
+  const root = join(dir, 'fc-root.ext4');
+  buildExt4Image({ sourceDir: rootFolder('fc-root', hello), output: root, progress: silentProgress });
+  const marker = `data-${randomBytes(8).toString('hex')}`;
+  const data = join(dir, 'fc-data.img');
+  const dataContent = Buffer.alloc(1 << 20);
+  dataContent.write(marker, 0, 'ascii');
+  writeFileSync(data, dataContent);
+
+  const guest = defaultGuest();
+  const command = [
+    'echo "HELLO=$(busybox cat /etc/hello)"',
+    `echo "DATA=$(busybox head -c ${marker.length} /dev/vdb)"`,
+    'echo "VDB_RO=$(busybox cat /sys/block/vdb/ro)"',
+    'echo "RNG=$(busybox dd if=/dev/hwrng bs=16 count=1 2>/dev/null | busybox od -An -tx1 | busybox tr -d " \\n")"',
+    `echo ${token} > /etc/fc-written; busybox sync; echo "SYNC=$?"`,
+  ].join('; ');
+  const config = join(dir, 'fc.json');
+  // Firecracker's schema: the root drive is the one with is_root_device; drive_id names the device.
+  writeFileSync(
+    config,
+    JSON.stringify({
+      'boot-source': { kernel_image_path: guest.kernel, initrd_path: guest.initrd, boot_args: `${guest.bootArgs} ${commandCmdlineArg(command)}` },
+      drives: [
+        { drive_id: 'rootfs', path_on_host: root, is_root_device: true, is_read_only: false },
+        { drive_id: 'data', path_on_host: data, is_root_device: false, is_read_only: true },
+      ],
+      'machine-config': { vcpu_count: 2, mem_size_mib: 256 },
+      entropy: {},
+    }),
+  );
+  const r = spawnSync(process.execPath, [bin, '--config-file', config, '--no-api'], { encoding: 'utf8', timeout: 300_000 });
+  const context = `status ${r.status}\n${r.stderr}\n${r.stdout}`;
+  assert.equal(r.status, 0, context);
+  assert.match(r.stdout, new RegExp(`^HELLO=${hello}$`, 'm'), `the command ran in the root drive\n${context}`);
+  assert.match(r.stdout, new RegExp(`^DATA=${marker}$`, 'm'), context);
+  assert.match(r.stdout, /^VDB_RO=1$/m, context);
+  assert.match(r.stdout, /^RNG=[0-9a-f]{32}$/m, context);
+  assert.match(r.stdout, /^SYNC=0$/m, context);
+  const cat = spawnSync('debugfs', ['-R', 'cat /etc/fc-written', root], { encoding: 'utf8' });
+  assert.equal(cat.stdout, `${token}\n`, `debugfs reads the guest's file from the root image\n${cat.stderr}`);
 });
