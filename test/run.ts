@@ -17,6 +17,7 @@ import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { detectVirtualization } from '../src/host/environment.js';
 import { ensureNestedHostAssets, explainNestedHost, NestedHostHungError, NestedHostPanicError, runInNestedHost } from '../src/host/nested.js';
+import { shellQuote } from '../src/host/nested-init.js';
 import { ensureAptPackages } from '../src/image/debian.js';
 import { ensureDefaultGuest } from '../src/image/default-guest.js';
 import { stderrProgress } from '../src/util/progress.js';
@@ -88,47 +89,86 @@ function runLocal(files: string[]): Promise<{ status: number; counts: Counts }> 
 const NESTED_STAGE_TIMEOUT_MS = 20 * 60_000;
 /** Tests report as they finish, and none may take longer than FILE_TIMEOUT_MS: silence beyond that is a hang. */
 const NESTED_STALL_MS = FILE_TIMEOUT_MS + 60_000;
-/** A nested host that fails as a machine (kernel lockup or panic, or a wedge that silences every test) gets one fresh boot. */
 /**
- * Measured on 2-core machines: about one stage in three lost its nested host (a kernel that
- * stopped scheduling, or a silent wedge), always at a different test; three attempts keep the
- * worst case (3 × NESTED_STAGE_TIMEOUT_MS) inside CI's 90 minutes.
+ * A nested host that fails as a machine (kernel lockup or panic, or a wedge that silences every
+ * test) gets a fresh boot for the test files it had not finished. Measured on 2-core machines:
+ * about one stage in three lost its nested host, each time at a different test; three attempts
+ * keep the worst case (3 × NESTED_STAGE_TIMEOUT_MS) inside CI's 90 minutes.
  */
 const NESTED_ATTEMPTS = 3;
+/** Printed inside the nested host after each test file: `<marker> <exit status> <file>`. */
+const FILE_DONE_MARKER = 'tsvmm-test-file-done';
+
+/** The files a nested run finished, each with its status and the counts from its own output. */
+function finishedFiles(output: string): Map<string, { status: number; counts: Counts }> {
+  const done = new Map<string, { status: number; counts: Counts }>();
+  let from = 0;
+  for (const m of output.matchAll(new RegExp(`^${FILE_DONE_MARKER} (\\d+) (\\S+)\\r?$`, 'gm'))) {
+    done.set(m[2]!, { status: Number(m[1]), counts: countsFrom(output.slice(from, m.index)) });
+    from = m.index! + m[0].length;
+  }
+  return done;
+}
 
 async function runNested(files: string[]): Promise<{ status: number; counts: Counts }> {
-  for (let attempt = 1; ; attempt++) {
+  const counts: Counts = { pass: 0, fail: 0, skipped: 0 };
+  let status = 0;
+  let remaining = files.map((f) => relative(repo, f));
+  for (let attempt = 1; remaining.length > 0; attempt++) {
+    // One node --test per file, so that a machine failure costs only the files not yet done.
+    const script = remaining
+      .map((f) => `node ${nodeTestArgs([join(repo, f)]).map(shellQuote).join(' ')}; echo "${FILE_DONE_MARKER} $? ${f}"`)
+      .join('\n');
+    let output = '';
+    let failure: string | undefined;
     try {
-      const r = await runInNestedHost(['node', ...nodeTestArgs(files)], {
+      const r = await runInNestedHost(script, {
         cwd: repo,
         timeoutMs: NESTED_STAGE_TIMEOUT_MS,
         stallTimeoutMs: NESTED_STALL_MS,
-        onOutput: (s: string) => process.stdout.write(s),
+        onOutput: (text: string) => {
+          output += text;
+          process.stdout.write(text);
+        },
         progress: stderrProgress,
       });
-      if (r.stalled) {
-        // Every test has its own time limit (FILE_TIMEOUT_MS) and every guest boot a shorter one,
-        // so a silence longer than both means the test process itself stopped running: seen
-        // when the emulated host wedged (no lockup report, no output, for 10+ minutes).
-        const message = `the kvm/guest tests printed nothing for ${NESTED_STALL_MS / 60_000} min although each test has a ${FILE_TIMEOUT_MS / 60_000}-min limit: the nested host stopped running them`;
-        if (attempt < NESTED_ATTEMPTS) {
-          process.stdout.write(`\n!!! ${message}; attempt ${attempt} of ${NESTED_ATTEMPTS}, so the kvm/guest tests run again in a fresh one; the results above do not count\n\n`);
-          continue;
-        }
-        process.stdout.write(`\n${message}\n`);
-      } else if (r.timedOut) process.stdout.write(`\nthe kvm/guest tests did not finish within ${NESTED_STAGE_TIMEOUT_MS / 60_000} min; the nested host was stopped\n`);
-      return { status: r.status, counts: countsFrom(r.output) };
+      output = r.output;
+      // Every test has its own time limit (FILE_TIMEOUT_MS) and every guest boot a shorter one,
+      // so a silence longer than both means the test process itself stopped running: seen when
+      // the emulated host wedged (no lockup report, no output, for 10+ minutes).
+      if (r.stalled) failure = `the kvm/guest tests printed nothing for ${NESTED_STALL_MS / 60_000} min although each test has a ${FILE_TIMEOUT_MS / 60_000}-min limit: the nested host stopped running them`;
+      else if (r.timedOut) failure = `the kvm/guest tests did not finish within ${NESTED_STAGE_TIMEOUT_MS / 60_000} min`;
     } catch (e) {
       // Only the emulated machine failing is retried; a test failing or hanging is a result.
-      const machineFailed = e instanceof NestedHostHungError || e instanceof NestedHostPanicError;
       const message = e instanceof Error ? e.message : String(e);
-      if (!machineFailed || attempt >= NESTED_ATTEMPTS) {
+      if (!(e instanceof NestedHostHungError || e instanceof NestedHostPanicError)) {
         process.stdout.write(`\nthe nested host failed: ${message}\n`);
-        return { status: 1, counts: { pass: 0, fail: 0, skipped: 0 } };
+        return { status: 1, counts };
       }
-      process.stdout.write(`\n!!! the nested host failed as a machine on attempt ${attempt} of ${NESTED_ATTEMPTS}, so the kvm/guest tests run again in a fresh one; the results above do not count:\n${message}\n\n`);
+      failure = `the nested host failed as a machine: ${message}`;
     }
+    const done = finishedFiles(output);
+    for (const result of done.values()) {
+      counts.pass += result.counts.pass;
+      counts.fail += result.counts.fail;
+      counts.skipped += result.counts.skipped;
+      if (result.status !== 0) status = result.status;
+    }
+    remaining = remaining.filter((f) => !done.has(f));
+    if (remaining.length === 0) break;
+    failure ??= `the nested host ended before ${remaining.join(', ')} ran`;
+    // A stage that ran out of time is slow, not broken: another attempt would be as slow.
+    const retry = attempt < NESTED_ATTEMPTS && !failure.includes('did not finish within');
+    if (!retry) {
+      process.stdout.write(`\n${failure}; not finished: ${remaining.join(', ')}\n`);
+      return { status: status || 1, counts };
+    }
+    process.stdout.write(
+      `\n!!! ${failure}\n!!! attempt ${attempt} of ${NESTED_ATTEMPTS}: ${done.size} test files finished and count; ` +
+        `${remaining.length} (${remaining.join(', ')}) run again in a fresh nested host\n\n`,
+    );
   }
+  return { status, counts };
 }
 
 function banner(text: string): void {
