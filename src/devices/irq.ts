@@ -22,7 +22,7 @@ export class RecordingIrqLine implements IrqLine {
  * Several level-triggered sources sharing one line (PCI INTx pins wired to the same IOAPIC
  * input): the line is asserted while any input is. Each input is an IrqLine of its own.
  */
-export class SharedIrqLine {
+class SharedIrqLine {
   private asserted = 0;
   /** Low-to-high transitions of the shared line. */
   raises = 0;
@@ -44,5 +44,32 @@ export class SharedIrqLine {
         }
       },
     };
+  }
+}
+
+/**
+ * The interrupt controller's inputs by number (GSI), each shared by every device wired to it:
+ * one table for the whole machine, so PCI INTx pins and virtio-mmio devices that land on the same
+ * IOAPIC input are ORed instead of overriding each other's level.
+ */
+export class SharedIrqLines {
+  private readonly lines = new Map<number, SharedIrqLine>();
+
+  /** `drive(gsi)` gives the line of input `gsi` (KVM_IRQ_LINE in the VMM). */
+  constructor(private readonly drive: (gsi: number) => IrqLine) {}
+
+  /** A new source on input `gsi`. */
+  input(gsi: number): IrqLine {
+    let line = this.lines.get(gsi);
+    if (line === undefined) {
+      line = new SharedIrqLine(this.drive(gsi));
+      this.lines.set(gsi, line);
+    }
+    return line.input();
+  }
+
+  /** Low-to-high transitions of input `gsi` so far. */
+  raises(gsi: number): number {
+    return this.lines.get(gsi)?.raises ?? 0;
   }
 }

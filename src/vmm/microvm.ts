@@ -17,6 +17,7 @@
 import { COM1, CMOS_RTC, DEFAULT_ACPI_LAYOUT, I8042 as ACPI_I8042, AcpiSleepResetDevice, SLEEP_RESET_BLOCK_SIZE } from '../arch/x86_64/acpi/index.js';
 import { PCI_ECAM_START, PCI_MMIO32_SIZE, PCI_MMIO32_START } from '../arch/x86_64/layout.js';
 import { GuestStatusDevice } from '../devices/guest-status.js';
+import { SharedIrqLines } from '../devices/irq.js';
 import { PCI_CONFIG_ADDRESS_PORT, PCI_CONFIG_PORT_COUNT, PciConfigPorts, PciEcam } from '../devices/pci/host-bridge.js';
 import { PciBus } from '../devices/pci/pci-bus.js';
 import { BLK_MAX_QUEUES, type VirtioBlock } from '../devices/virtio/blk.js';
@@ -169,28 +170,16 @@ export class MicroVm {
     machine.mmioBus.insert(PCI_ECAM_START, ecam.size, ecam, 'PCI ECAM');
     const onWarning = opts.onWarning ?? (() => {});
     this.eventFds = new EventFdPoller((e) => onWarning(e.message));
-    this.virtio = new VirtioPciDevices({
-      vm: machine.vm,
-      memory: machine.memory,
-      pci: this.pci,
-      poller: this.eventFds,
-      intx: (gsi) => machine.irqLine(gsi),
-      onWarning,
-    });
-    // One request queue per vCPU: each vCPU submits and takes completions on its own ring and MSI-X vector.
-    this.virtioMmio = new VirtioMmioDevices({
-      vm: machine.vm,
-      memory: machine.memory,
-      mmioBus: machine.mmioBus,
-      poller: this.eventFds,
-      irqLine: (gsi) => machine.irqLine(gsi),
-      onWarning,
-    });
+    // One table of IOAPIC inputs for every device that raises them, so shared inputs are ORed.
+    const ioapicInputs = new SharedIrqLines((gsi) => machine.irqLine(gsi));
+    this.virtio = new VirtioPciDevices({ vm: machine.vm, memory: machine.memory, pci: this.pci, poller: this.eventFds, intx: ioapicInputs, onWarning });
+    this.virtioMmio = new VirtioMmioDevices({ vm: machine.vm, memory: machine.memory, mmioBus: machine.mmioBus, poller: this.eventFds, irqLines: ioapicInputs, onWarning });
     this.virtioTransport = opts.virtioTransport ?? 'pci';
     const plug = (device: VirtioDevice): void => {
       if (this.virtioTransport === 'mmio') this.virtioMmio.add(device);
       else this.virtio.add(device);
     };
+    // One request queue per vCPU: each vCPU submits and takes completions on its own ring and MSI-X vector.
     this.drives = openDrives(opts.drives ?? [], Math.min(opts.vcpus, BLK_MAX_QUEUES));
     try {
       for (const drive of this.drives) plug(drive);

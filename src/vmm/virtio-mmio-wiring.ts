@@ -23,7 +23,7 @@
 import type { AcpiVirtioMmioDevice } from '../arch/x86_64/acpi/dsdt.js';
 import { PLATFORM_MMIO_SIZE, PLATFORM_MMIO_START } from '../arch/x86_64/layout.js';
 import type { Bus } from '../devices/bus.js';
-import { SharedIrqLine, type IrqLine } from '../devices/irq.js';
+import type { SharedIrqLines } from '../devices/irq.js';
 import type { VirtioDevice } from '../devices/virtio/device.js';
 import { VIRTIO_MMIO_SIZE, VirtioMmioDevice } from '../devices/virtio/mmio-transport.js';
 import { EventFd } from '../kvm/eventfd.js';
@@ -45,8 +45,8 @@ export interface VirtioMmioWiringOptions {
   readonly memory: GuestMemory;
   readonly mmioBus: Bus;
   readonly poller: EventFdPoller;
-  /** Drives an IOAPIC input (KVM_IRQ_LINE). */
-  readonly irqLine: (gsi: number) => IrqLine;
+  /** The machine's IOAPIC inputs (shared with PCI INTx, so devices on one input are ORed). */
+  readonly irqLines: SharedIrqLines;
   readonly onWarning?: (message: string) => void;
 }
 
@@ -62,7 +62,6 @@ export class VirtioMmioDevices {
   /** Queue notifications that arrived on an ioeventfd. */
   doorbellWakeups = 0;
   private readonly plugged: Plugged[] = [];
-  private readonly lines = new Map<number, SharedIrqLine>();
   private closed = false;
 
   constructor(private readonly options: VirtioMmioWiringOptions) {}
@@ -75,7 +74,7 @@ export class VirtioMmioDevices {
   /** Interrupt assertions so far (low-to-high transitions of the IOAPIC inputs). */
   get interrupts(): number {
     let n = 0;
-    for (const line of this.lines.values()) n += line.raises;
+    for (const gsi of new Set(this.plugged.map((p) => p.gsi))) n += this.options.irqLines.raises(gsi);
     return n;
   }
 
@@ -96,7 +95,7 @@ export class VirtioMmioDevices {
     const warn = this.options.onWarning ?? (() => {});
     const transport = new VirtioMmioDevice(device, {
       memory: this.options.memory,
-      irq: this.line(gsi).input(),
+      irq: this.options.irqLines.input(gsi),
       onError: (reason) => warn(`${device.name} needs a reset: ${reason}`),
     });
     const doorbells = device.queueMaxSizes.map(() => new EventFd());
@@ -131,15 +130,6 @@ export class VirtioMmioDevices {
     if (this.closed) return;
     this.closed = true;
     for (const p of this.plugged) this.release(p);
-  }
-
-  private line(gsi: number): SharedIrqLine {
-    let line = this.lines.get(gsi);
-    if (line === undefined) {
-      line = new SharedIrqLine(this.options.irqLine(gsi));
-      this.lines.set(gsi, line);
-    }
-    return line;
   }
 
   private release(p: Plugged): void {

@@ -23,10 +23,10 @@
  * MSI-X setup failed) gets the legacy interrupt: each function's INTA is wired to an IOAPIC input
  * above the ISA range, PCI_INTX_FIRST_GSI + (slot - 1) mod PCI_INTX_GSI_COUNT, and intxRoutes
  * lists the wiring for the DSDT's _PRT. The line is level-triggered and follows the ISR (virtio
- * 1.2 §4.1.4.5); functions that share an input are ORed (SharedIrqLine), as on a real board.
+ * 1.2 §4.1.4.5); functions that share an input are ORed (SharedIrqLines), as on a real board.
  */
 import type { PciIntxRoute } from '../arch/x86_64/acpi/aml.js';
-import { SharedIrqLine, type IrqLine } from '../devices/irq.js';
+import type { SharedIrqLines } from '../devices/irq.js';
 import type { PciBus } from '../devices/pci/pci-bus.js';
 import type { VirtioDevice } from '../devices/virtio/device.js';
 import { VirtioPciDevice } from '../devices/virtio/pci-transport.js';
@@ -46,9 +46,6 @@ export const QUEUE_NOTIFY_WRITE_BYTES = 2;
  */
 export const PCI_INTX_FIRST_GSI = 16;
 export const PCI_INTX_GSI_COUNT = 8;
-/** PCI slots: 0 holds the host bridge, functions go in 1..31 (PCI Local Bus 3.0 §3.2.2.3.5: 32 devices per bus). */
-const PCI_SLOTS = 32;
-
 /** What the wiring needs from the VM (a narrow view, so tests can record the calls without KVM). */
 export type VirtioPciVm = Pick<Vm, 'registerIoeventfd' | 'unregisterIoeventfd' | 'signalMsi' | 'setGsiRouting' | 'registerIrqfd' | 'unregisterIrqfd'>;
 
@@ -57,8 +54,8 @@ export interface VirtioPciWiringOptions {
   readonly memory: GuestMemory;
   readonly pci: PciBus;
   readonly poller: EventFdPoller;
-  /** Drives an IOAPIC input (KVM_IRQ_LINE): gives each function an INTx line. Without it the interrupt pin reads 0. */
-  readonly intx?: (gsi: number) => IrqLine;
+  /** The machine's IOAPIC inputs: gives each function an INTx line. Without it the interrupt pin reads 0. */
+  readonly intx?: SharedIrqLines;
   /** Something went wrong that the guest will notice but the VMM survives (a device needing reset, a lost ioeventfd). */
   readonly onWarning?: (message: string) => void;
 }
@@ -86,8 +83,7 @@ export class VirtioPciDevices {
   private readonly poller: EventFdPoller;
   private readonly warn: (message: string) => void;
   private readonly router: GsiRouter;
-  private readonly intx: ((gsi: number) => IrqLine) | undefined;
-  private readonly intxLines = new Map<number, SharedIrqLine>();
+  private readonly intx: SharedIrqLines | undefined;
   private closed = false;
 
   constructor(options: VirtioPciWiringOptions) {
@@ -114,7 +110,7 @@ export class VirtioPciDevices {
   /** INTx assertions so far (low-to-high transitions of the IOAPIC inputs). */
   get intxRaises(): number {
     let n = 0;
-    for (const line of this.intxLines.values()) n += line.raises;
+    for (const gsi of new Set(this.intxRoutes.map((r) => r.gsi))) n += this.intx?.raises(gsi) ?? 0;
     return n;
   }
 
@@ -141,13 +137,12 @@ export class VirtioPciDevices {
     const registered: (IoeventfdSpec | undefined)[] = doorbells.map(() => undefined);
     // One MSI-X vector per queue plus the configuration vector (pci-transport.ts).
     const msi = new IrqfdMsiSink(this.vm, this.router, device.queueMaxSizes.length + 1, device.name, this.warn);
-    let slot = 1;
-    while (slot < PCI_SLOTS && this.pci.functionAt(slot) !== undefined) slot++;
-    if (slot >= PCI_SLOTS) throw new RangeError(`PCI bus 0 is full (${PCI_SLOTS} slots) adding ${device.name}`);
+    // The slot decides the INTx input, so it is chosen before the function is built.
+    const slot = this.pci.freeSlot(device.name);
     const transport = new VirtioPciDevice(device, {
       memory: this.memory,
       msi,
-      ...(this.intx !== undefined ? { intx: this.intxLine(VirtioPciDevices.intxGsi(slot)).input() } : {}),
+      ...(this.intx !== undefined ? { intx: this.intx.input(VirtioPciDevices.intxGsi(slot)) } : {}),
       onNotifyRegionMoved: (t) => this.moveDoorbells(t, doorbells, registered),
       onError: (reason) => this.warn(`${device.name} needs a reset: ${reason}`),
     });
@@ -168,15 +163,6 @@ export class VirtioPciDevices {
       throw e;
     }
     return transport;
-  }
-
-  private intxLine(gsi: number): SharedIrqLine {
-    let line = this.intxLines.get(gsi);
-    if (line === undefined) {
-      line = new SharedIrqLine(this.intx!(gsi));
-      this.intxLines.set(gsi, line);
-    }
-    return line;
   }
 
   /** Unregister every ioeventfd and close the doorbells. Call after the vCPUs stopped, before the VM is closed. */

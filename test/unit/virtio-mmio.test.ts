@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { RecordingIrqLine } from '../../src/devices/irq.js';
+import { RecordingIrqLine, SharedIrqLines } from '../../src/devices/irq.js';
 import { VIRTIO_BLK_S_OK, VIRTIO_BLK_T_IN, VirtioBlock } from '../../src/devices/virtio/blk.js';
 import type { VirtioActivation, VirtioDevice } from '../../src/devices/virtio/device.js';
 import { VIRTIO_MMIO_SIZE, VirtioMmioDevice } from '../../src/devices/virtio/mmio-transport.js';
@@ -793,11 +793,11 @@ test('VMM wiring: one page per device from 0xf0000000, a level IOAPIC input each
     memory: machine.memory,
     mmioBus: machine.mmio,
     poller,
-    irqLine: (gsi) => {
+    irqLines: new SharedIrqLines((gsi) => {
       const line = new RecordingIrqLine();
       lines.set(gsi, line);
       return line;
-    },
+    }),
   });
   const rngs = Array.from({ length: 9 }, () => new VirtioRng());
   for (const r of rngs) devices.add(r);

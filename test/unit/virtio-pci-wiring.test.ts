@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { SharedIrqLines } from '../../src/devices/irq.js';
 import { VirtioRng } from '../../src/devices/virtio/rng.js';
 import { EventFd } from '../../src/kvm/eventfd.js';
 import { read, write } from '../../src/kvm/libc.js';
@@ -180,7 +181,7 @@ test('without MSI-X, a request raises the function INTx on its IOAPIC input; rea
   const vm = new RecordingVm();
   const poller = new EventFdPoller();
   const levels = new Map<number, boolean[]>();
-  const intx = (gsi: number) => ({ setLevel: (level: boolean) => levels.set(gsi, [...(levels.get(gsi) ?? []), level]) });
+  const intx = new SharedIrqLines((gsi) => ({ setLevel: (level: boolean) => levels.set(gsi, [...(levels.get(gsi) ?? []), level]) }));
   const devices = new VirtioPciDevices({ vm, memory: machine.memory, pci: machine.pci, poller, intx });
   const rngs = Array.from({ length: 9 }, () => new VirtioRng());
   const transports = rngs.map((r) => devices.add(r));

@@ -74,8 +74,7 @@ export class PciBus implements PciConfigAccess {
    * decode. Throws when the bus or a window is full: that is a VMM configuration error.
    */
   addDevice(fn: PciFunction, slot?: number): PciAddress {
-    const device = slot ?? this.slots.findIndex((s) => s === undefined);
-    if (device < 0) throw new RangeError(`PCI bus 0 is full (${PCI_DEVICES_PER_BUS} slots) adding ${fn.name}`);
+    const device = slot ?? this.freeSlot(fn.name);
     if (!Number.isInteger(device) || device >= PCI_DEVICES_PER_BUS) throw new RangeError(`PCI slot ${device} does not exist`);
     if (this.slots[device] !== undefined) throw new RangeError(`PCI slot ${device} is taken by ${this.slots[device]!.fn.name}`);
     const adapters: (BusDevice | undefined)[] = [];
@@ -94,6 +93,13 @@ export class PciBus implements PciConfigAccess {
       this.refreshMappings(entry);
     }
     return { bus: 0, device, function: 0 };
+  }
+
+  /** The lowest free slot, where addDevice puts a function by default; throws when the bus is full. */
+  freeSlot(adding: string): number {
+    const slot = this.slots.findIndex((s) => s === undefined);
+    if (slot < 0) throw new RangeError(`PCI bus 0 is full (${PCI_DEVICES_PER_BUS} slots) adding ${adding}`);
+    return slot;
   }
 
   /** The function in `slot`, if any. */
