@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { resolve } from 'node:path';
-import type { ConfigFeature, DriveConfig } from '../api/config.js';
+import type { ConfigFeature } from '../api/config.js';
 import type { DriveOptions } from '../vmm/drive-options.js';
 import type { VirtioTransportKind } from '../vmm/microvm.js';
 import { detectVirtualization } from '../host/environment.js';
@@ -22,6 +22,9 @@ Usage:
         output. With a COMMAND, the guest runs it and tsvmm exits with its status.
   tsvmm run --kernel PATH [--initrd PATH] [--cmdline ARGS] [--cpus N] [--mem SIZE] [--entropy] [--disk PATH[,ro]]... [-- COMMAND...]
         Boot any Linux kernel (bzImage, or ELF vmlinux through PVH).
+  tsvmm --api-sock PATH [--config-file vm.json] [--id ID] [--boot-timer]
+        Serve Firecracker's REST API on a Unix socket (PUT /boot-source, /machine-config, /drives,
+        /entropy, /logger, /metrics, /actions InstanceStart…); exit when the microVM ends.
   tsvmm --config-file vm.json --no-api [--boot-timer]
         Boot from a Firecracker-style JSON configuration (boot-source, machine-config, drives, entropy).
   tsvmm image build --from DIR --output FILE [--size SIZE]
@@ -52,6 +55,10 @@ Examples:
   npx tsvmm start --disk ./data.img --disk ./ref.img,ro -- cat /sys/block/vdb/ro
   npx tsvmm run --kernel ./vmlinux --initrd ./initrd.cpio --mem 1G
   npx tsvmm --config-file vm.json --no-api
+  npx tsvmm --api-sock /tmp/tsvmm.sock &
+  curl --unix-socket /tmp/tsvmm.sock -X PUT http://localhost/boot-source \\
+       -d '{"kernel_image_path": "vmlinux", "boot_args": "console=ttyS0 reboot=k panic=1"}'
+  curl --unix-socket /tmp/tsvmm.sock -X PUT http://localhost/actions -d '{"action_type": "InstanceStart"}'
 
 Console: the guest's serial port is on your terminal; Ctrl-A x quits.
 Without hardware virtualization (VT-x/AMD-V), Linux guests run inside a nested QEMU-emulated
@@ -62,8 +69,6 @@ Environment:
   TSVMM_DEBUG=1     print stack traces with errors
 `;
 
-/** Used when a config file gives no boot_args. Firecracker's own default turns the serial console off (8250.nr_uarts=0), which would show nothing here. */
-const DEFAULT_CONFIG_BOOT_ARGS = 'console=ttyS0 reboot=k panic=1';
 /** What `tsvmm run` passes when no --cmdline is given. */
 const DEFAULT_RUN_CMDLINE = 'console=ttyS0 reboot=k panic=1 quiet';
 /** Configuration features this build implements. */
@@ -203,9 +208,12 @@ async function disks(flags: string[] | undefined): Promise<DriveOptions[]> {
   return flags.map((text, i) => parseDiskFlag(text, i));
 }
 
-/** `tsvmm --config-file F --no-api`: Firecracker's way of booting without the API server. */
-async function runConfigFile(args: string[]): Promise<number> {
-  const { values } = parse('--config-file', args, {
+/**
+ * Firecracker's way in: `--api-sock PATH` serves the REST API (booting at once when a config file
+ * is given too); `--config-file F --no-api` boots from the file alone.
+ */
+async function runFirecrackerStyle(args: string[]): Promise<number> {
+  const { values } = parse('tsvmm', args, {
     'config-file': { type: 'string' },
     'no-api': { type: 'boolean' },
     'boot-timer': { type: 'boolean' },
@@ -213,41 +221,26 @@ async function runConfigFile(args: string[]): Promise<number> {
     id: { type: 'string' },
   });
   const file = values['config-file'];
-  if (file === undefined) throw new UsageError("--config-file needs a path; see 'tsvmm --help'");
+  const apiSock = values['api-sock'];
+  if (values['no-api'] && apiSock !== undefined) throw new UsageError("--no-api and --api-sock contradict each other; use one; see 'tsvmm --help'");
   if (!values['no-api']) {
-    throw new UsageError('the REST API server is not implemented yet: add --no-api to boot from the configuration file alone');
+    if (apiSock === undefined) throw new UsageError("give --api-sock PATH to serve the API, or --config-file FILE --no-api to boot without it; see 'tsvmm --help'");
+    const { runApiServer } = await import('./api-mode.js');
+    return runApiServer({
+      apiSock: resolve(apiSock),
+      ...(file !== undefined ? { configFile: file } : {}),
+      ...(values.id !== undefined ? { id: values.id } : {}),
+      bootTimer: values['boot-timer'] ?? false,
+    });
   }
+  if (file === undefined) throw new UsageError("--no-api needs --config-file FILE; see 'tsvmm --help'");
   const { assertSupported, checkConfigFiles, loadConfigFile } = await import('../api/config.js');
   const config = await loadConfigFile(file);
   assertSupported(config, SUPPORTED_CONFIG_FEATURES);
   await checkConfigFiles(config);
   const { runVmFromCli } = await import('./run-vm.js');
-  const boot = config.bootSource;
-  // Firecracker's drive fields as the VMM's; vhost-user drives (no path_on_host) were refused above.
-  const drives: DriveOptions[] = config.drives.flatMap((d) =>
-    d.path_on_host === undefined ? [] : [{ id: d.drive_id, path: resolve(d.path_on_host), readOnly: d.is_read_only, cacheType: d.cache_type, root: d.is_root_device }],
-  );
-  return runVmFromCli({
-    kernel: boot.kernel_image_path,
-    ...(boot.initrd_path !== undefined ? { initrd: boot.initrd_path } : {}),
-    cmdline: withRootDevice(boot.boot_args ?? DEFAULT_CONFIG_BOOT_ARGS, config.drives),
-    vcpus: config.machineConfig.vcpu_count,
-    memoryMib: config.machineConfig.mem_size_mib,
-    ...(config.entropy !== undefined ? { entropy: config.entropy } : {}),
-    ...(drives.length > 0 ? { drives } : {}),
-    bootTimer: values['boot-timer'] ?? false,
-  });
-}
-
-/**
- * Firecracker appends the root device to the kernel command line: `root=PARTUUID=… ` or
- * `root=/dev/vda` (the root drive is attached first), then `ro` or `rw` as the drive is.
- */
-function withRootDevice(cmdline: string, drives: readonly DriveConfig[]): string {
-  const root = drives.find((d) => d.is_root_device && d.path_on_host !== undefined);
-  if (root === undefined) return cmdline;
-  const device = root.partuuid !== undefined ? `PARTUUID=${root.partuuid}` : '/dev/vda';
-  return `${cmdline} root=${device} ${root.is_read_only ? 'ro' : 'rw'}`;
+  const { vmSpecFromConfig } = await import('../vmm/vm-spec.js');
+  return runVmFromCli({ ...vmSpecFromConfig(config), bootTimer: values['boot-timer'] ?? false });
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -261,7 +254,16 @@ export async function main(argv: string[]): Promise<number> {
       process.stdout.write(`tsvmm ${version()}\n`);
       return 0;
     }
-    if (argv.some((a) => a === '--config-file' || a.startsWith('--config-file='))) return await runConfigFile(argv);
+    if (first === '__vm-agent') {
+      const { runVmAgent } = await import('./vm-agent.js');
+      const status = await runVmAgent(argv[1] ?? '');
+      // The agent's read on its control port blocks a libuv pool thread that process.exit() would
+      // wait to join forever. Writes to stdout (a pipe or a terminal) are synchronous on Linux, so
+      // nothing is lost by ending the process at once.
+      const { exitImmediately } = await import('../kvm/libc.js');
+      exitImmediately(status);
+    }
+    if (argv.some((a) => /^--(config-file|api-sock|no-api)(=|$)/.test(a))) return await runFirecrackerStyle(argv);
     const cmd = Object.hasOwn(commands, first) ? commands[first] : undefined;
     if (cmd === undefined) {
       if (first.startsWith('-')) throw new UsageError(`unknown option '${first}'; see 'tsvmm --help'`);

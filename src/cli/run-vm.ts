@@ -5,30 +5,18 @@
  */
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { EntropyConfig } from '../api/config.js';
 import { detectVirtualization } from '../host/environment.js';
 import { TsvmmError } from '../util/errors.js';
 import { stderrProgress } from '../util/progress.js';
 import { preflightLinuxBoot } from '../vmm/linux-boot.js';
 import { validateMachineShape } from '../vmm/limits.js';
-import { validateDrives, type DriveOptions } from '../vmm/drive-options.js';
-import type { VirtioTransportKind } from '../vmm/microvm.js';
+import { validateDrives } from '../vmm/drive-options.js';
+import type { VmSpec } from '../vmm/vm-spec.js';
 import { diskFlag } from './disk-flag.js';
 
-export interface CliVmOptions {
-  kernel: string;
-  initrd?: string;
-  cmdline: string;
-  vcpus: number;
-  memoryMib: number;
+export interface CliVmOptions extends VmSpec {
   /** Print the boot-timer line (Firecracker's `--boot-timer`). */
   bootTimer: boolean;
-  /** Firecracker's `entropy`: give the guest a virtio-rng device. */
-  entropy?: EntropyConfig;
-  /** Block drives (`--disk`, or the config file's `drives`). */
-  drives?: DriveOptions[];
-  /** `--virtio-transport`: PCI (default) or virtio-mmio. */
-  virtioTransport?: VirtioTransportKind;
 }
 
 /** Set inside the nested host by src/host/nested.ts. */
@@ -53,24 +41,16 @@ export async function runVmFromCli(opts: CliVmOptions): Promise<number> {
 }
 
 async function runHere(opts: CliVmOptions): Promise<number> {
-  const { MicroVm } = await import('../vmm/microvm.js');
-  const { attachSerialToTerminal } = await import('../devices/legacy/serial-terminal.js');
+  const { LocalVm } = await import('../vmm/local-vm.js');
   const started = process.hrtime.bigint();
-  const vm = MicroVm.create({
-    kernel: opts.kernel,
-    ...(opts.initrd !== undefined ? { initrd: opts.initrd } : {}),
-    cmdline: opts.cmdline,
-    vcpus: opts.vcpus,
-    memoryMib: opts.memoryMib,
-    ...(opts.entropy !== undefined ? { entropy: opts.entropy } : {}),
-    ...(opts.drives !== undefined ? { drives: opts.drives } : {}),
-    ...(opts.virtioTransport !== undefined ? { virtioTransport: opts.virtioTransport } : {}),
+  const { bootTimer, ...spec } = opts;
+  const local = LocalVm.start(spec, {
     onWarning: (message) => say(`warning: ${message}`),
     onBootTimer: (e) => {
-      if (opts.bootTimer) say(`guest booted in ${(e.elapsedUs / 1000).toFixed(1)} ms (boot timer; ${(e.cpuUs / 1000).toFixed(1)} ms VMM CPU)`);
+      if (bootTimer) say(`guest booted in ${(e.elapsedUs / 1000).toFixed(1)} ms (boot timer; ${(e.cpuUs / 1000).toFixed(1)} ms VMM CPU)`);
     },
   });
-  const terminal = attachSerialToTerminal(vm.serial, { stdin: process.stdin, stdout: process.stdout, onQuit: () => vm.stop('stopped from the console (Ctrl-A x)') });
+  const vm = local.vm;
   let stoppedBy: NodeJS.Signals | undefined;
   const onSignal = (signal: NodeJS.Signals): void => {
     stoppedBy ??= signal;
@@ -78,11 +58,9 @@ async function runHere(opts: CliVmOptions): Promise<number> {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  vm.start();
-  const exit = await vm.wait();
+  const exit = await local.exit;
   process.off('SIGINT', onSignal);
   process.off('SIGTERM', onSignal);
-  terminal.detach();
   process.stdin.unref?.();
   const wallMs = Number(process.hrtime.bigint() - started) / 1e6;
   if (exit.reason === 'panic' || exit.reason === 'error') {

@@ -77,7 +77,16 @@ export interface NestedRunOptions {
    * shared by QEMU on its own read-write 9p device and mounted at the same path inside.
    */
   readonly writable?: readonly string[];
+  /**
+   * A Unix socket path on this machine for a control channel: QEMU listens there, and inside the
+   * nested host the same bytes come and go through the virtio-serial port named
+   * NESTED_CONTROL_PORT_NAME (the `name` file of its /sys/class/virtio-ports entry). Connect once QEMU started.
+   */
+  readonly controlSocket?: string;
 }
+
+/** The name of the nested host's virtio-serial control port (see NestedRunOptions.controlSocket). */
+export const NESTED_CONTROL_PORT_NAME = 'tsvmm.ctl';
 
 export interface NestedRunResult {
   /** The command's real exit status (124 when the run timed out, as timeout(1) reports). */
@@ -132,8 +141,15 @@ export function explainNestedHost(env: VirtualizationEnvironment): string {
 }
 
 /** QEMU's command line for one run (per DESIGN.md's verified recipe). */
-export function nestedQemuArgs(assets: NestedHostAssets, initrd: string, memoryMiB: number, cpus: number, writable: readonly string[] = []): string[] {
+export function nestedQemuArgs(assets: NestedHostAssets, initrd: string, memoryMiB: number, cpus: number, writable: readonly string[] = [], controlSocket?: string): string[] {
   const shares = writable.flatMap((path, i) => ['-virtfs', `local,path=${path},mount_tag=${writableTag(i)},security_model=none,multidevs=remap`]);
+  // QEMU splits -chardev values at commas.
+  if (controlSocket !== undefined && controlSocket.includes(',')) throw new NestedHostUsageError(`the control socket path ${controlSocket} must not contain a comma`);
+  const control = controlSocket === undefined ? [] : [
+    '-device', 'virtio-serial-pci,id=tsvmmser',
+    '-chardev', `socket,id=tsvmmctl,path=${controlSocket},server=on,wait=off`,
+    '-device', `virtserialport,bus=tsvmmser.0,chardev=tsvmmctl,name=${NESTED_CONTROL_PORT_NAME}`,
+  ];
   return [
     '-M', 'q35',
     '-accel', `tcg,thread=${process.env['TSVMM_NESTED_TCG_THREAD'] === 'single' ? 'single' : 'multi'}`,
@@ -147,6 +163,7 @@ export function nestedQemuArgs(assets: NestedHostAssets, initrd: string, memoryM
     '-append', kernelCmdline(),
     '-virtfs', 'local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap',
     ...shares,
+    ...control,
     '-no-reboot',
   ];
 }
@@ -255,7 +272,7 @@ function boot(assets: NestedHostAssets, initrd: string, nonce: string, p: BootPa
     const timers: NodeJS.Timeout[] = [];
 
     const console_ = new NestedConsole(nonce, p.options.onOutput);
-    const qemu = spawn(assets.qemu, nestedQemuArgs(assets, initrd, p.memoryMiB, p.cpus, p.writable), { stdio: ['ignore', 'pipe', 'pipe'] });
+    const qemu = spawn(assets.qemu, nestedQemuArgs(assets, initrd, p.memoryMiB, p.cpus, p.writable, p.options.controlSocket), { stdio: ['ignore', 'pipe', 'pipe'] });
     const kill = (): void => {
       if (qemu.exitCode === null && qemu.signalCode === null) qemu.kill('SIGKILL');
     };

@@ -217,3 +217,14 @@ export function epollWaitAsync(epfd: number, events: Buffer, timeoutMs: number, 
   const maxEvents = Math.floor(events.length / EPOLL_EVENT_SIZE);
   c.epollWait.async(epfd, events, maxEvents, timeoutMs, (err: unknown, n: number) => done(err === null || err === undefined ? n : -1));
 }
+
+const exitNow = lib.func('void _exit(int status)');
+/**
+ * End the process at once with `status`, skipping exit handlers: libuv joins its threadpool at
+ * exit, which never finishes while a pool thread is blocked in a read that cannot be interrupted
+ * (the nested host's virtio-serial control port, cli/vm-agent.ts). Flush anything first.
+ */
+export function exitImmediately(status: number): never {
+  exitNow(status);
+  throw new Error('_exit returned');
+}

@@ -27,12 +27,15 @@ import { BootTimer, type BootTimerEvent, FIRECRACKER_BOOT_TIMER_MMIO_BASE, FIREC
 import { I8042, I8042_COMMAND_PORT, I8042_DATA_PORT, I8042_KEYBOARD_IRQ } from '../devices/legacy/i8042.js';
 import { Mc146818Rtc, RTC_PORT_BASE, RTC_PORT_COUNT } from '../devices/legacy/rtc.js';
 import { COM1_IRQ, COM1_PORT_BASE, SERIAL_PORT_COUNT, Serial16550 } from '../devices/legacy/serial.js';
+import type { SerialPort } from '../devices/legacy/serial-terminal.js';
 import { GUEST_STATUS_MMIO_BASE, GUEST_STATUS_MMIO_SIZE } from '../image/guest-protocol.js';
 import { ExitReason } from '../kvm/constants.js';
 import { VcpuExitError } from '../kvm/exits.js';
 import { MiB } from '../memory/layout.js';
 import { ConsoleTail } from './console-tail.js';
-import { openDrives, validateDrives, type DriveOptions } from './drives.js';
+import { DriveConfigError, openDrives, validateDrives, type DriveOptions } from './drives.js';
+import type { VmMetrics } from './vm-control.js';
+import { resolve } from 'node:path';
 import { EventFdPoller } from './eventfd-poller.js';
 import { loadLinux, type LinuxBootInfo } from './linux-boot.js';
 import { Machine } from './machine.js';
@@ -81,7 +84,8 @@ export interface MicroVmOptions {
   onWarning?: (message: string) => void;
 }
 
-export type VirtioTransportKind = 'pci' | 'mmio';
+import type { VirtioTransportKind } from './vm-spec.js';
+export type { VirtioTransportKind };
 
 export type MicroVmExitReason = 'poweroff' | 'reboot' | 'panic' | 'stopped' | 'error';
 
@@ -123,18 +127,44 @@ export class MicroVm {
     this.panicTimer = setTimeout(() => this.end('panic'), PANIC_GRACE_MS);
   });
   private panicTimer: NodeJS.Timeout | undefined;
+  private uartTxBytes = 0;
+  private uartRxBytes = 0;
+  private consoleOutput: ((bytes: Uint8Array) => void) | undefined;
+  /**
+   * The guest console (COM1) for a terminal or a stream: output goes to the sink set here while the
+   * VMM keeps its own copy (panic watch, console tail, byte counts); input is counted. Use this,
+   * not `serial.setOutput`, which would cut the VMM's copy off.
+   */
+  readonly console: SerialPort;
   private outcome: { reason: MicroVmExitReason; detail?: string } | undefined;
 
   private constructor(machine: Machine, opts: MicroVmOptions) {
     this.machine = machine;
-    const onOutput = opts.onConsoleOutput;
+    this.consoleOutput = opts.onConsoleOutput;
     this.serial = new Serial16550({
       irq: machine.irqLine(COM1_IRQ),
       output: (bytes) => {
+        this.uartTxBytes += bytes.length;
         this.tail.push(bytes);
-        onOutput?.(bytes);
+        this.consoleOutput?.(bytes);
       },
     });
+    const serial = this.serial;
+    const setSink = (output: ((bytes: Uint8Array) => void) | undefined): void => {
+      serial.flush();
+      this.consoleOutput = output;
+    };
+    const enqueue = (bytes: Uint8Array): number => this.consoleInput(bytes);
+    this.console = {
+      setOutput: setSink,
+      enqueueInput: enqueue,
+      get onInputSpace() {
+        return serial.onInputSpace;
+      },
+      set onInputSpace(f: (() => void) | undefined) {
+        serial.onInputSpace = f;
+      },
+    };
     this.i8042 = new I8042({ irq: machine.irqLine(I8042_KEYBOARD_IRQ), onReset: () => this.end('reboot', 'the guest reset the CPU through the i8042') });
     this.guestStatus = new GuestStatusDevice();
     const io = machine.ioBus;
@@ -320,7 +350,48 @@ export class MicroVm {
 
   /** Feed bytes to the guest console's receive side; returns how many were accepted. */
   consoleInput(bytes: Uint8Array): number {
-    return this.serial.enqueueInput(bytes);
+    const accepted = this.serial.enqueueInput(bytes);
+    this.uartRxBytes += accepted;
+    return accepted;
+  }
+
+  /**
+   * Put a new image behind a drive (Firecracker's PATCH /drives after boot); the guest is told its
+   * capacity changed. Throws a DriveConfigError naming the drive when there is no such drive or the
+   * file cannot be used.
+   */
+  updateDrive(driveId: string, pathOnHost: string): void {
+    const drive = this.drives.find((d) => d.driveId === driveId);
+    if (drive === undefined) throw new DriveConfigError(`drive '${driveId}': no such drive; the drives are ${this.drives.map((d) => `'${d.driveId}'`).join(', ') || 'none'}`);
+    const [checked] = validateDrives([{ id: driveId, path: pathOnHost, readOnly: drive.readOnly }]);
+    try {
+      drive.updateBackingFile(resolve(checked!.path));
+    } catch (e) {
+      throw new DriveConfigError(`drive '${driveId}': cannot open ${resolve(pathOnHost)}: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  }
+
+  /** The VM's counters (totals since it was created). */
+  metrics(): VmMetrics {
+    const vcpu = { exits: 0, io_exits: 0, mmio_exits: 0, intr_exits: 0 };
+    for (const c of this.machine.exitCounts()) {
+      vcpu.exits += c.total;
+      vcpu.io_exits += c.io;
+      vcpu.mmio_exits += c.mmio;
+      vcpu.intr_exits += c.intr;
+    }
+    const block: VmMetrics['block'] = {};
+    for (const d of this.drives) {
+      const m = d.metrics;
+      block[d.driveId] = { read_count: m.reads, write_count: m.writes, read_bytes: m.bytesRead, write_bytes: m.bytesWritten, flush_count: m.flushes, errors: m.ioErrors + m.unsupported };
+    }
+    return {
+      vcpu,
+      uart: { tx_bytes: this.uartTxBytes, rx_bytes: this.uartRxBytes },
+      block,
+      ...(this.rng !== undefined ? { entropy: { requests: this.rng.requestsServed, bytes: this.rng.bytesServed } } : {}),
+      virtio: { doorbell_wakeups: this.virtio.doorbellWakeups + this.virtioMmio.doorbellWakeups },
+    };
   }
 
   /** The last console output as text. */

@@ -14,7 +14,15 @@
  * until the guest drains the queue.
  */
 
-import type { Serial16550 } from './serial.js';
+/** What this helper needs of a UART (Serial16550 fits, and so does MicroVm's `console`). */
+export interface SerialPort {
+  /** Replace where the guest's transmitted bytes go (undefined discards). */
+  setOutput(output: ((bytes: Uint8Array) => void) | undefined): void;
+  /** Queue bytes for the guest to receive; returns how many were taken. */
+  enqueueInput(bytes: Uint8Array): number;
+  /** Called once room frees up after enqueueInput took fewer bytes than offered. */
+  onInputSpace: (() => void) | undefined;
+}
 
 const CTRL_A = 0x01;
 const ESCAPE_QUIT = 0x78; // 'x'
@@ -49,7 +57,7 @@ export interface SerialTerminalAttachment {
   detach(): void;
 }
 
-export function attachSerialToTerminal(serial: Serial16550, options: AttachSerialOptions): SerialTerminalAttachment {
+export function attachSerialToTerminal(serial: SerialPort, options: AttachSerialOptions): SerialTerminalAttachment {
   const { stdin, stdout } = options;
   const isTTY = stdin.isTTY === true && typeof stdin.setRawMode === 'function';
   const escapes = options.escapes ?? isTTY;

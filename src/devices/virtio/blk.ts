@@ -273,6 +273,8 @@ export class VirtioBlock implements VirtioDevice {
   readonly configSize = BLK_CONFIG_SIZE;
   readonly readOnly: boolean;
   readonly cacheType: BlockCacheType;
+  /** What GET_ID answers (Firecracker's drive_id; the image's default id when none was given). */
+  readonly driveId: string;
   readonly metrics: VirtioBlockMetrics = {
     reads: 0,
     writes: 0,
@@ -329,7 +331,8 @@ export class VirtioBlock implements VirtioDevice {
     else features |= featureBit(VIRTIO_BLK_F_DISCARD) | featureBit(VIRTIO_BLK_F_WRITE_ZEROES);
     this.deviceFeatures = features;
 
-    new TextEncoder().encodeInto(options.driveId ?? this.file.defaultId, this.id);
+    this.driveId = options.driveId ?? this.file.defaultId;
+    new TextEncoder().encodeInto(this.driveId, this.id);
 
     const c = this.configView;
     c.setUint32(BLK_CONFIG_SEG_MAX, BLK_SEG_MAX, true);

@@ -1,0 +1,40 @@
+/**
+ * Start a VmSpec where this machine can run it: in this process when its KVM runs stock Linux,
+ * otherwise inside the nested host (host/nested-vm.ts). What can be checked without booting
+ * anything (machine shape, kernel and command line, drives) is checked first, so a typo costs no
+ * nested-host boot.
+ */
+import { detectVirtualization } from '../host/environment.js';
+import type { BootTimerEvent } from '../devices/legacy/boot-timer.js';
+import { TsvmmError } from '../util/errors.js';
+import { validateDrives } from './drive-options.js';
+import { validateMachineShape } from './limits.js';
+import { preflightLinuxBoot } from './linux-boot.js';
+import type { VmControl } from './vm-control.js';
+import type { VmSpec } from './vm-spec.js';
+
+export interface LaunchOptions {
+  onWarning?: (message: string) => void;
+  onBootTimer?: (event: BootTimerEvent) => void;
+  /** Told once when the VM goes to the nested host, and why. */
+  onNested?: (why: string) => void;
+}
+
+export async function launchVm(spec: VmSpec, options: LaunchOptions = {}): Promise<VmControl> {
+  validateMachineShape(spec.vcpus, spec.memoryMib);
+  validateDrives(spec.drives ?? []);
+  preflightLinuxBoot({ kernelPath: spec.kernel, cmdline: spec.cmdline, memoryMib: spec.memoryMib, ...(spec.initrd !== undefined ? { initrdPath: spec.initrd } : {}) });
+  const env = detectVirtualization();
+  if (env.canRunStockLinux) {
+    const { LocalVm } = await import('./local-vm.js');
+    return LocalVm.start(spec, {
+      ...(options.onWarning !== undefined ? { onWarning: options.onWarning } : {}),
+      ...(options.onBootTimer !== undefined ? { onBootTimer: options.onBootTimer } : {}),
+    });
+  }
+  if (process.env['TSVMM_NESTED_HOST']) throw new TsvmmError(`inside the nested host and still no usable KVM: ${env.summary}`);
+  const { explainNestedHost } = await import('../host/nested.js');
+  options.onNested?.(explainNestedHost(env));
+  const { NestedVm } = await import('../host/nested-vm.js');
+  return NestedVm.start(spec);
+}
