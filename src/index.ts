@@ -7,3 +7,8 @@ export { ensureDefaultGuest, type DefaultGuest } from './image/default-guest.js'
 export { commandCmdlineArg } from './image/guest-protocol.js';
 export { loadConfigFile, parseVmConfig, type VmConfig } from './api/config.js';
 export { TsvmmError } from './util/errors.js';
+// The SDK: start here. (MicroVm above is the in-process machine it drives.)
+export { MicroVM, CONSOLE_BUFFER_BYTES, ApiRequestError, ApiUnreachableError, type MicroVMConfig, type MicroVMDrive, type MicroVMOptions, type MicroVMConsole, type MicroVMEvents, type VmExitSummary, type VmMetrics } from './sdk/microvm.js';
+export { VmmController, ApiFault, type InstanceState } from './api/server/controller.js';
+export { ApiServer, ApiSocketError, MAX_BODY_BYTES } from './api/server/http-server.js';
+export { OPENAPI_DOCUMENT } from './api/server/openapi.js';

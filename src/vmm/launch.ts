@@ -6,6 +6,7 @@
  */
 import { detectVirtualization } from '../host/environment.js';
 import type { BootTimerEvent } from '../devices/legacy/boot-timer.js';
+import type { TerminalInput, TerminalOutput } from '../devices/legacy/serial-terminal.js';
 import { TsvmmError } from '../util/errors.js';
 import { validateDrives } from './drive-options.js';
 import { validateMachineShape } from './limits.js';
@@ -14,6 +15,10 @@ import type { VmControl } from './vm-control.js';
 import type { VmSpec } from './vm-spec.js';
 
 export interface LaunchOptions {
+  /** The guest console's input; default this process's stdin. (Not carried into the nested host.) */
+  stdin?: TerminalInput;
+  /** The guest console's output; default this process's stdout. */
+  stdout?: TerminalOutput;
   onWarning?: (message: string) => void;
   onBootTimer?: (event: BootTimerEvent) => void;
   /** Told once when the VM goes to the nested host, and why. */
@@ -28,6 +33,8 @@ export async function launchVm(spec: VmSpec, options: LaunchOptions = {}): Promi
   if (env.canRunStockLinux) {
     const { LocalVm } = await import('./local-vm.js');
     return LocalVm.start(spec, {
+      ...(options.stdin !== undefined ? { stdin: options.stdin } : {}),
+      ...(options.stdout !== undefined ? { stdout: options.stdout } : {}),
       ...(options.onWarning !== undefined ? { onWarning: options.onWarning } : {}),
       ...(options.onBootTimer !== undefined ? { onBootTimer: options.onBootTimer } : {}),
     });
@@ -36,5 +43,6 @@ export async function launchVm(spec: VmSpec, options: LaunchOptions = {}): Promi
   const { explainNestedHost } = await import('../host/nested.js');
   options.onNested?.(explainNestedHost(env));
   const { NestedVm } = await import('../host/nested-vm.js');
-  return NestedVm.start(spec);
+  const stdout = options.stdout;
+  return NestedVm.start(spec, stdout === undefined ? {} : { onOutput: (text) => stdout.write(Buffer.from(text, 'utf8')) });
 }

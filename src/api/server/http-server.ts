@@ -9,28 +9,35 @@ import { existsSync, statSync, unlinkSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { dirname } from 'node:path';
-import { JsonSyntaxError, parseJson } from '../config.js';
 import { singleLine } from '../config/schema.js';
 import { TsvmmError } from '../../util/errors.js';
-import { ApiFault, type ApiReply, type VmmController } from './controller.js';
-import { matchRoute, validateBody } from './request-validator.js';
-import { ROUTES } from './routes.js';
+import type { ApiReply, VmmController } from './controller.js';
+import { dispatchApiRequest, fault } from './dispatch.js';
 
 /** Firecracker's API server refuses bodies above 50 KiB (micro_http, api_server MAX_PAYLOAD_SIZE). */
 export const MAX_BODY_BYTES = 51_200;
 
 export class ApiSocketError extends TsvmmError {}
 
+/** Throws on invalid UTF-8; keeps a byte-order mark for parseJson to skip. */
+const STRICT_UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
 export class ApiServer {
   private readonly server: Server;
   private readonly sockets = new Set<Socket>();
+  /** Requests read on each connection and not answered yet (pipelined requests queue up behind each other). */
+  private readonly unanswered = new WeakMap<Socket, number>();
+  /** The 400 for a malformed request that came behind unanswered ones: sent once they are answered. */
+  private readonly deferredFaults = new WeakMap<Socket, () => void>();
   private listening = false;
 
   private constructor(
     private readonly vmm: VmmController,
     readonly path: string,
   ) {
-    this.server = createServer({ keepAlive: true }, (req, res) => this.handle(req, res));
+    // requireHostHeader: false — Firecracker (micro_http) does not require a Host header, and Node 20 would
+    // otherwise answer an HTTP/1.1 request without one with an empty 400 of its own, not a fault_message.
+    this.server = createServer({ keepAlive: true, requireHostHeader: false }, (req, res) => this.handle(req, res));
     this.server.on('connection', (s: Socket) => {
       this.sockets.add(s);
       s.on('close', () => this.sockets.delete(s));
@@ -39,12 +46,18 @@ export class ApiServer {
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
       this.vmm.apiMetrics.requests++;
       this.vmm.apiMetrics.bad_requests++;
-      if (socket.writable) {
-        const body = JSON.stringify({ fault_message: `Malformed HTTP request: ${singleLine(err.code ?? err.message)}` });
-        socket.end(`HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
-      } else {
-        socket.destroy();
-      }
+      const answer = (): void => {
+        if (socket.writable) {
+          const body = JSON.stringify({ fault_message: `Malformed HTTP request: ${singleLine(err.code ?? err.message)}` });
+          socket.end(`HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+        } else {
+          socket.destroy();
+        }
+      };
+      // Garbage pipelined behind a request still being answered (an InstanceStart, say) must not
+      // overtake that answer: written now, the 400 would be read as the answer to the earlier request.
+      if ((this.unanswered.get(socket) ?? 0) > 0) this.deferredFaults.set(socket, answer);
+      else answer();
     });
   }
 
@@ -83,6 +96,22 @@ export class ApiServer {
 
   private handle(req: IncomingMessage, res: ServerResponse): void {
     this.vmm.apiMetrics.requests++;
+    const socket = req.socket;
+    this.unanswered.set(socket, (this.unanswered.get(socket) ?? 0) + 1);
+    let settled = false;
+    const answered = (): void => {
+      if (settled) return;
+      settled = true;
+      const left = (this.unanswered.get(socket) ?? 1) - 1;
+      this.unanswered.set(socket, left);
+      const deferred = this.deferredFaults.get(socket);
+      if (left === 0 && deferred !== undefined) {
+        this.deferredFaults.delete(socket);
+        deferred();
+      }
+    };
+    res.on('finish', answered);
+    res.on('close', answered);
     const chunks: Buffer[] = [];
     let size = 0;
     let refused = false;
@@ -99,43 +128,18 @@ export class ApiServer {
     });
     req.on('end', () => {
       if (refused) return;
-      void this.answer(req, Buffer.concat(chunks)).then((reply) => this.send(res, reply, false));
+      // JSON is UTF-8 (RFC 8259): invalid bytes are refused, not turned into U+FFFD (a path with a
+      // Latin-1 byte would otherwise name a different file), as serde_json refuses them in Firecracker.
+      let text: string;
+      try {
+        text = STRICT_UTF8.decode(Buffer.concat(chunks));
+      } catch {
+        this.send(res, fault('The request body is not valid UTF-8; JSON must be sent as UTF-8.'), false);
+        return;
+      }
+      void dispatchApiRequest(this.vmm, req.method ?? 'GET', req.url ?? '/', text).then((reply) => this.send(res, reply, false));
     });
     req.on('error', () => res.destroy());
-  }
-
-  private async answer(req: IncomingMessage, raw: Buffer): Promise<ApiReply> {
-    const method = req.method ?? 'GET';
-    const path = (req.url ?? '/').split('?')[0]!;
-    const route = matchRoute(method, path);
-    if ('error' in route) return fault(`Invalid request method and/or path: ${method} ${singleLine(path)}.`);
-    const handler = ROUTES[`${method} ${route.operation.pathTemplate}`];
-    if (handler === undefined) return fault(`Invalid request method and/or path: ${method} ${singleLine(path)}.`, 500);
-    let body: unknown;
-    const text = raw.toString('utf8');
-    if (text.trim().length > 0) {
-      try {
-        body = parseJson(text, 'the request body');
-      } catch (e) {
-        if (e instanceof JsonSyntaxError) return fault(e.message);
-        throw e;
-      }
-    } else if (route.operation.bodyRequired) {
-      return fault('The request body is empty; this request needs a JSON body.');
-    }
-    if (body !== undefined) {
-      const problem = validateBody(route.operation, body);
-      if (problem !== undefined) return fault(problem);
-    }
-    try {
-      return await this.vmm.serialize(() => handler(this.vmm, route.pathParams, body));
-    } catch (e) {
-      if (e instanceof ApiFault) return fault(e.message, e.status);
-      if (e instanceof TsvmmError) return fault(e.message);
-      const message = e instanceof Error ? e.message : String(e);
-      this.vmm.logger.error(`internal error answering ${method} ${path}: ${message}`);
-      return fault(`Internal error: ${message}`, 500);
-    }
   }
 
   private send(res: ServerResponse, reply: ApiReply, close: boolean): void {
@@ -149,8 +153,4 @@ export class ApiServer {
     const json = JSON.stringify(reply.body);
     res.writeHead(reply.status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(json) }).end(json);
   }
-}
-
-function fault(message: string, status = 400): ApiReply {
-  return { status, body: { fault_message: singleLine(message) } };
 }
