@@ -26,10 +26,12 @@ const c = {
   epollCreate1: lib.func('int epoll_create1(int flags)'),
   epollCtl: lib.func('int epoll_ctl(int epfd, int op, int fd, void *event)'),
   epollWait: lib.func('int epoll_wait(int epfd, void *events, int maxevents, int timeout)'),
+  socketpair: lib.func('int socketpair(int domain, int type, int protocol, int *sv)'),
 };
 
 // open(2) flags, from asm-generic/fcntl.h.
 export const O_RDWR = 0o2;
+export const O_NONBLOCK = 0o4000;
 export const O_CLOEXEC = 0o2000000;
 // mmap(2) flags, from asm-generic/mman-common.h and asm-generic/mman.h (x86_64).
 export const PROT_NONE = 0x0;
@@ -46,7 +48,12 @@ export const EFD_NONBLOCK = 0o4000;
 export const EPOLL_CLOEXEC = 0o2000000;
 export const EPOLL_CTL_ADD = 1;
 export const EPOLL_CTL_DEL = 2;
+export const EPOLL_CTL_MOD = 3;
 export const EPOLLIN = 0x001;
+export const EPOLLOUT = 0x004;
+/** Always reported by epoll_wait, whether asked for or not. */
+export const EPOLLERR = 0x008;
+export const EPOLLHUP = 0x010;
 /** struct epoll_event is packed on x86_64 (__EPOLL_PACKED): __u32 events, then __u64 data at byte 4. */
 export const EPOLL_EVENT_SIZE = 12;
 export const EPOLL_EVENT_DATA_OFFSET = 4;
@@ -197,12 +204,22 @@ export function epollCreate(): number {
   return check(c.epollCreate1(EPOLL_CLOEXEC) as number, 'epoll_create1', 'create an epoll instance');
 }
 
-/** epoll_ctl(2) with EPOLLIN interest and `token` as the event's data (ignored for EPOLL_CTL_DEL). */
-export function epollCtl(epfd: number, op: number, fd: number, token: number): void {
-  const event = Buffer.alloc(EPOLL_EVENT_SIZE);
-  event.writeUInt32LE(EPOLLIN, 0);
-  event.writeBigUInt64LE(BigInt(token), EPOLL_EVENT_DATA_OFFSET);
-  check(c.epollCtl(epfd, op, fd, event) as number, 'epoll_ctl', `${op === EPOLL_CTL_DEL ? 'remove' : 'add'} fd ${fd} ${op === EPOLL_CTL_DEL ? 'from' : 'to'} epoll ${epfd}`);
+/** One struct epoll_event for epoll_ctl, reused: the call is synchronous and copies it. */
+const epollCtlEvent = Buffer.alloc(EPOLL_EVENT_SIZE);
+
+/**
+ * epoll_ctl(2) with interest `events` (EPOLLIN by default) and `token` (a non-negative integer
+ * below 2^32) as the event's data; both are ignored for EPOLL_CTL_DEL. Allocates nothing, so
+ * watches can be switched on and off per packet burst (virtio-net back-pressure).
+ */
+export function epollCtl(epfd: number, op: number, fd: number, token: number, events = EPOLLIN): void {
+  epollCtlEvent.writeUInt32LE(events >>> 0, 0);
+  epollCtlEvent.writeUInt32LE(token >>> 0, EPOLL_EVENT_DATA_OFFSET);
+  epollCtlEvent.writeUInt32LE(0, EPOLL_EVENT_DATA_OFFSET + 4);
+  if ((c.epollCtl(epfd, op, fd, epollCtlEvent) as number) < 0) {
+    const action = op === EPOLL_CTL_DEL ? 'remove fd' : op === EPOLL_CTL_MOD ? 'change the events of fd' : 'add fd';
+    throw new SystemCallError('epoll_ctl', koffi.errno(), `${action} ${fd} ${op === EPOLL_CTL_DEL ? 'from' : 'in'} epoll ${epfd}`);
+  }
 }
 
 /**
@@ -217,6 +234,51 @@ export function epollWaitAsync(epfd: number, events: Buffer, timeoutMs: number, 
   const maxEvents = Math.floor(events.length / EPOLL_EVENT_SIZE);
   c.epollWait.async(epfd, events, maxEvents, timeoutMs, (err: unknown, n: number) => done(err === null || err === undefined ? n : -1));
 }
+
+// Sockets, from linux/socket.h and linux/net.h (x86_64).
+export const AF_UNIX = 1;
+export const SOCK_STREAM = 1;
+export const SOCK_DGRAM = 2;
+/** Reliable, connected, and each write is one message read back whole: packet boundaries kept. */
+export const SOCK_SEQPACKET = 5;
+export const SOCK_NONBLOCK = 0o4000;
+export const SOCK_CLOEXEC = 0o2000000;
+
+/**
+ * socketpair(2): two connected sockets (node's net module cannot make them). `type` may carry
+ * SOCK_NONBLOCK and SOCK_CLOEXEC. Tests use an AF_UNIX SOCK_SEQPACKET pair as a network backend
+ * that keeps frame boundaries, as a tap does.
+ */
+export function socketpair(domain: number, type: number): [number, number] {
+  const fds = new Int32Array(2);
+  check(c.socketpair(domain, type, 0, fds) as number, 'socketpair', 'create a socket pair');
+  return [fds[0]!, fds[1]!];
+}
+
+// TUN/TAP, from linux/if_tun.h and linux/if.h. The ioctl numbers are _IOW('T', n, int) = 0x400454xx
+// and _IOR('T', n, ...) = 0x800454xx (asm-generic/ioctl.h: dir << 30 | size 4 << 16 | 'T' << 8 | n).
+export const TUNSETIFF = 0x400454ca; // _IOW('T', 202, int), argument: struct ifreq *
+export const TUNGETFEATURES = 0x800454cf; // _IOR('T', 207, unsigned int)
+export const TUNSETOFFLOAD = 0x400454d0; // _IOW('T', 208, unsigned int), argument: the flags by value
+export const TUNGETIFF = 0x800454d2; // _IOR('T', 210, unsigned int), argument: struct ifreq *
+export const TUNGETVNETHDRSZ = 0x800454d7; // _IOR('T', 215, int)
+export const TUNSETVNETHDRSZ = 0x400454d8; // _IOW('T', 216, int), argument: int *
+/** TUNSETIFF flags (ifr_flags). */
+export const IFF_TUN = 0x0001;
+export const IFF_TAP = 0x0002;
+export const IFF_NO_PI = 0x1000;
+export const IFF_VNET_HDR = 0x4000;
+export const IFF_MULTI_QUEUE = 0x0100;
+/** TUNSETOFFLOAD flags: what the tap may hand us unfinished (partial checksums, GSO frames). */
+export const TUN_F_CSUM = 0x01;
+export const TUN_F_TSO4 = 0x02;
+export const TUN_F_TSO6 = 0x04;
+export const TUN_F_TSO_ECN = 0x08;
+export const TUN_F_UFO = 0x10;
+/** struct ifreq on x86_64: char ifr_name[IFNAMSIZ = 16], then a 24-byte union whose first member here is short ifr_flags. */
+export const IFREQ_SIZE = 40;
+export const IFNAMSIZ = 16;
+export const IFREQ_FLAGS_OFFSET = 16;
 
 const exitNow = lib.func('void _exit(int status)');
 /**

@@ -24,9 +24,29 @@
  * Each wake-up costs koffi's asynchronous call record and one callback; events are read into one
  * reused buffer and dispatched to handlers registered up front, so nothing else is allocated per
  * notification. A pending epoll_wait keeps the event loop (and so the process) alive: close() it.
+ *
+ * Besides eventfds the same epoll instance watches other file descriptors for readiness
+ * (watchFd): a virtio-net tap, readable when a frame waits for the guest and writable again after
+ * a write met EAGAIN. Such a watch is level-triggered like the rest, and its interest can be
+ * switched off and on cheaply (one epoll_ctl, no allocation): a device without guest buffers
+ * stops watching readability, so the frames wait in the kernel's queue instead of waking us in a
+ * loop, and watches again when the guest adds buffers. Switched off, the fd is out of the epoll
+ * set altogether (EPOLL_CTL_DEL), since epoll reports EPOLLERR and EPOLLHUP even for an empty
+ * interest set and a hung-up socket would otherwise wake the poller forever.
  */
 import { EventFd } from '../kvm/eventfd.js';
-import { EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLL_EVENT_DATA_OFFSET, EPOLL_EVENT_SIZE, close, epollCreate, epollCtl, epollWaitAsync } from '../kvm/libc.js';
+import {
+  EPOLL_CTL_ADD,
+  EPOLL_CTL_DEL,
+  EPOLL_CTL_MOD,
+  EPOLL_EVENT_DATA_OFFSET,
+  EPOLL_EVENT_SIZE,
+  SystemCallError,
+  close,
+  epollCreate,
+  epollCtl,
+  epollWaitAsync,
+} from '../kvm/libc.js';
 
 /** Events taken per epoll_wait; more stay ready for the next call. */
 const MAX_EVENTS_PER_WAKE = 32;
@@ -35,10 +55,59 @@ const MAX_CONSECUTIVE_FAILURES = 100;
 /** Token of the poller's own stop eventfd. */
 const STOP_TOKEN = 0;
 
-interface Watch {
+interface EventFdWatch {
+  readonly kind: 'eventfd';
   readonly eventFd: EventFd;
   readonly onSignal: () => void;
 }
+
+/** Called on the main thread with the ready events (EPOLLIN, EPOLLOUT, EPOLLERR, EPOLLHUP bits). */
+export type FdReadyHandler = (events: number) => void;
+
+/** A file descriptor watched for readiness (see EventFdPoller.watchFd). */
+export interface FdWatch {
+  readonly fd: number;
+  /** The interest now: a mask of EPOLLIN and EPOLLOUT; 0 when not watching. */
+  readonly events: number;
+  /**
+   * Watch for `events` (EPOLLIN, EPOLLOUT or both) from now on; 0 stops watching until the next
+   * call. One epoll_ctl when the interest changes, nothing when it does not.
+   */
+  setEvents(events: number): void;
+  /** Stop watching for good (the caller still owns and closes the fd). */
+  remove(): void;
+}
+
+class FdWatchEntry implements FdWatch {
+  readonly kind = 'fd';
+  events = 0;
+  removed = false;
+
+  constructor(
+    private readonly poller: EventFdPoller,
+    readonly fd: number,
+    readonly token: number,
+    readonly onReady: FdReadyHandler,
+  ) {}
+
+  setEvents(events: number): void {
+    if (this.removed) return;
+    const next = events >>> 0;
+    if (next === this.events) return;
+    // Record the interest only once epoll_ctl took it: a failed call leaves the watch as it was.
+    this.poller.updateInterest(this, this.events, next);
+    this.events = next;
+  }
+
+  remove(): void {
+    if (this.removed) return;
+    this.setEvents(0);
+    this.removed = true;
+    this.poller.forget(this.token);
+  }
+}
+
+type Watch = EventFdWatch | FdWatchEntry;
 
 export class EventFdPoller {
   /** Times epoll_wait returned with work (for metrics and tests). */
@@ -64,16 +133,49 @@ export class EventFdPoller {
   add(eventFd: EventFd, onSignal: () => void): void {
     if (this.closing) throw new Error('the eventfd poller is closed');
     const token = this.watches.length;
-    this.watches.push({ eventFd, onSignal });
+    this.watches.push({ kind: 'eventfd', eventFd, onSignal });
     epollCtl(this.epfd, EPOLL_CTL_ADD, eventFd.fd, token);
   }
 
   /** Stop watching `eventFd` (the caller still owns and closes it). */
   remove(eventFd: EventFd): void {
-    const token = this.watches.findIndex((w) => w?.eventFd === eventFd);
+    const token = this.watches.findIndex((w) => w?.kind === 'eventfd' && w.eventFd === eventFd);
     if (token <= STOP_TOKEN) return;
     this.watches[token] = undefined;
     if (!this.closed) epollCtl(this.epfd, EPOLL_CTL_DEL, eventFd.fd, token);
+  }
+
+  /**
+   * Watch `fd` (a non-blocking socket, pipe or tap; not an eventfd added with add()) and call
+   * `onReady` with the ready events while any of `events` holds (level-triggered: the handler
+   * must read until EAGAIN, or switch the interest off, or it is called again at once). With
+   * `events` 0 (the default) nothing is watched until setEvents(). An fd is watched at most once.
+   */
+  watchFd(fd: number, onReady: FdReadyHandler, events = 0): FdWatch {
+    if (this.closing) throw new Error('the eventfd poller is closed');
+    if (this.watches.some((w) => w?.kind === 'fd' && w.fd === fd)) throw new Error(`fd ${fd} is already watched`);
+    const watch = new FdWatchEntry(this, fd, this.watches.length, onReady);
+    this.watches.push(watch);
+    watch.setEvents(events);
+    return watch;
+  }
+
+  /** @internal An FdWatch's interest changed from `previous` to `next` (not both 0). */
+  updateInterest(watch: FdWatchEntry, previous: number, next: number): void {
+    if (this.closed) return;
+    if (next === 0) {
+      try {
+        epollCtl(this.epfd, EPOLL_CTL_DEL, watch.fd, watch.token);
+      } catch (e) {
+        // Already gone from the set: the fd was closed first (epoll drops closed files itself).
+        if (!(e instanceof SystemCallError && (e.code === 'EBADF' || e.code === 'ENOENT'))) throw e;
+      }
+    } else epollCtl(this.epfd, previous === 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, watch.fd, watch.token, next);
+  }
+
+  /** @internal An FdWatch was removed: free its slot. */
+  forget(token: number): void {
+    if (token > STOP_TOKEN) this.watches[token] = undefined;
   }
 
   /** Start waiting. Idempotent. */
@@ -127,11 +229,18 @@ export class EventFdPoller {
           if (token === STOP_TOKEN) this.stopFd.consume();
           continue;
         }
-        // Reset the counter first: a signal arriving while the handler runs then wakes us again.
-        watch.eventFd.consume();
         try {
+          if (watch.kind === 'fd') {
+            // An earlier handler of this batch may have switched the interest off meanwhile.
+            if (watch.events !== 0) watch.onReady(events.readUInt32LE(i * EPOLL_EVENT_SIZE));
+            continue;
+          }
+          // Reset the counter first: a signal arriving while the handler runs then wakes us again.
+          watch.eventFd.consume();
           watch.onSignal();
         } catch (e) {
+          // A level-triggered fd whose handler keeps throwing would wake us forever: stop watching it.
+          if (watch.kind === 'fd') watch.setEvents(0);
           this.onError(e instanceof Error ? e : new Error(String(e)));
         }
       }

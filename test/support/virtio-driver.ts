@@ -513,3 +513,210 @@ function writeLe(data: Uint8Array, value: number): void {
     v = Math.floor(v / 256);
   }
 }
+
+// ---- helpers added for virtio-net tests (device configuration reads, waiting for asynchronous device work)
+
+/** Read `width` bytes of the device-specific configuration (virtio 1.2 §4.1.4.6) at `offset`, as Linux's virtio_cread does. */
+export function readDeviceConfig(driver: VirtioPciDriver, offset: number, width: 1 | 2 | 4): number {
+  const cfg = driver.deviceCfg;
+  if (cfg === undefined) throw new Error('the device has no device configuration capability');
+  if (offset + width > cfg.length) throw new Error(`device configuration read at ${offset} (+${width}) beyond its ${cfg.length} bytes`);
+  return driver.machine.mmioRead(driver.barAddress + cfg.offset + offset, width);
+}
+
+/** `length` bytes of the device-specific configuration from `offset`, read byte by byte. */
+export function readDeviceConfigBytes(driver: VirtioPciDriver, offset: number, length: number): Uint8Array {
+  return Uint8Array.from({ length }, (_, i) => readDeviceConfig(driver, offset + i, 1));
+}
+
+/**
+ * Wait until `condition` holds, letting the event loop run (epoll wake-ups, file callbacks) in
+ * between; false when `timeoutMs` passed first.
+ */
+export async function waitUntil(condition: () => boolean, timeoutMs = 2000): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() >= deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, 2));
+  }
+  return true;
+}
+
+/** Used elements of `queue`, collected until there are `count` of them (or `timeoutMs` passed). */
+export async function waitForUsed(queue: DriverQueue, count: number, timeoutMs = 2000): Promise<{ id: number; len: number }[]> {
+  const used: { id: number; len: number }[] = [];
+  await waitUntil(() => {
+    used.push(...queue.takeUsed());
+    return used.length >= count;
+  }, timeoutMs);
+  return used;
+}
+
+// ---- virtio-vsock (virtio 1.2 §5.10), spelled out here independently of the device code
+
+/** struct virtio_vsock_hdr is 44 packed bytes (§5.10.6). */
+export const VSOCK_HDR_BYTES = 44;
+export const VSOCK_OP = { REQUEST: 1, RESPONSE: 2, RST: 3, SHUTDOWN: 4, RW: 5, CREDIT_UPDATE: 6, CREDIT_REQUEST: 7 } as const;
+export const VSOCK_SHUTDOWN = { RCV: 1, SEND: 2 } as const;
+export const VSOCK_TYPE_STREAM = 1;
+export const VSOCK_HOST_CID = 2;
+
+/** One vsock packet as the guest sees it. */
+export interface VsockPacket {
+  srcCid: number;
+  dstCid: number;
+  srcPort: number;
+  dstPort: number;
+  len: number;
+  type: number;
+  op: number;
+  flags: number;
+  bufAlloc: number;
+  fwdCnt: number;
+  payload: Uint8Array;
+}
+
+export interface GuestVsockOptions {
+  /** The guest's CID (src_cid of what it sends). */
+  readonly cid: number;
+  /** RX buffers kept posted, and the bytes of each (header included). Linux posts 4 KiB + header. */
+  readonly rxBuffers?: number;
+  readonly rxBufferBytes?: number;
+  /** Lay each RX buffer out as two descriptors (header, payload), as older Linux did. */
+  readonly rxSplit?: boolean;
+  /** buf_alloc sent when a packet does not give one (Linux's default socket buffer: 256 KiB). */
+  readonly bufAlloc?: number;
+}
+
+/**
+ * The guest's vsock driver over the rx and tx DriverQueues: keeps RX buffers posted (reposting each
+ * one as its packet is read), parses what the device wrote, and sends packets from a ring of
+ * reusable TX slots (the device consumes tx chains during the kick).
+ */
+export class GuestVsock {
+  readonly cid: number;
+  readonly bufAlloc: number;
+  private readonly rxBufferBytes: number;
+  private readonly rxSplit: boolean;
+  private readonly rxByHead = new Map<number, number>();
+  private readonly txSlots: number[] = [];
+  private nextTxSlot = 0;
+  static readonly TX_SLOT_BYTES = VSOCK_HDR_BYTES + 64 * 1024;
+  static readonly TX_SLOTS = 8;
+
+  constructor(
+    readonly machine: TestMachine,
+    readonly rx: DriverQueue,
+    readonly tx: DriverQueue,
+    options: GuestVsockOptions,
+  ) {
+    this.cid = options.cid;
+    this.bufAlloc = options.bufAlloc ?? 256 * 1024;
+    this.rxBufferBytes = options.rxBufferBytes ?? VSOCK_HDR_BYTES + 4096;
+    this.rxSplit = options.rxSplit ?? false;
+    for (let i = 0; i < (options.rxBuffers ?? 16); i++) this.postRx(machine.allocator.alloc(this.rxBufferBytes, 8));
+    for (let i = 0; i < GuestVsock.TX_SLOTS; i++) this.txSlots.push(machine.allocator.alloc(GuestVsock.TX_SLOT_BYTES, 8));
+  }
+
+  /** Post one RX buffer at `addr` without kicking. */
+  postRx(addr: number): void {
+    const n = this.rxBufferBytes;
+    const head = this.rxSplit && n > VSOCK_HDR_BYTES
+      ? this.rx.addChain([
+          { addr, len: VSOCK_HDR_BYTES, writable: true },
+          { addr: addr + VSOCK_HDR_BYTES, len: n - VSOCK_HDR_BYTES, writable: true },
+        ])
+      : this.rx.addChain([{ addr, len: n, writable: true }]);
+    this.rxByHead.set(head, addr);
+    this.rx.publish(head);
+  }
+
+  /** Packets the device delivered since the last call; their buffers are posted again (one rx kick). */
+  receive(): VsockPacket[] {
+    const out: VsockPacket[] = [];
+    const used = this.rx.takeUsed();
+    for (const { id, len } of used) {
+      const addr = this.rxByHead.get(id);
+      if (addr === undefined) throw new Error(`rx used element names head ${id}, which the guest never posted`);
+      this.rxByHead.delete(id);
+      if (len >= VSOCK_HDR_BYTES) {
+        const packet = readVsockHeader(this.machine.memory.read(addr, VSOCK_HDR_BYTES));
+        if (VSOCK_HDR_BYTES + packet.len !== len) throw new Error(`rx used length ${len} does not match the header's len ${packet.len}`);
+        packet.payload = this.machine.memory.read(addr + VSOCK_HDR_BYTES, packet.len);
+        out.push(packet);
+      }
+      this.postRx(addr);
+    }
+    if (used.length > 0) this.rx.kick();
+    return out;
+  }
+
+  /** Send one packet: header fields default to a stream packet from this guest to the host. Kicks tx unless `kick` is false. */
+  send(fields: Partial<VsockPacket> & { op: number }, options: { kick?: boolean; splitHeader?: boolean } = {}): void {
+    const payload = fields.payload ?? new Uint8Array(0);
+    if (payload.length > GuestVsock.TX_SLOT_BYTES - VSOCK_HDR_BYTES) throw new RangeError('payload larger than a tx slot');
+    const slot = this.txSlots[this.nextTxSlot]!;
+    this.nextTxSlot = (this.nextTxSlot + 1) % this.txSlots.length;
+    const header = writeVsockHeader({
+      srcCid: this.cid,
+      dstCid: VSOCK_HOST_CID,
+      srcPort: 0,
+      dstPort: 0,
+      len: payload.length,
+      type: VSOCK_TYPE_STREAM,
+      flags: 0,
+      bufAlloc: this.bufAlloc,
+      fwdCnt: 0,
+      ...fields,
+      payload,
+    });
+    this.machine.memory.write(slot, header);
+    if (payload.length > 0) this.machine.memory.write(slot + VSOCK_HDR_BYTES, payload);
+    const buffers: DriverBuffer[] = options.splitHeader
+      ? [
+          { addr: slot, len: 20, writable: false },
+          { addr: slot + 20, len: VSOCK_HDR_BYTES - 20, writable: false },
+        ]
+      : [{ addr: slot, len: VSOCK_HDR_BYTES, writable: false }];
+    if (payload.length > 0) buffers.push({ addr: slot + VSOCK_HDR_BYTES, len: payload.length, writable: false });
+    this.tx.publish(this.tx.addChain(buffers));
+    if (options.kick ?? true) this.tx.kick();
+  }
+}
+
+/** Parse a 44-byte vsock header (payload left empty). */
+export function readVsockHeader(bytes: Uint8Array): VsockPacket {
+  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return {
+    srcCid: v.getUint32(0, true) + v.getUint32(4, true) * FOUR_GIB,
+    dstCid: v.getUint32(8, true) + v.getUint32(12, true) * FOUR_GIB,
+    srcPort: v.getUint32(16, true),
+    dstPort: v.getUint32(20, true),
+    len: v.getUint32(24, true),
+    type: v.getUint16(28, true),
+    op: v.getUint16(30, true),
+    flags: v.getUint32(32, true),
+    bufAlloc: v.getUint32(36, true),
+    fwdCnt: v.getUint32(40, true),
+    payload: new Uint8Array(0),
+  };
+}
+
+/** The 44 header bytes for `p` (CIDs up to 2^53). */
+export function writeVsockHeader(p: VsockPacket): Uint8Array {
+  const bytes = new Uint8Array(VSOCK_HDR_BYTES);
+  const v = new DataView(bytes.buffer);
+  v.setUint32(0, p.srcCid % FOUR_GIB, true);
+  v.setUint32(4, Math.floor(p.srcCid / FOUR_GIB), true);
+  v.setUint32(8, p.dstCid % FOUR_GIB, true);
+  v.setUint32(12, Math.floor(p.dstCid / FOUR_GIB), true);
+  v.setUint32(16, p.srcPort, true);
+  v.setUint32(20, p.dstPort, true);
+  v.setUint32(24, p.len, true);
+  v.setUint16(28, p.type, true);
+  v.setUint16(30, p.op, true);
+  v.setUint32(32, p.flags, true);
+  v.setUint32(36, p.bufAlloc, true);
+  v.setUint32(40, p.fwdCnt, true);
+  return bytes;
+}
