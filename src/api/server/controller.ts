@@ -102,6 +102,8 @@ export class VmmController {
   private starting = false;
   private paused = false;
   private exit: VmExitSummary | undefined;
+  /** close() was called while the VM ran: release the log and metrics files once it has ended. */
+  private closeWhenEnded = false;
   /** The tail of the request queue: each operation starts when the one before it settled. */
   private queue: Promise<unknown> = Promise.resolve();
 
@@ -320,6 +322,7 @@ export class VmmController {
       this.logger.info(`the microVM ended: ${exit.message}`);
       void this.flushMetrics();
       this.options.onExit?.(exit);
+      if (this.closeWhenEnded) this.releaseFiles();
     });
     return DONE;
   }
@@ -339,9 +342,21 @@ export class VmmController {
     this.entropy = config.entropy;
   }
 
-  /** Stop the VM (if running) and release the log and metrics files. */
+  /**
+   * Stop the VM (if running) and release the log and metrics files. With a VM still running the
+   * files are released once it has ended, so its last log line and metrics line reach them
+   * (closed at once, the log line would go to standard error and the metrics line be lost).
+   */
   close(): void {
-    this.vm?.stop('the API server was closed');
+    if (this.vm !== undefined && this.exit === undefined) {
+      this.closeWhenEnded = true;
+      this.vm.stop('the API server was closed');
+      return;
+    }
+    this.releaseFiles();
+  }
+
+  private releaseFiles(): void {
     this.metrics.close();
     this.logger.close();
   }

@@ -19,14 +19,19 @@ export const MAX_BODY_BYTES = 51_200;
 
 export class ApiSocketError extends TsvmmError {}
 
+/** True when a request read in full (`complete`, set as soon as the parser reaches its end) has no answer yet. */
+function awaitingAnswer(requests: ReadonlySet<IncomingMessage> | undefined): boolean {
+  return requests !== undefined && [...requests].some((r) => r.complete);
+}
+
 /** Throws on invalid UTF-8; keeps a byte-order mark for parseJson to skip. */
 const STRICT_UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 export class ApiServer {
   private readonly server: Server;
   private readonly sockets = new Set<Socket>();
-  /** Requests read on each connection and not answered yet (pipelined requests queue up behind each other). */
-  private readonly unanswered = new WeakMap<Socket, number>();
+  /** Requests on each connection not answered yet (pipelined requests queue up behind each other). */
+  private readonly unanswered = new WeakMap<Socket, Set<IncomingMessage>>();
   /** The 400 for a malformed request that came behind unanswered ones: sent once they are answered. */
   private readonly deferredFaults = new WeakMap<Socket, () => void>();
   private listening = false;
@@ -56,7 +61,8 @@ export class ApiServer {
       };
       // Garbage pipelined behind a request still being answered (an InstanceStart, say) must not
       // overtake that answer: written now, the 400 would be read as the answer to the earlier request.
-      if ((this.unanswered.get(socket) ?? 0) > 0) this.deferredFaults.set(socket, answer);
+      // Only requests read in full wait for an answer; one the error cut short gets this 400 as its answer.
+      if (awaitingAnswer(this.unanswered.get(socket))) this.deferredFaults.set(socket, answer);
       else answer();
     });
   }
@@ -97,15 +103,12 @@ export class ApiServer {
   private handle(req: IncomingMessage, res: ServerResponse): void {
     this.vmm.apiMetrics.requests++;
     const socket = req.socket;
-    this.unanswered.set(socket, (this.unanswered.get(socket) ?? 0) + 1);
-    let settled = false;
+    const unanswered = this.unanswered.get(socket) ?? new Set<IncomingMessage>();
+    this.unanswered.set(socket, unanswered.add(req));
     const answered = (): void => {
-      if (settled) return;
-      settled = true;
-      const left = (this.unanswered.get(socket) ?? 1) - 1;
-      this.unanswered.set(socket, left);
+      unanswered.delete(req);
       const deferred = this.deferredFaults.get(socket);
-      if (left === 0 && deferred !== undefined) {
+      if (deferred !== undefined && !awaitingAnswer(unanswered)) {
         this.deferredFaults.delete(socket);
         deferred();
       }
