@@ -20,13 +20,15 @@ import { ensureNestedHostAssets, explainNestedHost, NestedHostHungError, NestedH
 import { shellQuote } from '../src/host/nested-init.js';
 import { ensureAptPackages } from '../src/image/debian.js';
 import { ensureDefaultGuest } from '../src/image/default-guest.js';
+import { SOCAT, ensureToolsInitramfs } from '../src/image/guest-tools.js';
 import { stderrProgress } from '../src/util/progress.js';
 
 const repo = fileURLToPath(new URL('../../', import.meta.url));
 const distTest = join(repo, 'dist', 'test');
 
 /** Debian packages the test layers use on this machine (iasl to decode ACPI tables, cpio to read archives back). */
-const TEST_PACKAGES = ['acpica-tools', 'cpio', 'busybox-static', 'lz4'];
+/** iputils-ping and iproute2: the network tests' host side (ping the guest, make a tap). */
+const TEST_PACKAGES = ['acpica-tools', 'cpio', 'busybox-static', 'lz4', 'iputils-ping', 'iproute2'];
 
 /**
  * No single test may run longer than this: nothing hangs. The longest guest test takes about a
@@ -181,7 +183,9 @@ async function main(): Promise<number> {
   ensureAptPackages(TEST_PACKAGES, stderrProgress);
   // The guest kernel and initramfs are built here, where the cache is writable: inside the
   // nested host the root (and so the cache) is read-only.
-  ensureDefaultGuest(stderrProgress);
+  const guest = ensureDefaultGuest(stderrProgress);
+  // The network and vsock tests' guest carries socat (test/support/tools-guest.ts).
+  ensureToolsInitramfs(guest.initrd, [SOCAT], stderrProgress);
 
   const total: Counts = { pass: 0, fail: 0, skipped: 0 };
   let failedRuns = 0;

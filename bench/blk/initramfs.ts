@@ -16,7 +16,7 @@ import { ensureAptPackages } from '../../src/image/debian.js';
 import { cacheDir } from '../../src/util/cache.js';
 import type { ProgressSink } from '../../src/util/progress.js';
 import { GUEST_MARK_PATH, GUEST_SCRIPT_PATH, guestScript, markScript } from './guest-script.js';
-import { sharedObjects } from './ldd.js';
+import { sharedObjects } from '../../src/image/ldd.js';
 
 const FIO = '/usr/bin/fio';
 const PREFIX = 'blk-initramfs-';

@@ -10,7 +10,7 @@ import { VmmController } from '../api/server/controller.js';
 import { launchVm } from '../vmm/launch.js';
 
 /** What the API boots today (the rest is refused when PUT, saying so). */
-export const API_SUPPORTED_FEATURES: readonly ConfigFeature[] = ['initrd', 'entropy', 'drives', 'logger', 'metrics'];
+export const API_SUPPORTED_FEATURES: readonly ConfigFeature[] = ['initrd', 'entropy', 'drives', 'network-interfaces', 'net-mtu', 'vsock', 'logger', 'metrics'];
 
 /** Firecracker's default `--id`. */
 export const DEFAULT_INSTANCE_ID = 'anonymous-instance';

@@ -8,6 +8,7 @@ import { resolve } from 'node:path';
 import type { ConfigFeature } from '../api/config.js';
 import type { DriveOptions } from '../vmm/drive-options.js';
 import type { VirtioTransportKind } from '../vmm/microvm.js';
+import type { VmSpec } from '../vmm/vm-spec.js';
 import { detectVirtualization } from '../host/environment.js';
 import { oneLine, UsageError } from '../util/errors.js';
 // Heavy modules (the config parser, the VMM, the nested host) are imported lazily: under
@@ -17,16 +18,17 @@ import { MAX_MEMORY_MIB, MAX_VCPUS, MIN_MEMORY_MIB, MIN_VCPUS } from '../vmm/lim
 const USAGE = `tsvmm — a microVM monitor in TypeScript on Linux KVM
 
 Usage:
-  tsvmm start [--cpus N] [--mem SIZE] [--entropy] [--disk PATH[,ro]]... [--virtio-transport pci|mmio] [-- COMMAND...]
+  tsvmm start [--cpus N] [--mem SIZE] [--entropy] [--disk PATH[,ro]]... [--net TAP]... [--vsock UDS] [--virtio-transport pci|mmio] [-- COMMAND...]
         Boot the default microVM (Debian's cloud kernel, a busybox initramfs) and show its
         output. With a COMMAND, the guest runs it and tsvmm exits with its status.
-  tsvmm run --kernel PATH [--initrd PATH] [--cmdline ARGS] [--cpus N] [--mem SIZE] [--entropy] [--disk PATH[,ro]]... [-- COMMAND...]
+  tsvmm run --kernel PATH [--initrd PATH] [--cmdline ARGS] [--cpus N] [--mem SIZE] [--entropy] [--disk PATH[,ro]]... [--net TAP]... [--vsock UDS] [-- COMMAND...]
         Boot any Linux kernel (bzImage, or ELF vmlinux through PVH).
   tsvmm --api-sock PATH [--config-file vm.json] [--id ID] [--boot-timer]
         Serve Firecracker's REST API on a Unix socket (PUT /boot-source, /machine-config, /drives,
         /entropy, /logger, /metrics, /actions InstanceStart…); exit when the microVM ends.
   tsvmm --config-file vm.json --no-api [--boot-timer]
-        Boot from a Firecracker-style JSON configuration (boot-source, machine-config, drives, entropy).
+        Boot from a Firecracker-style JSON configuration (boot-source, machine-config, drives,
+        network-interfaces, vsock, entropy).
   tsvmm image build --from DIR --output FILE [--size SIZE]
         Build an ext4 root file-system image from a folder (e2fsprogs' mkfs.ext4 -d; no root or
         loop device needed). Boot it with --disk FILE,root (root=/dev/vda on the command line).
@@ -43,6 +45,12 @@ Options:
   --disk PATH[,ro][,root][,id=NAME][,cache=unsafe|writeback]
                     attach a raw disk image (virtio-blk); repeat for more: /dev/vda, /dev/vdb, …
                     (a root drive comes first); read-only with ro; id defaults to disk0, disk1, …
+  --net TAP[,mac=MAC][,mtu=N][,id=NAME]
+                    a network interface (virtio-net) on host TAP device TAP (created when missing
+                    if run as root; tsvmm does not configure it); repeat for more: eth0, eth1, …
+  --vsock UDS[,cid=N]
+                    virtio-vsock, Firecracker's hybrid model: host programs connect to UDS and write
+                    "CONNECT <port>\\n"; guest connections to port P reach UDS_P (default cid 3)
   --virtio-transport pci|mmio
                     how virtio devices reach the guest: PCI with MSI-X (default), or virtio-mmio
                     windows described in ACPI (as Firecracker's guests use)
@@ -72,7 +80,7 @@ Environment:
 /** What `tsvmm run` passes when no --cmdline is given. */
 const DEFAULT_RUN_CMDLINE = 'console=ttyS0 reboot=k panic=1 quiet';
 /** Configuration features this build implements. */
-const SUPPORTED_CONFIG_FEATURES: readonly ConfigFeature[] = ['initrd', 'entropy', 'drives'];
+const SUPPORTED_CONFIG_FEATURES: readonly ConfigFeature[] = ['initrd', 'entropy', 'drives', 'network-interfaces', 'net-mtu', 'vsock'];
 
 type Command = (args: string[]) => Promise<number>;
 
@@ -87,6 +95,8 @@ const VM_OPTIONS = {
   'boot-timer': { type: 'boolean' },
   entropy: { type: 'boolean' },
   disk: { type: 'string', multiple: true },
+  net: { type: 'string', multiple: true },
+  vsock: { type: 'string' },
   'virtio-transport': { type: 'string' },
 } as const;
 
@@ -164,6 +174,7 @@ const commands: Record<string, Command> = {
       ...vmShape(values),
       ...(values.entropy ? { entropy: {} } : {}),
       ...(drives.length > 0 ? { drives } : {}),
+      ...(await netDevices(values.net, values.vsock)),
       ...virtioTransport(values['virtio-transport']),
       ...(command !== undefined ? { command } : {}),
     });
@@ -184,6 +195,7 @@ const commands: Record<string, Command> = {
       ...vmShape(values),
       ...(values.entropy ? { entropy: {} } : {}),
       ...(drives.length > 0 ? { drives } : {}),
+      ...(await netDevices(values.net, values.vsock)),
       ...virtioTransport(values['virtio-transport']),
       bootTimer: values['boot-timer'] ?? false,
     });
@@ -200,6 +212,19 @@ const commands: Record<string, Command> = {
     return 0;
   },
 };
+
+/** The --net and --vsock flags as spec fields (absent when not given). */
+async function netDevices(net: string[] | undefined, vsock: string | undefined): Promise<Pick<VmSpec, 'networkInterfaces' | 'vsock'>> {
+  if ((net === undefined || net.length === 0) && vsock === undefined) return {};
+  const { parseNetFlag, parseVsockFlag } = await import('./net-flags.js');
+  const interfaces = (net ?? []).map((text, i) => parseNetFlag(text, i));
+  const ids = new Set<string>();
+  for (const n of interfaces) {
+    if (ids.has(n.id)) throw new UsageError(`--net: the interface id '${n.id}' is used twice; give each its own id=NAME`);
+    ids.add(n.id);
+  }
+  return { ...(interfaces.length > 0 ? { networkInterfaces: interfaces } : {}), ...(vsock !== undefined ? { vsock: parseVsockFlag(vsock) } : {}) };
+}
 
 /** The --disk flags as drives, in order. */
 async function disks(flags: string[] | undefined): Promise<DriveOptions[]> {

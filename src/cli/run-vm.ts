@@ -13,6 +13,7 @@ import { validateMachineShape } from '../vmm/limits.js';
 import { validateDrives } from '../vmm/drive-options.js';
 import type { VmSpec } from '../vmm/vm-spec.js';
 import { diskFlag } from './disk-flag.js';
+import { netFlag, vsockFlag } from './net-flags.js';
 
 export interface CliVmOptions extends VmSpec {
   /** Print the boot-timer line (Firecracker's `--boot-timer`). */
@@ -87,6 +88,11 @@ async function runInNested(opts: CliVmOptions, why: string): Promise<number> {
   const drives = opts.drives ?? [];
   for (const d of drives) args.push('--disk', diskFlag(d));
   if (opts.virtioTransport !== undefined) args.push('--virtio-transport', opts.virtioTransport);
+  for (const n of opts.networkInterfaces ?? []) args.push('--net', netFlag(n));
+  if (opts.vsock !== undefined) args.push('--vsock', vsockFlag(opts.vsock));
+  if ((opts.networkInterfaces ?? []).length > 0 || opts.vsock !== undefined) {
+    say('the VM runs inside the nested host: its TAP devices and vsock sockets are made there, reachable from programs in the nested host only');
+  }
   const { runInNestedHost } = await import('../host/nested.js');
   const r = await runInNestedHost([process.execPath, cli, ...args], {
     cwd: ['/proc', '/sys', '/dev'].some((d) => process.cwd().startsWith(d)) ? '/' : process.cwd(),
@@ -94,7 +100,7 @@ async function runInNested(opts: CliVmOptions, why: string): Promise<number> {
     progress: stderrProgress,
     // The nested host sees this machine's root read-only and a fresh /tmp: share what the VM needs.
     visible: [opts.kernel, ...(opts.initrd !== undefined ? [opts.initrd] : []), ...drives.map((d) => d.path)].map((p) => dirname(resolve(p))),
-    writable: drives.filter((d) => !d.readOnly).map((d) => dirname(resolve(d.path))),
+    writable: [...drives.filter((d) => !d.readOnly).map((d) => dirname(resolve(d.path))), ...(opts.vsock !== undefined ? [dirname(opts.vsock.udsPath)] : [])],
   });
   if (r.timedOut) throw new TsvmmError('the nested host timed out');
   return r.status;

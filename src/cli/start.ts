@@ -4,6 +4,7 @@ import { ensureDefaultGuest } from '../image/default-guest.js';
 import type { EntropyConfig } from '../api/config.js';
 import type { DriveOptions } from '../vmm/drive-options.js';
 import type { VirtioTransportKind } from '../vmm/microvm.js';
+import type { NetworkInterfaceOptions, VsockOptions } from '../vmm/vm-spec.js';
 import { stderrProgress } from '../util/progress.js';
 import { runVmFromCli } from './run-vm.js';
 
@@ -16,6 +17,8 @@ export interface StartOptions {
   entropy?: EntropyConfig;
   /** Block drives (--disk). */
   drives?: DriveOptions[];
+  networkInterfaces?: NetworkInterfaceOptions[];
+  vsock?: VsockOptions;
   /** --virtio-transport: how the virtio devices reach the guest (default PCI). */
   virtioTransport?: VirtioTransportKind;
 }
@@ -36,6 +39,8 @@ export async function startDefaultVm(opts: StartOptions): Promise<number> {
     memoryMib: opts.memoryMib,
     ...(opts.entropy !== undefined ? { entropy: opts.entropy } : {}),
     ...(opts.drives !== undefined ? { drives: opts.drives } : {}),
+    ...(opts.networkInterfaces !== undefined ? { networkInterfaces: opts.networkInterfaces } : {}),
+    ...(opts.vsock !== undefined ? { vsock: opts.vsock } : {}),
     ...(opts.virtioTransport !== undefined ? { virtioTransport: opts.virtioTransport } : {}),
     bootTimer: true,
   });

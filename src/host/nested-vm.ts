@@ -93,7 +93,7 @@ export class NestedVm implements VmControl {
       signal: abort.signal,
       controlSocket,
       visible: [spec.kernel, ...(spec.initrd !== undefined ? [spec.initrd] : []), ...drives.map((d) => d.path)].map((p) => dirname(resolve(p))),
-      writable: drives.filter((d) => !d.readOnly).map((d) => dirname(resolve(d.path))),
+      writable: [...drives.filter((d) => !d.readOnly).map((d) => dirname(resolve(d.path))), ...(spec.vsock !== undefined ? [dirname(spec.vsock.udsPath)] : [])],
     });
     let runEnded = false;
     const settled = run.then(

@@ -48,6 +48,10 @@ export interface MicroVMConfig {
   /** Default 128 (Firecracker's). */
   memoryMib?: number;
   drives?: MicroVMDrive[];
+  /** virtio-net interfaces on host TAP devices (eth0, eth1, …). */
+  networkInterfaces?: { id: string; hostDevName: string; guestMac?: string; mtu?: number }[];
+  /** virtio-vsock: host programs connect to `udsPath` and write "CONNECT <port>\n"; guest connections to port P reach `${udsPath}_${P}`. */
+  vsock?: { guestCid: number; udsPath: string };
   /** Give the guest a virtio-rng device. */
   entropy?: boolean;
   /** The VMM's own log. */
@@ -82,7 +86,7 @@ export interface MicroVMEvents {
 export const CONSOLE_BUFFER_BYTES = 4 * 1024 * 1024;
 /** How often a remote VM is asked whether it still runs. */
 const REMOTE_POLL_MS = 500;
-const IN_PROCESS_FEATURES: readonly ConfigFeature[] = ['initrd', 'entropy', 'drives', 'logger', 'metrics'];
+const IN_PROCESS_FEATURES: readonly ConfigFeature[] = ['initrd', 'entropy', 'drives', 'network-interfaces', 'net-mtu', 'vsock', 'logger', 'metrics'];
 
 export class MicroVM extends EventEmitter<MicroVMEvents> {
   readonly console: MicroVMConsole | undefined;
@@ -136,7 +140,7 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
 
   /**
    * Configure and boot, in the order firecracker-go-sdk uses (logger, metrics, machine-config,
-   * boot-source, drives, entropy, InstanceStart). Rejects with an ApiRequestError naming the
+   * boot-source, drives, network interfaces, vsock, then entropy, InstanceStart). Rejects with an ApiRequestError naming the
    * request and the VMM's reason.
    */
   async start(): Promise<void> {
@@ -162,6 +166,15 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
         ...(d.partuuid !== undefined ? { partuuid: d.partuuid } : {}),
       });
     }
+    for (const n of c.networkInterfaces ?? []) {
+      await call(t, 'PUT', `/network-interfaces/${encodeURIComponent(n.id)}`, {
+        iface_id: n.id,
+        host_dev_name: n.hostDevName,
+        ...(n.guestMac !== undefined ? { guest_mac: n.guestMac } : {}),
+        ...(n.mtu !== undefined ? { mtu: n.mtu } : {}),
+      });
+    }
+    if (c.vsock !== undefined) await call(t, 'PUT', '/vsock', { guest_cid: c.vsock.guestCid, uds_path: c.vsock.udsPath });
     if (c.entropy) await call(t, 'PUT', '/entropy', {});
     await call(t, 'PUT', '/actions', { action_type: 'InstanceStart' });
     if (this.controller === undefined) this.watchRemote();

@@ -12,7 +12,8 @@
  *   guest status    MMIO 0xd0001000            the default guest's command exit status
  *   PCI host bridge I/O 0xcf8-0xcff, ECAM 0xe0000000 (bus 0), BARs in [0xc0000000, 0xd0000000)
  *   virtio-pci      bus 0, one slot per device, MSI-X; queue kicks on ioeventfds (virtio-pci-wiring.ts):
- *                   the drives first (root drive first: /dev/vda), then the entropy device
+ *                   the drives first (root drive first: /dev/vda), then network interfaces (eth0, …),
+ *                   vsock, and the entropy device
  */
 import { COM1, CMOS_RTC, DEFAULT_ACPI_LAYOUT, I8042 as ACPI_I8042, AcpiSleepResetDevice, SLEEP_RESET_BLOCK_SIZE } from '../arch/x86_64/acpi/index.js';
 import { PCI_ECAM_START, PCI_MMIO32_SIZE, PCI_MMIO32_START } from '../arch/x86_64/layout.js';
@@ -22,6 +23,9 @@ import { PCI_CONFIG_ADDRESS_PORT, PCI_CONFIG_PORT_COUNT, PciConfigPorts, PciEcam
 import { PciBus } from '../devices/pci/pci-bus.js';
 import { BLK_MAX_QUEUES, type VirtioBlock } from '../devices/virtio/blk.js';
 import { VirtioRng } from '../devices/virtio/rng.js';
+import { VirtioNet } from '../devices/virtio/net.js';
+import { Tap } from '../devices/virtio/net-tap.js';
+import { VirtioVsock } from '../devices/virtio/vsock.js';
 import type { EntropyConfig } from '../api/config/entropy.js';
 import { BootTimer, type BootTimerEvent, FIRECRACKER_BOOT_TIMER_MMIO_BASE, FIRECRACKER_BOOT_TIMER_MMIO_SIZE } from '../devices/legacy/boot-timer.js';
 import { I8042, I8042_COMMAND_PORT, I8042_DATA_PORT, I8042_KEYBOARD_IRQ } from '../devices/legacy/i8042.js';
@@ -74,6 +78,10 @@ export interface MicroVmOptions {
   entropy?: EntropyConfig;
   /** Block drives (virtio-blk on raw image files), validated before the VM is created. */
   drives?: readonly DriveOptions[];
+  /** Network interfaces: virtio-net on host TAP devices (opened, or created as root, when the VM is created). */
+  networkInterfaces?: readonly NetworkInterfaceOptions[];
+  /** virtio-vsock proxied to host Unix sockets (Firecracker's hybrid model). */
+  vsock?: VsockOptions;
   /**
    * How virtio devices reach the guest: 'pci' (default; every distro kernel's virtio_pci, MSI-X
    * per queue) or 'mmio' (virtio-mmio windows described in the DSDT, as Firecracker's guests use;
@@ -84,7 +92,7 @@ export interface MicroVmOptions {
   onWarning?: (message: string) => void;
 }
 
-import type { VirtioTransportKind } from './vm-spec.js';
+import type { NetworkInterfaceOptions, VirtioTransportKind, VsockOptions } from './vm-spec.js';
 export type { VirtioTransportKind };
 
 export type MicroVmExitReason = 'poweroff' | 'reboot' | 'panic' | 'stopped' | 'error';
@@ -119,6 +127,10 @@ export class MicroVm {
   readonly rng: VirtioRng | undefined;
   /** The block drives, in PCI slot order (the guest's vda, vdb, …). */
   readonly drives: readonly VirtioBlock[];
+  /** The network interfaces, in attach order (the guest's eth0, eth1, …), with their iface_id. */
+  readonly nets: readonly { readonly id: string; readonly device: VirtioNet }[];
+  /** The vsock device, when `vsock` was given. */
+  readonly vsock: VirtioVsock | undefined;
   readonly boot: LinuxBootInfo;
   /** Microseconds from VMM start to the guest's boot-timer write, once it happened. */
   bootTimeUs: number | undefined;
@@ -211,14 +223,33 @@ export class MicroVm {
     };
     // One request queue per vCPU: each vCPU submits and takes completions on its own ring and MSI-X vector.
     this.drives = openDrives(opts.drives ?? [], Math.min(opts.vcpus, BLK_MAX_QUEUES));
+    const nets: { id: string; device: VirtioNet }[] = [];
+    this.nets = nets;
     try {
       for (const drive of this.drives) plug(drive);
+      // Network interfaces come after the drives and before the rest, as Firecracker attaches them.
+      for (const iface of opts.networkInterfaces ?? []) {
+        const device = new VirtioNet({
+          backend: Tap.open(iface.hostDevName),
+          readiness: this.eventFds,
+          ...(iface.guestMac !== undefined ? { mac: iface.guestMac } : {}),
+          ...(iface.mtu !== undefined ? { mtu: iface.mtu } : {}),
+          name: `virtio-net '${iface.id}'`,
+          onWarning,
+        });
+        nets.push({ id: iface.id, device });
+        plug(device);
+      }
+      this.vsock = opts.vsock === undefined ? undefined : new VirtioVsock({ guestCid: opts.vsock.guestCid, udsPath: opts.vsock.udsPath, onError: (e) => onWarning(e.message) });
+      if (this.vsock !== undefined) plug(this.vsock);
       this.rng = opts.entropy === undefined ? undefined : new VirtioRng();
       if (this.rng !== undefined) plug(this.rng);
       this.boot = this.load(opts);
     } catch (e) {
       this.virtio.close();
       this.virtioMmio.close();
+      for (const n of nets) n.device.close();
+      void this.vsock?.close();
       void this.eventFds.close();
       // No vCPU ran, so no request is in flight and closing does not wait on guest memory.
       for (const drive of this.drives) void drive.close();
@@ -287,8 +318,12 @@ export class MicroVm {
     } finally {
       if (this.panicTimer) clearTimeout(this.panicTimer);
       this.serial.flush();
-      // The vCPUs have stopped: no more kicks. Stop the poller (its pending epoll_wait keeps the
-      // process alive), drop the ioeventfds while the VM is still open, then close the machine.
+      // The vCPUs have stopped: no more kicks. The network devices stop watching their taps, and
+      // vsock drops its connections, so no host event writes into guest memory from here on.
+      for (const n of this.nets) n.device.close();
+      await this.vsock?.close();
+      // Stop the poller (its pending epoll_wait keeps the process alive), drop the ioeventfds
+      // while the VM is still open, then close the machine.
       await this.eventFds.close();
       this.virtio.close();
       this.virtioMmio.close();
@@ -390,6 +425,13 @@ export class MicroVm {
       uart: { tx_bytes: this.uartTxBytes, rx_bytes: this.uartRxBytes },
       block,
       ...(this.rng !== undefined ? { entropy: { requests: this.rng.requestsServed, bytes: this.rng.bytesServed } } : {}),
+      net: Object.fromEntries(
+        this.nets.map(({ id, device }) => {
+          const m = device.metrics;
+          return [id, { tx_frames: m.txFrames, tx_bytes: m.txBytes, tx_dropped: m.txDropped, rx_frames: m.rxFrames, rx_bytes: m.rxBytes, rx_dropped: m.rxDropped }];
+        }),
+      ),
+      ...(this.vsock !== undefined ? { vsock: { tx_packets: this.vsock.metrics.txPackets, rx_packets: this.vsock.metrics.rxPackets, connections: this.vsock.connectionCount, malformed: this.vsock.metrics.malformed } } : {}),
       virtio: { doorbell_wakeups: this.virtio.doorbellWakeups + this.virtioMmio.doorbellWakeups },
     };
   }

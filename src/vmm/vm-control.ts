@@ -15,6 +15,9 @@ export interface VmMetrics {
   /** One entry per drive, by drive_id. */
   block: Record<string, { read_count: number; write_count: number; read_bytes: number; write_bytes: number; flush_count: number; errors: number }>;
   entropy?: { requests: number; bytes: number };
+  /** One entry per network interface, by iface_id. */
+  net: Record<string, { tx_frames: number; tx_bytes: number; tx_dropped: number; rx_frames: number; rx_bytes: number; rx_dropped: number }>;
+  vsock?: { tx_packets: number; rx_packets: number; connections: number; malformed: number };
   /** Queue notifications that reached the VMM through ioeventfds (all virtio devices). */
   virtio: { doorbell_wakeups: number };
 }

@@ -20,8 +20,28 @@ export interface VmSpec {
   entropy?: EntropyConfig;
   /** Block drives, root first once validated. */
   drives?: DriveOptions[];
+  /** Network interfaces (virtio-net on host TAP devices), in attach order (eth0, eth1, …). */
+  networkInterfaces?: NetworkInterfaceOptions[];
+  /** virtio-vsock with Firecracker's hybrid Unix-socket model. */
+  vsock?: VsockOptions;
   /** PCI (default) or virtio-mmio. */
   virtioTransport?: VirtioTransportKind;
+}
+
+export interface NetworkInterfaceOptions {
+  /** Firecracker's iface_id (for messages and PATCH). */
+  id: string;
+  /** The host TAP device; created if missing when tsvmm runs as root. */
+  hostDevName: string;
+  /** "xx:xx:xx:xx:xx:xx"; absent lets the guest driver pick one. */
+  guestMac?: string;
+  mtu?: number;
+}
+
+export interface VsockOptions {
+  guestCid: number;
+  /** The host Unix socket; guest-initiated connections to port P go to `${udsPath}_${P}`. */
+  udsPath: string;
 }
 
 /**
@@ -45,6 +65,17 @@ export function vmSpecFromConfig(config: VmConfig): VmSpec {
     memoryMib: config.machineConfig.mem_size_mib,
     ...(config.entropy !== undefined ? { entropy: config.entropy } : {}),
     ...(drives.length > 0 ? { drives } : {}),
+    ...(config.networkInterfaces.length > 0
+      ? {
+          networkInterfaces: config.networkInterfaces.map((n) => ({
+            id: n.iface_id,
+            hostDevName: n.host_dev_name,
+            ...(n.guest_mac !== undefined ? { guestMac: n.guest_mac } : {}),
+            ...(n.mtu !== undefined ? { mtu: n.mtu } : {}),
+          })),
+        }
+      : {}),
+    ...(config.vsock !== undefined ? { vsock: { guestCid: config.vsock.guest_cid, udsPath: resolve(config.vsock.uds_path) } } : {}),
   };
 }
 
