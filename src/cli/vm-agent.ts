@@ -52,7 +52,12 @@ export async function runVmAgent(specText: string): Promise<number> {
   const { LocalVm } = await import('../vmm/local-vm.js');
   let vm: LocalVmType;
   try {
-    vm = LocalVm.start(spec, { stdin: NO_INPUT, stdout: process.stdout, onWarning: (m) => process.stderr.write(`tsvmm: warning: ${m}\n`) });
+    vm = LocalVm.start(spec, {
+      stdin: NO_INPUT,
+      stdout: process.stdout,
+      onWarning: (m) => process.stderr.write(`tsvmm: warning: ${m}\n`),
+      onBootTimer: (e) => send({ event: 'booted', value: e.value, elapsedUs: e.elapsedUs, cpuUs: e.cpuUs }),
+    });
   } catch (e) {
     send({ event: 'failed', error: oneLine(e) });
     closeSync(fd);

@@ -9,6 +9,7 @@
  *   here → agent   {"id": 7, "op": "pause" | "resume" | "ctrlAltDel" | "updateDrive" | "metrics" | "stop", "args": {...}}
  *   agent → here   {"id": 7, "ok": true, "result": ...} | {"id": 7, "ok": false, "error": "one line"}
  *                  {"event": "started"} | {"event": "failed", "error": "one line"} | {"event": "exit", "exit": {...}}
+ *                  {"event": "booted", "value": n, "elapsedUs": n, "cpuUs": n}   (the guest's boot-timer write)
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
@@ -17,6 +18,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TsvmmError } from '../util/errors.js';
 import { type ProgressSink, stderrProgress } from '../util/progress.js';
+import type { BootTimerEvent } from '../devices/legacy/boot-timer.js';
 import type { VmControl, VmExitSummary, VmMetrics } from '../vmm/vm-control.js';
 import type { VmSpec } from '../vmm/vm-spec.js';
 import { type NestedRunResult, runInNestedHost } from './nested.js';
@@ -34,6 +36,8 @@ export interface NestedVmOptions {
   /** The VM's console and the agent's messages, as they arrive. Default: stdout. */
   onOutput?: (text: string) => void;
   progress?: ProgressSink;
+  /** The guest's boot-timer write, measured by the VMM inside the nested host. */
+  onBootTimer?: (event: BootTimerEvent) => void;
 }
 
 type Reply = { ok: true; result?: unknown } | { ok: false; error: string };
@@ -43,8 +47,11 @@ interface AgentLine {
   ok?: boolean;
   result?: unknown;
   error?: string;
-  event?: 'started' | 'failed' | 'exit';
+  event?: 'started' | 'failed' | 'exit' | 'booted';
   exit?: VmExitSummary;
+  value?: number;
+  elapsedUs?: number;
+  cpuUs?: number;
 }
 
 export class NestedVm implements VmControl {
@@ -58,6 +65,7 @@ export class NestedVm implements VmControl {
     run: Promise<NestedRunResult>,
     private readonly abort: AbortController,
     cleanup: () => void,
+    private readonly onBootTimer?: (event: BootTimerEvent) => void,
   ) {
     this.ended = run
       .then(
@@ -108,7 +116,7 @@ export class NestedVm implements VmControl {
     );
     try {
       const socket = await connectWhenListening(controlSocket, () => runEnded);
-      const vm = new NestedVm(socket, settled, abort, cleanup);
+      const vm = new NestedVm(socket, settled, abort, cleanup, options.onBootTimer);
       await vm.started(settled);
       return vm;
     } catch (e) {
@@ -145,6 +153,8 @@ export class NestedVm implements VmControl {
           } else if (line.event === 'failed') {
             clearTimeout(timer);
             reject(new NestedVmError(line.error ?? 'the VM failed to start in the nested host'));
+          } else if (line.event === 'booted') {
+            this.onBootTimer?.({ value: line.value ?? 0, elapsedUs: line.elapsedUs ?? 0, cpuUs: line.cpuUs ?? 0 });
           } else if (line.event === 'exit' && line.exit !== undefined) {
             this.exitReported = line.exit;
             // Hanging up ends the agent's blocked read of the port (virtio_console returns 0).

@@ -38,7 +38,10 @@ export class InProcessTransport implements ApiTransport {
   constructor(private readonly vmm: VmmController) {}
 
   async send(method: 'GET' | 'PUT' | 'PATCH', path: string, body?: unknown): Promise<ApiResponse> {
+    // Counted as the HTTP server counts its requests, so metrics read the same either way.
+    this.vmm.apiMetrics.requests++;
     const reply = await dispatchApiRequest(this.vmm, method, path, body === undefined ? '' : JSON.stringify(body));
+    if (reply.status >= 400 && reply.status < 500) this.vmm.apiMetrics.bad_requests++;
     return { status: reply.status, body: reply.body };
   }
 }

@@ -123,7 +123,9 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
           stdin: input,
           stdout: {
             write: (bytes: Uint8Array) => {
-              if (output.readableLength > CONSOLE_BUFFER_BYTES) this.droppedConsoleBytes += bytes.length;
+              // Both sides of the PassThrough: its readable side stops growing at the high-water mark and
+              // the rest waits on the writable side.
+              if (output.readableLength + output.writableLength > CONSOLE_BUFFER_BYTES) this.droppedConsoleBytes += bytes.length;
               else output.write(Buffer.from(bytes));
             },
           },

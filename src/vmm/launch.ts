@@ -44,5 +44,9 @@ export async function launchVm(spec: VmSpec, options: LaunchOptions = {}): Promi
   options.onNested?.(explainNestedHost(env));
   const { NestedVm } = await import('../host/nested-vm.js');
   const stdout = options.stdout;
-  return NestedVm.start(spec, stdout === undefined ? {} : { onOutput: (text) => stdout.write(Buffer.from(text, 'utf8')) });
+  return NestedVm.start(spec, {
+    ...(stdout !== undefined ? { onOutput: (text: string) => stdout.write(Buffer.from(text, 'utf8')) } : {}),
+    // Measured inside, from the agent's VMM start: the nested host's own boot is not in it.
+    ...(options.onBootTimer !== undefined ? { onBootTimer: options.onBootTimer } : {}),
+  });
 }

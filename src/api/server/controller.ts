@@ -253,7 +253,9 @@ export class VmmController {
     this.afterStart();
     if (!this.networkInterfaces.some((n) => n.iface_id === ifaceId)) throw new ApiFault(`Invalid network interface ID: no interface has iface_id '${ifaceId}'.`);
     // Rate limiters are the only thing a PATCH can change, and tsvmm has none yet.
-    throw new NotSupportedYetError({ feature: 'rate-limiter', path: 'rx_rate_limiter' });
+    if (update.rx_rate_limiter !== undefined) throw new NotSupportedYetError({ feature: 'rate-limiter', path: 'rx_rate_limiter' });
+    if (update.tx_rate_limiter !== undefined) throw new NotSupportedYetError({ feature: 'rate-limiter', path: 'tx_rate_limiter' });
+    return DONE;
   }
 
   // ---- actions
@@ -299,7 +301,9 @@ export class VmmController {
   /** Write a metrics line now; false when metrics are not configured. */
   async flushMetrics(): Promise<boolean> {
     if (!this.metrics.configured) return false;
-    const vm = this.vm !== undefined && this.exit === undefined ? await this.vm.metrics().catch(() => undefined) : undefined;
+    // After the VM ended its counters are still there in-process (the final line keeps them); a VM
+    // in the nested host has gone with its agent, and the line carries the API's counters only.
+    const vm = this.vm !== undefined ? await this.vm.metrics().catch(() => undefined) : undefined;
     return this.metrics.write(this.apiMetrics, vm);
   }
 
