@@ -5,7 +5,6 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { resolve } from 'node:path';
-import type { ConfigFeature } from '../api/config.js';
 import type { DriveOptions } from '../vmm/drive-options.js';
 import type { VirtioTransportKind } from '../vmm/microvm.js';
 import type { VmSpec } from '../vmm/vm-spec.js';
@@ -79,8 +78,6 @@ Environment:
 
 /** What `tsvmm run` passes when no --cmdline is given. */
 const DEFAULT_RUN_CMDLINE = 'console=ttyS0 reboot=k panic=1 quiet';
-/** Configuration features this build implements. */
-const SUPPORTED_CONFIG_FEATURES: readonly ConfigFeature[] = ['initrd', 'entropy', 'drives', 'network-interfaces', 'net-mtu', 'vsock'];
 
 type Command = (args: string[]) => Promise<number>;
 
@@ -259,13 +256,8 @@ async function runFirecrackerStyle(args: string[]): Promise<number> {
     });
   }
   if (file === undefined) throw new UsageError("--no-api needs --config-file FILE; see 'tsvmm --help'");
-  const { assertSupported, checkConfigFiles, loadConfigFile } = await import('../api/config.js');
-  const config = await loadConfigFile(file);
-  assertSupported(config, SUPPORTED_CONFIG_FEATURES);
-  await checkConfigFiles(config);
-  const { runVmFromCli } = await import('./run-vm.js');
-  const { vmSpecFromConfig } = await import('../vmm/vm-spec.js');
-  return runVmFromCli({ ...vmSpecFromConfig(config), bootTimer: values['boot-timer'] ?? false });
+  const { runApiServer } = await import('./api-mode.js');
+  return runApiServer({ configFile: file, ...(values.id !== undefined ? { id: values.id } : {}), bootTimer: values['boot-timer'] ?? false });
 }
 
 export async function main(argv: string[]): Promise<number> {

@@ -27,6 +27,11 @@ export const IPERF3: GuestTool = { program: '/usr/bin/iperf3', package: 'iperf3'
 
 const PREFIX = 'tools-initramfs-';
 
+/** Each set of tools has its own cache entries (tests use socat, the network benchmark iperf3). */
+function prefixFor(tools: readonly GuestTool[]): string {
+  return `${PREFIX}${tools.map((t) => basename(t.program)).sort().join('+')}-`;
+}
+
 function fingerprint(path: string): string {
   const real = realpathSync(path);
   const st = statSync(real);
@@ -41,7 +46,7 @@ function plan(baseInitrd: string, tools: readonly GuestTool[]): { files: string[
     .update(JSON.stringify({ v: 1, base: fingerprint(baseInitrd), files: files.map(fingerprint) }))
     .digest('hex')
     .slice(0, 16);
-  return { files, objects: objects.length, path: join(cacheDir('guest'), `${PREFIX}${key}.cpio`) };
+  return { files, objects: objects.length, path: join(cacheDir('guest'), `${prefixFor(tools)}${key}.cpio`) };
 }
 
 /**
@@ -74,8 +79,10 @@ export function ensureToolsInitramfs(baseInitrd: string, tools: readonly GuestTo
     rmSync(tmp, { force: true });
     throw e;
   }
+  // Earlier builds of the same set (another default guest, upgraded packages) are never used again.
+  const prefix = prefixFor(tools);
   for (const old of readdirSync(dir)) {
-    if (old.startsWith(PREFIX) && old.endsWith('.cpio') && old !== basename(path)) rmSync(join(dir, old), { force: true });
+    if (old.startsWith(prefix) && old.endsWith('.cpio') && old !== basename(path)) rmSync(join(dir, old), { force: true });
   }
   return path;
 }

@@ -118,6 +118,9 @@ export class EventFdPoller {
   /** Handlers by token (token 0 is the stop eventfd); a removed watch leaves a hole. */
   private readonly watches: (Watch | undefined)[] = [undefined];
   private running = false;
+  private paused = false;
+  /** An epoll_wait returned while paused: its events were left for the next one (all are level-triggered). */
+  private parked = false;
   private closing = false;
   private closed = false;
   private failures = 0;
@@ -178,6 +181,24 @@ export class EventFdPoller {
     if (token > STOP_TOKEN) this.watches[token] = undefined;
   }
 
+  /**
+   * Hold every handler until resume() (a paused VM's devices stay quiet: no kick is served, no tap
+   * frame read into guest memory). Nothing is lost: eventfd counters and fd readiness are
+   * level-triggered, so what arrived meanwhile is reported by the first epoll_wait after resume().
+   */
+  pause(): void {
+    this.paused = true;
+  }
+
+  resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    if (this.parked && !this.closing) {
+      this.parked = false;
+      this.wait();
+    }
+  }
+
   /** Start waiting. Idempotent. */
   start(): void {
     if (this.running || this.closing) return;
@@ -190,7 +211,12 @@ export class EventFdPoller {
   async close(): Promise<void> {
     if (this.closing) return this.stopped;
     this.closing = true;
-    if (this.running) {
+    if (this.parked) {
+      // No epoll_wait is pending: nothing to wake.
+      this.parked = false;
+      this.running = false;
+      this.resolveStopped?.();
+    } else if (this.running) {
       this.stopFd.signal();
       await this.stopped;
     }
@@ -207,6 +233,11 @@ export class EventFdPoller {
     if (this.closing) {
       this.running = false;
       this.resolveStopped?.();
+      return;
+    }
+    if (this.paused) {
+      // Leave the events where they are (nothing was consumed) and wait again only on resume().
+      this.parked = true;
       return;
     }
     if (n < 0) {

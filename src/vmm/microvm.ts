@@ -370,11 +370,14 @@ export class MicroVm {
     this.end('stopped', detail);
   }
 
-  pause(): Promise<void> {
-    return this.machine.pause();
+  /** Every vCPU out of KVM_RUN and parked, and the devices' event handling held (queue kicks, tap frames). */
+  async pause(): Promise<void> {
+    await this.machine.pause();
+    this.eventFds.pause();
   }
 
   resume(): void {
+    this.eventFds.resume();
     this.machine.resume();
   }
 

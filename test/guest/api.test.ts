@@ -2,7 +2,8 @@
  * Firecracker's REST API and the SDK boot real guests:
  * - a real HTTP client (node:http) on the Unix socket of a `tsvmm --api-sock` child process boots
  *   the default guest with firecracker-go-sdk's call order, pauses it (its ticking stops), resumes
- *   it (the ticking carries on), flushes metrics, and ends it with SendCtrlAltDel;
+ *   it (the ticking carries on), swaps a drive's image with PATCH /drives (the guest sees the new
+ *   size), flushes metrics, and ends it with SendCtrlAltDel;
  * - curl with Firecracker's getting-started sequence (boot-source, a root drive, InstanceStart);
  * - the SDK's MicroVM in-process, the same flow in TypeScript.
  * (network-interfaces and vsock join the call order with virtio-net and virtio-vsock.)
@@ -27,10 +28,10 @@ const dir = mkdtempSync(join(tmpdir(), 'tsvmm-api-guest-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
 /** Prints TICK n five times a second, forever: pausing the VM must stop it, resuming restart it. */
-const TICKER = 'echo "SERIAL=$(cat /sys/block/vda/serial)"; i=0; while true; do i=$((i + 1)); echo "TICK $i"; sleep 0.2; done';
+const TICKER = 'echo "SERIAL=$(cat /sys/block/vda/serial)"; i=0; while true; do i=$((i + 1)); echo "TICK $i $(cat /sys/block/vda/size)"; sleep 0.2; done';
 
 function lastTick(output: string): number {
-  const all = [...output.matchAll(/^TICK (\d+)$/gm)];
+  const all = [...output.matchAll(/^TICK (\d+) \d+$/gm)];
   return all.length === 0 ? 0 : Number(all[all.length - 1]![1]);
 }
 
@@ -65,9 +66,9 @@ function startApiServer(socket: string, extra: string[] = []): { child: ChildPro
   return { child, out, exited };
 }
 
-function dataDrive(name: string): string {
+function dataDrive(name: string, mib = 1): string {
   const path = join(dir, name);
-  writeFileSync(path, Buffer.alloc(1024 * 1024));
+  writeFileSync(path, Buffer.alloc(mib * 1024 * 1024));
   return path;
 }
 
@@ -91,7 +92,9 @@ test("HTTP on the API socket boots a guest in firecracker-go-sdk's order; pause 
     await put('/machine-config', { vcpu_count: 1, mem_size_mib: 256, smt: false });
     await put('/boot-source', { kernel_image_path: guest.kernel, initrd_path: guest.initrd, boot_args: `${guest.bootArgs} ${commandCmdlineArg(TICKER)}` });
     await put('/drives/data', { drive_id: 'data', path_on_host: drive, is_root_device: false, is_read_only: true });
-    assert.deepEqual((await http(socket, 'GET', '/')).body, { id: 'api-guest-test', state: 'Not started', vmm_version: (await http(socket, 'GET', '/version')).body && (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version, app_name: 'tsvmm' });
+    const version = (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+    assert.deepEqual((await http(socket, 'GET', '/')).body, { id: 'api-guest-test', state: 'Not started', vmm_version: version, app_name: 'tsvmm' });
+    assert.deepEqual((await http(socket, 'GET', '/version')).body, { firecracker_version: version });
     await put('/actions', { action_type: 'InstanceStart' });
     await until('the guest ticking', () => lastTick(server.out.stdout) >= 3, 200_000, context);
     assert.match(server.out.stdout, /^SERIAL=data$/m);
@@ -114,6 +117,13 @@ test("HTTP on the API socket boots a guest in firecracker-go-sdk's order; pause 
     assert.equal(resume.status, 204, JSON.stringify(resume.body));
     const atResume = lastTick(server.out.stdout);
     await until('ticks after resume', () => lastTick(server.out.stdout) >= atResume + 3, 60_000, context);
+
+    // PATCH /drives after boot: a bigger image behind the drive, and the guest sees the new size.
+    assert.match(server.out.stdout, /^TICK \d+ 2048$/m, 'the 1 MiB drive is 2048 sectors');
+    const bigger = dataDrive('data-2m.img', 2);
+    const patch = await http(socket, 'PATCH', '/drives/data', { drive_id: 'data', path_on_host: bigger });
+    assert.equal(patch.status, 204, JSON.stringify(patch.body));
+    await until('the guest to see the new capacity', () => /^TICK \d+ 4096$/m.test(server.out.stdout), 60_000, context);
 
     const flush = await http(socket, 'PUT', '/actions', { action_type: 'FlushMetrics' });
     assert.equal(flush.status, 204, JSON.stringify(flush.body));

@@ -135,3 +135,20 @@ test('image build makes an ext4 image from a folder; bad input gives one line', 
   assertOneLineError(tsvmm('image', 'build', '--from', join(src, 'hello'), '--output', out), /is not a directory/);
   assertOneLineError(tsvmm('image', 'build', '--from', src, '--output', out, '--size', 'big'), /--size: 'big' is not a size/);
 });
+
+test('--net and --vsock: malformed values are one line each, before any boot', () => {
+  assertOneLineError(tsvmm('start', '--net', 'tap0,mac=01:00:00:00:00:01'), /--net: mac: must be a unicast address/);
+  assertOneLineError(tsvmm('start', '--net', 'tap0,mac=zz'), /--net: mac: must be a MAC address/);
+  assertOneLineError(tsvmm('start', '--net', 'a-very-long-tap-name'), /--net: 'a-very-long-tap-name' is not a Linux interface name/);
+  assertOneLineError(tsvmm('start', '--net', 'tap0,mtu=9'), /--net: cannot use 'mtu=9'/);
+  assertOneLineError(tsvmm('start', '--net', 'tap0,id=x', '--net', 'tap1,id=x'), /--net: the interface id 'x' is used twice/);
+  assertOneLineError(tsvmm('start', '--vsock', 'v.sock,cid=2'), /--vsock: cannot use 'cid=2'/);
+  const boot = { kernel_image_path: kernel };
+  const iface = (id: string, tap: string, mac?: string): unknown => ({ iface_id: id, host_dev_name: tap, ...(mac !== undefined ? { guest_mac: mac } : {}) });
+  const cases: Array<[unknown, RegExp]> = [
+    [{ 'boot-source': boot, 'network-interfaces': [iface('eth0', 'tap0', '06:00:00:00:00:0g')] }, /network-interfaces\[0\]\.guest_mac: must be a MAC address/],
+    [{ 'boot-source': boot, 'network-interfaces': [iface('eth0', 'tap0'), iface('eth0', 'tap1')] }, /network-interfaces\[1\]\.iface_id/],
+    [{ 'boot-source': boot, vsock: { guest_cid: 3, uds_path: join(dir, 'no-such-folder', 'v.sock') } }, /vsock\.uds_path: .*no-such-folder/],
+  ];
+  for (const [body, pattern] of cases) assertOneLineError(tsvmm('--config-file', config(body), '--no-api'), pattern);
+});
