@@ -9,10 +9,11 @@
  * every input (the default initramfs, fio, each library, the script), and built once.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readdirSync, realpathSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, realpathSync, rmSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { CpioWriter } from '../../src/image/cpio.js';
 import { ensureAptPackages } from '../../src/image/debian.js';
+import { writeAppendedInitramfs } from '../../src/image/guest-tools.js';
 import { cacheDir } from '../../src/util/cache.js';
 import type { ProgressSink } from '../../src/util/progress.js';
 import { GUEST_MARK_PATH, GUEST_SCRIPT_PATH, guestScript, markScript } from './guest-script.js';
@@ -60,20 +61,7 @@ export function ensureBenchInitramfs(defaultInitrd: string, progress: ProgressSi
     for (const o of objects) w.fileFrom(o.path, realpathSync(o.path), 0o755);
     w.file(GUEST_SCRIPT_PATH, script, 0o755);
     w.file(GUEST_MARK_PATH, markScript(), 0o755);
-    const tmp = `${path}.${process.pid}.partial`;
-    try {
-      copyFileSync(defaultInitrd, tmp);
-      const fd = openSync(tmp, 'a');
-      try {
-        for (const chunk of w.chunks()) for (let off = 0; off < chunk.length; ) off += writeSync(fd, chunk, off);
-      } finally {
-        closeSync(fd);
-      }
-      renameSync(tmp, path);
-    } catch (e) {
-      rmSync(tmp, { force: true });
-      throw e;
-    }
+    writeAppendedInitramfs(defaultInitrd, w, path);
     // Earlier builds (another fio, another default guest) are never used again.
     for (const old of readdirSync(dir)) {
       if (old.startsWith(PREFIX) && old.endsWith('.cpio') && old !== basename(path)) rmSync(join(dir, old), { force: true });

@@ -65,6 +65,21 @@ export function ensureToolsInitramfs(baseInitrd: string, tools: readonly GuestTo
   // Each file under the name the loader asks for, with the content of the file it resolves to
   // (Debian's sonames are symlinks to versioned files).
   for (const f of files) w.fileFrom(f, realpathSync(f), 0o755);
+  writeAppendedInitramfs(baseInitrd, w, path);
+  // Earlier builds of the same set (another default guest, upgraded packages) are never used again.
+  const prefix = prefixFor(tools);
+  for (const old of readdirSync(dir)) {
+    if (old.startsWith(prefix) && old.endsWith('.cpio') && old !== basename(path)) rmSync(join(dir, old), { force: true });
+  }
+  return path;
+}
+
+/**
+ * Write `baseInitrd` followed by the archive `w` to `path`, atomically (a partial file never has
+ * the final name): Linux unpacks concatenated newc archives in order, and the base ends 4-byte
+ * aligned, so the appended files land on top of the base's.
+ */
+export function writeAppendedInitramfs(baseInitrd: string, w: CpioWriter, path: string): void {
   const tmp = `${path}.${process.pid}.partial`;
   try {
     copyFileSync(baseInitrd, tmp);
@@ -79,12 +94,6 @@ export function ensureToolsInitramfs(baseInitrd: string, tools: readonly GuestTo
     rmSync(tmp, { force: true });
     throw e;
   }
-  // Earlier builds of the same set (another default guest, upgraded packages) are never used again.
-  const prefix = prefixFor(tools);
-  for (const old of readdirSync(dir)) {
-    if (old.startsWith(prefix) && old.endsWith('.cpio') && old !== basename(path)) rmSync(join(dir, old), { force: true });
-  }
-  return path;
 }
 
 /** The cached initramfs for `tools`, without building anything (inside the nested host); undefined if not built. */

@@ -23,29 +23,12 @@ import {
 } from '../../src/devices/virtio/blk.js';
 import { VirtioRng } from '../../src/devices/virtio/rng.js';
 import { COMMON, DESC_F, F_EVENT_IDX, F_INDIRECT_DESC, F_VERSION_1, STATUS, TestMachine, VirtioPciDriver } from '../support/virtio-driver.js';
+import { FUZZ_DURATION_MS, FUZZ_REGIONS, FUZZ_SEED, prng } from '../support/fuzz.js';
 
-const DURATION_MS = Number(process.env['FUZZ_MS'] ?? 2000);
-const SEED = Number(process.env['FUZZ_SEED'] ?? Math.floor(Math.random() * 2 ** 31));
+const DURATION_MS = FUZZ_DURATION_MS;
+const SEED = FUZZ_SEED;
 
-/** mulberry32: a small seeded PRNG, so a failing run can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
-
-const HALF = 256 * 1024;
-/** Two adjacent regions (contiguous RAM in two host buffers) and a separate one after a gap. */
-const REGIONS: [number, number][] = [
-  [0, HALF],
-  [HALF, HALF],
-  [4 * HALF, 64 * 1024],
-];
+const REGIONS = FUZZ_REGIONS;
 const bit = (n: number) => 1n << BigInt(n);
 
 test(`fuzz: random queues through virtio-pci and virtio-rng never throw or write outside RAM (seed ${SEED})`, (t) => {

@@ -79,6 +79,7 @@ import {
   waitUntil,
   type DriverQueue,
 } from '../support/virtio-driver.js';
+import { FUZZ_DURATION_MS, FUZZ_SEED, prng } from '../support/fuzz.js';
 
 const bit = (n: number) => 1n << BigInt(n);
 const MODERN = bit(F_VERSION_1) | bit(F_EVENT_IDX) | bit(F_INDIRECT_DESC);
@@ -640,20 +641,8 @@ test('EventFdPoller.watchFd: level-triggered readiness that can be switched off 
 
 // ---- fuzz
 
-const DURATION_MS = Number(process.env['FUZZ_MS'] ?? 2000);
-const SEED = Number(process.env['FUZZ_SEED'] ?? Math.floor(Math.random() * 2 ** 31));
-
-/** mulberry32: a small seeded PRNG, so a failing run can be replayed. */
-function prng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let x = s;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
+const DURATION_MS = FUZZ_DURATION_MS;
+const SEED = FUZZ_SEED;
 
 test(`fuzz: malformed chains, random frames, kicks, readiness and resets never throw or write outside RAM (seed ${SEED})`, (t) => {
   const random = prng(SEED);

@@ -18,29 +18,13 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { VirtioVsock } from '../../src/devices/virtio/vsock.js';
 import { COMMON, DESC_F, F_EVENT_IDX, F_INDIRECT_DESC, F_VERSION_1, STATUS, TestMachine, VSOCK_HDR_BYTES, VirtioPciDriver, writeVsockHeader } from '../support/virtio-driver.js';
+import { FUZZ_DURATION_MS, FUZZ_REGIONS, FUZZ_SEED, prng } from '../support/fuzz.js';
 
-const DURATION_MS = Number(process.env['FUZZ_MS'] ?? 2000);
-const SEED = Number(process.env['FUZZ_SEED'] ?? Math.floor(Math.random() * 2 ** 31));
-
-/** mulberry32: a small seeded PRNG. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
+const DURATION_MS = FUZZ_DURATION_MS;
+const SEED = FUZZ_SEED;
 
 const HALF = 256 * 1024;
-/** Two adjacent regions (contiguous RAM in two host buffers) and a separate one after a gap. */
-const REGIONS: [number, number][] = [
-  [0, HALF],
-  [HALF, HALF],
-  [4 * HALF, 64 * 1024],
-];
+const REGIONS = FUZZ_REGIONS;
 /** Sane rings live here (three queues of up to 256 entries); packets and buffers go above. */
 const RING_AREA = 0x1000;
 const RING_STRIDE = 0x2000;

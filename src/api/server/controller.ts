@@ -321,10 +321,11 @@ export class VmmController {
       this.starting = false;
     }
     this.logger.info(`started: ${config.machineConfig.vcpu_count} vCPU(s), ${config.machineConfig.mem_size_mib} MiB, kernel ${config.bootSource.kernel_image_path}`);
-    void this.vm.wait().then((exit) => {
+    void this.vm.wait().then(async (exit) => {
       this.exit = exit;
       this.logger.info(`the microVM ended: ${exit.message}`);
-      void this.flushMetrics();
+      // The last metrics line (with the VM's final counters) is written before anyone is told.
+      await this.flushMetrics().catch(() => false);
       this.options.onExit?.(exit);
       if (this.closeWhenEnded) this.releaseFiles();
     });
