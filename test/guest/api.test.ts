@@ -6,7 +6,6 @@
  *   size), flushes metrics, and ends it with SendCtrlAltDel;
  * - curl with Firecracker's getting-started sequence (boot-source, a root drive, InstanceStart);
  * - the SDK's MicroVM in-process, the same flow in TypeScript.
- * (network-interfaces and vsock join the call order with virtio-net and virtio-vsock.)
  */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -28,7 +27,7 @@ const dir = mkdtempSync(join(tmpdir(), 'tsvmm-api-guest-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
 /** Prints TICK n five times a second, forever: pausing the VM must stop it, resuming restart it. */
-const TICKER = 'echo "SERIAL=$(cat /sys/block/vda/serial)"; i=0; while true; do i=$((i + 1)); echo "TICK $i $(cat /sys/block/vda/size)"; sleep 0.2; done';
+const TICKER = 'echo "SERIAL=$(cat /sys/block/vda/serial)"; echo "MAC=$(cat /sys/class/net/eth0/address 2>/dev/null)"; i=0; while true; do i=$((i + 1)); echo "TICK $i $(cat /sys/block/vda/size)"; sleep 0.2; done';
 
 function lastTick(output: string): number {
   const all = [...output.matchAll(/^TICK (\d+) \d+$/gm)];
@@ -86,18 +85,23 @@ test("HTTP on the API socket boots a guest in firecracker-go-sdk's order; pause 
       const r = await http(socket, 'PUT', path, body);
       assert.equal(r.status, 204, `PUT ${path}: ${JSON.stringify(r.body)}`);
     };
-    // firecracker-go-sdk's default handlers, in order (handlers.go): logger, metrics, machine config, boot source, drives, (network, vsock,) start.
+    // firecracker-go-sdk's default handlers, in order (handlers.go): logger, metrics, machine config, boot source, drives, network, vsock, start.
     await put('/logger', { log_path: log, level: 'Info', show_level: true, show_log_origin: false });
     await put('/metrics', { metrics_path: metrics });
     await put('/machine-config', { vcpu_count: 1, mem_size_mib: 256, smt: false });
     await put('/boot-source', { kernel_image_path: guest.kernel, initrd_path: guest.initrd, boot_args: `${guest.bootArgs} ${commandCmdlineArg(TICKER)}` });
     await put('/drives/data', { drive_id: 'data', path_on_host: drive, is_root_device: false, is_read_only: true });
+    // The VMM creates the tap (it runs as root here) and removes it when it exits.
+    await put('/network-interfaces/eth0', { iface_id: 'eth0', host_dev_name: 'tsvmmapi0', guest_mac: '06:00:a9:fe:14:02' });
+    await put('/vsock', { guest_cid: 3, uds_path: join(dir, 'api-vsock.sock') });
     const version = (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
     assert.deepEqual((await http(socket, 'GET', '/')).body, { id: 'api-guest-test', state: 'Not started', vmm_version: version, app_name: 'tsvmm' });
     assert.deepEqual((await http(socket, 'GET', '/version')).body, { firecracker_version: version });
     await put('/actions', { action_type: 'InstanceStart' });
     await until('the guest ticking', () => lastTick(server.out.stdout) >= 3, 200_000, context);
     assert.match(server.out.stdout, /^SERIAL=data$/m);
+    assert.match(server.out.stdout, /^MAC=06:00:a9:fe:14:02$/m);
+    assert.ok(existsSync(join(dir, 'api-vsock.sock')), 'the vsock socket listens');
     assert.equal(((await http(socket, 'GET', '/')).body as { state: string }).state, 'Running');
     // Pre-boot resources are refused now, with Firecracker's words.
     const late = await http(socket, 'PUT', '/machine-config', { vcpu_count: 2, mem_size_mib: 256 });
