@@ -44,7 +44,12 @@ test("README.md's SDK example runs as written: the default guest greets and the 
   mkdirSync(join(dir, 'node_modules'));
   symlinkSync(PACKAGE_ROOT, join(dir, 'node_modules', 'tsvmm'), 'dir');
 
-  const child = spawn(process.execPath, ['readme.mjs'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  // As a user runs it from a shell: the test runner's FORCE_COLOR would make console.log colour
+  // the status number.
+  const env = { ...process.env };
+  delete env['FORCE_COLOR'];
+  env['NO_COLOR'] = '1';
+  const child = spawn(process.execPath, ['readme.mjs'], { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
