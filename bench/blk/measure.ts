@@ -10,7 +10,7 @@
  * console is the only way out.
  */
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,8 +18,9 @@ import { commandCmdlineArg } from '../../src/image/guest-protocol.js';
 import { guestCommand } from './guest-script.js';
 import { fsTypeOf, writeImage } from './image.js';
 import { selectJobs } from './jobs.js';
-import { encodeResultLines } from './result-lines.js';
-import type { BlkEnvironment, BlkResult, VmmKind, VmmRunSample } from './samples.js';
+import { measureMain } from './result-lines.js';
+import type { OuterEnvironment } from './run-helpers.js';
+import type { BlkEnvironment, BlkResult, MeasuringEnvironment, RunSampleBase, VmmKind, VmmRunSample } from './samples.js';
 import { runVmm } from './vmm-run.js';
 import { type GuestSpec, qemuInvocation, tsvmmInvocation } from './vmms.js';
 
@@ -42,13 +43,13 @@ export interface BlkMeasureSpec {
   readonly vmms: readonly VmmKind[];
   readonly qemu: string;
   readonly out?: string;
-  readonly outer?: BlkEnvironment['outer'];
+  readonly outer?: OuterEnvironment;
   readonly outerSummary?: string;
   readonly tsvmmRevision?: string;
 }
 
 /** QEMU CPU models in order: the host's own, then a named one should `host` be refused (as under PVM). */
-const QEMU_CPU_MODELS = ['host', 'EPYC'];
+export const QEMU_CPU_MODELS = ['host', 'EPYC'];
 /** Boot and teardown allowance per guest boot, on top of the jobs' own time (the nested host is slow). */
 const BOOT_ALLOWANCE_MS = 5 * 60_000;
 /** Per job: fio start-up, exit and printing its JSON, beyond the runtime. */
@@ -59,7 +60,7 @@ const log = (s: string): void => {
   process.stderr.write(`bench: ${s}\n`);
 };
 
-function versionLine(cmd: string, args: string[]): string {
+export function versionLine(cmd: string, args: string[]): string {
   try {
     return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).split('\n')[0]!.trim();
   } catch {
@@ -73,6 +74,38 @@ export function cpuModelName(): string {
   } catch {
     return 'unknown';
   }
+}
+
+/** The measuring host at the end of a run that started at `loadAverageStart`, and the machine under it when `spec` says. */
+export function measuringEnvironment(spec: { readonly qemu: string; readonly outer?: OuterEnvironment; readonly outerSummary?: string }, loadAverageStart: readonly number[]): MeasuringEnvironment {
+  return {
+    nestedHost: process.env['TSVMM_NESTED_HOST'] === '1',
+    ...(spec.outerSummary !== undefined ? { outerSummary: spec.outerSummary } : {}),
+    cpuModel: cpuModelName(),
+    cpus: cpus().length,
+    kernelRelease: release(),
+    qemuVersion: versionLine(spec.qemu, ['--version']),
+    nodeVersion: process.version,
+    memTotalMiB: Math.round(totalmem() / 2 ** 20),
+    loadAverageStart,
+    loadAverageEnd: loadavg(),
+    ...(spec.outer !== undefined ? { outer: spec.outer } : {}),
+  };
+}
+
+/**
+ * One QEMU boot with `cpu.model`; should QEMU refuse that CPU model before the guest came up (never
+ * for a guest failure), the failed sample goes to `failed`, `cpu.model` moves to the next of
+ * QEMU_CPU_MODELS for this and every later boot, and the boot is tried again.
+ */
+export async function bootQemu<S extends RunSampleBase>(cpu: { model: string }, boot: (cpuModel: string) => Promise<S>, failed: S[], log: (line: string) => void): Promise<S> {
+  const s = await boot(cpu.model);
+  const next = QEMU_CPU_MODELS[QEMU_CPU_MODELS.indexOf(cpu.model) + 1];
+  if (s.ok || s.infoAtMs !== undefined || next === undefined || !s.notes.some((n) => /cpu|MSR/i.test(n))) return s;
+  log(`QEMU with -cpu ${cpu.model} failed (${s.problem ?? ''}); retrying with -cpu ${next}`);
+  failed.push(s);
+  cpu.model = next;
+  return boot(cpu.model);
 }
 
 export async function measure(spec: BlkMeasureSpec): Promise<BlkResult> {
@@ -97,7 +130,7 @@ export async function measure(spec: BlkMeasureSpec): Promise<BlkResult> {
     log(`  written in ${imageFillSeconds.toFixed(1)} s`);
     const guest: GuestSpec = { kernel, initrd, cmdline, vcpus: spec.vcpus, memoryMib: spec.memoryMib, image };
     const timeoutMs = BOOT_ALLOWANCE_MS + jobs.length * (spec.runtimeSeconds * 1000 + JOB_ALLOWANCE_MS);
-    let cpuModel = QEMU_CPU_MODELS[0]!;
+    const qemuCpu = { model: QEMU_CPU_MODELS[0]! };
     for (let round = 0; round < spec.rounds; round++) {
       // Alternate the order, so neither VMM always runs first (after the image was written) or last.
       const order = round % 2 === 0 ? [...spec.vmms] : [...spec.vmms].reverse();
@@ -109,15 +142,7 @@ export async function measure(spec: BlkMeasureSpec): Promise<BlkResult> {
         if (vmm === 'tsvmm') {
           s = await runVmm({ ...base, invocation: tsvmmInvocation(process.execPath, TSVMM_CLI, guest) });
         } else {
-          s = await runVmm({ ...base, invocation: qemuInvocation(spec.qemu, guest, cpuModel), cpuModel });
-          const next = QEMU_CPU_MODELS[QEMU_CPU_MODELS.indexOf(cpuModel) + 1];
-          // Fall back only when QEMU refused the CPU model before the guest came up, never for a guest failure.
-          if (!s.ok && s.infoAtMs === undefined && next !== undefined && s.notes.some((n) => /cpu|MSR/i.test(n))) {
-            log(`QEMU with -cpu ${cpuModel} failed (${s.problem ?? ''}); retrying with -cpu ${next}`);
-            runs.push(s);
-            cpuModel = next;
-            s = await runVmm({ ...base, invocation: qemuInvocation(spec.qemu, guest, cpuModel), cpuModel });
-          }
+          s = await bootQemu(qemuCpu, (cpuModel) => runVmm({ ...base, invocation: qemuInvocation(spec.qemu, guest, cpuModel), cpuModel }), runs, log);
         }
         log(`  ${vmm}: ${s.ok ? 'ok' : `FAILED (${s.problem ?? ''})`} in ${(s.wallMs / 1000).toFixed(1)} s${s.idle !== undefined ? `; idle guest: VMM CPU ${((100 * s.idle.cpu.totalMs) / s.idle.windowMs).toFixed(0)} %` : ''}`);
         for (const j of s.jobs) {
@@ -133,20 +158,7 @@ export async function measure(spec: BlkMeasureSpec): Promise<BlkResult> {
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
-  const environment: BlkEnvironment = {
-    nestedHost: process.env['TSVMM_NESTED_HOST'] === '1',
-    ...(spec.outerSummary !== undefined ? { outerSummary: spec.outerSummary } : {}),
-    cpuModel: cpuModelName(),
-    cpus: cpus().length,
-    kernelRelease: release(),
-    qemuVersion: versionLine(spec.qemu, ['--version']),
-    nodeVersion: process.version,
-    memTotalMiB: Math.round(totalmem() / 2 ** 20),
-    imageFsType: fsTypeOf(image),
-    loadAverageStart,
-    loadAverageEnd: loadavg(),
-    ...(spec.outer !== undefined ? { outer: spec.outer } : {}),
-  };
+  const environment: BlkEnvironment = { ...measuringEnvironment(spec, loadAverageStart), imageFsType: fsTypeOf(image) };
   return {
     startedAt,
     finishedAt: new Date().toISOString(),
@@ -173,14 +185,4 @@ export async function measure(spec: BlkMeasureSpec): Promise<BlkResult> {
   };
 }
 
-if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.argv[1]) {
-  const arg = process.argv[2];
-  if (arg === undefined) {
-    process.stderr.write('usage: measure SPEC_BASE64\n');
-    process.exit(2);
-  }
-  const spec = JSON.parse(Buffer.from(arg, 'base64').toString('utf8')) as BlkMeasureSpec;
-  const result = await measure(spec);
-  if (spec.out !== undefined) writeFileSync(spec.out, `${JSON.stringify(result, null, 2)}\n`);
-  else for (const l of encodeResultLines(result)) process.stdout.write(`${l}\n`);
-}
+await measureMain(import.meta.url, measure);

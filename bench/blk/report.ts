@@ -10,7 +10,7 @@ import type { Summary } from '../boot/stats.js';
 import { type BarChart, barChartSvg } from '../boot/svg.js';
 import { type BlkMetric, headline, idleSummaries, type JobSummaries, jobsOf, summarizeResult } from './analysis.js';
 import type { FioJob } from './jobs.js';
-import type { BlkResult, VmmKind } from './samples.js';
+import type { BlkResult, MeasuringEnvironment, RunSampleBase, VmmKind } from './samples.js';
 
 /** Issue #4: at least QEMU's IOPS and throughput. */
 export const TARGET_RATIO = 1.0;
@@ -42,10 +42,10 @@ function cell(s: Summary | undefined, m: BlkMetric): string {
   return s.n > 1 && s.min !== s.max ? `${f(s.median)} <sub>(${f(s.min)}–${f(s.max)})</sub>` : f(s.median);
 }
 
-function ratio(a: Summary | undefined, b: Summary | undefined): number | undefined {
+export function ratio(a: Summary | undefined, b: Summary | undefined): number | undefined {
   return a === undefined || b === undefined || b.median <= 0 ? undefined : a.median / b.median;
 }
-const ratioText = (r: number | undefined): string => (r === undefined ? '–' : `${r.toFixed(2)}×`);
+export const ratioText = (r: number | undefined): string => (r === undefined ? '–' : `${r.toFixed(2)}×`);
 
 function chart(title: string, unit: string, vmms: readonly VmmKind[], jobs: readonly FioJob[], sums: Record<VmmKind, Record<string, JobSummaries>>, pick: (j: FioJob, s: JobSummaries) => Summary | undefined): BarChart {
   return {
@@ -56,11 +56,44 @@ function chart(title: string, unit: string, vmms: readonly VmmKind[], jobs: read
   };
 }
 
-const code = (s: string): string => `\`${s.replace(/`/g, "'")}\``;
+export const code = (s: string): string => `\`${s.replace(/`/g, "'")}\``;
 
 /** argv with the long kernel command line shortened, for a table cell. */
-function shortArgv(argv: readonly string[]): string {
+export function shortArgv(argv: readonly string[]): string {
   return argv.map((a) => (a.length > 120 ? `${a.slice(0, 60)}…` : /[\s"']/.test(a) ? `'${a}'` : a)).join(' ');
+}
+
+/** The Setup table's first rows: where it ran, the machine under the nested host, the measuring host, QEMU and Node. */
+export function machineRows(env: MeasuringEnvironment): string[] {
+  const L = ['| | |', '|---|---|'];
+  L.push(`| where | ${env.nestedHost ? 'inside the nested host (one boot for the whole run)' : 'directly on this machine'} |`);
+  if (env.outer !== undefined) {
+    const end = env.outer.loadAverageEnd !== undefined ? ` → ${env.outer.loadAverageEnd.map((x) => x.toFixed(2)).join(' ')}` : '';
+    L.push(`| outer machine | ${env.outer.cpuModel}, ${env.outer.cpus} CPUs, Linux ${env.outer.kernelRelease}, load ${env.outer.loadAverage.map((x) => x.toFixed(2)).join(' ')}${end} |`);
+  }
+  L.push(`| measuring host | ${env.cpuModel}, ${env.cpus} CPUs, ${env.memTotalMiB} MiB, Linux ${env.kernelRelease}, load ${env.loadAverageStart.map((x) => x.toFixed(2)).join(' ')} → ${env.loadAverageEnd.map((x) => x.toFixed(2)).join(' ')} |`);
+  L.push(`| QEMU | ${env.qemuVersion} |`, `| Node.js | ${env.nodeVersion} |`);
+  return L;
+}
+
+/** One Setup row per VMM: its command line (from a successful boot if any). */
+export function commandRows(runs: readonly RunSampleBase[], vmms: readonly VmmKind[]): string[] {
+  const L: string[] = [];
+  for (const v of vmms) {
+    const run = runs.find((r) => r.vmm === v && r.ok) ?? runs.find((r) => r.vmm === v);
+    if (run !== undefined) L.push(`| ${v} command | ${code(shortArgv(run.argv))} |`);
+  }
+  return L;
+}
+
+/** The Runs table (one row per boot; `ready` names what the INFO line means) and the notes of failed boots. */
+export function runRows(runs: readonly RunSampleBase[], ready: string): string[] {
+  const L = [`| round | VMM | ok | VMM start → ${ready} | VMM start → exit | problem |`, '|---:|---|---|---:|---:|---|'];
+  for (const r of runs) {
+    L.push(`| ${r.round + 1} | ${r.vmm}${r.cpuModel !== undefined ? ` (-cpu ${r.cpuModel})` : ''} | ${r.ok ? 'yes' : '**no**'} | ${r.infoAtMs !== undefined ? `${(r.infoAtMs / 1000).toFixed(1)} s` : '–'} | ${(r.wallMs / 1000).toFixed(1)} s | ${r.problem ?? ''} |`);
+  }
+  for (const r of runs.filter((x) => !x.ok && x.notes.length > 0)) L.push('', `Notes from round ${r.round + 1}, ${r.vmm}:`, '', '```', ...r.notes, '```');
+  return L;
 }
 
 /** Write `<base>.md`, `<base>.json` and `<base>-*.svg` into `dir`; returns the markdown's path. */
@@ -208,22 +241,11 @@ export function writeReport(result: BlkResult, dir: string, base: string): strin
   L.push(`| flushes sent during the jobs | ${vmms.map((v) => { const f = jobs.map((j) => sums[v][j.name]?.flushes?.max ?? 0).reduce((a, b) => a + b, 0); return String(f); }).join(' | ')} |`);
   L.push('');
 
-  L.push('## Setup', '');
-  L.push('| | |', '|---|---|');
-  L.push(`| where | ${env.nestedHost ? 'inside the nested host (one boot for the whole run)' : 'directly on this machine'} |`);
-  if (env.outer !== undefined) {
-    const end = env.outer.loadAverageEnd !== undefined ? ` → ${env.outer.loadAverageEnd.map((x) => x.toFixed(2)).join(' ')}` : '';
-    L.push(`| outer machine | ${env.outer.cpuModel}, ${env.outer.cpus} CPUs, Linux ${env.outer.kernelRelease}, load ${env.outer.loadAverage.map((x) => x.toFixed(2)).join(' ')}${end} |`);
-  }
-  L.push(`| measuring host | ${env.cpuModel}, ${env.cpus} CPUs, ${env.memTotalMiB} MiB, Linux ${env.kernelRelease}, load ${env.loadAverageStart.map((x) => x.toFixed(2)).join(' ')} → ${env.loadAverageEnd.map((x) => x.toFixed(2)).join(' ')} |`);
-  L.push(`| QEMU | ${env.qemuVersion} |`, `| Node.js | ${env.nodeVersion} |`);
+  L.push('## Setup', '', ...machineRows(env));
   L.push(`| guest | Debian kernel ${cfg.kernelRelease} (${(cfg.kernelBytes / 2 ** 20).toFixed(1)} MiB), bench initramfs ${(cfg.initrdBytes / 2 ** 20).toFixed(1)} MiB (the default guest's + fio and its libraries) |`);
   L.push(`| guest command | ${code(cfg.guestCommand)} |`);
   L.push(`| image | ${cfg.imageMib} MiB raw, written in full before the first boot${cfg.imageFillSeconds !== undefined ? ` (${cfg.imageFillSeconds.toFixed(1)} s)` : ''}, on ${env.imageFsType} |`);
-  for (const v of vmms) {
-    const run = result.runs.find((r) => r.vmm === v && r.ok) ?? result.runs.find((r) => r.vmm === v);
-    if (run !== undefined) L.push(`| ${v} command | ${code(shortArgv(run.argv))} |`);
-  }
+  L.push(...commandRows(result.runs, vmms));
   L.push('');
   L.push(
     'Drive settings, side by side: tsvmm `--disk IMG,cache=unsafe` (its default) reads and writes the image with buffered pread/pwrite on libuv\'s ' +
@@ -233,12 +255,7 @@ export function writeReport(result: BlkResult, dir: string, base: string): strin
     '',
   );
 
-  L.push('## Runs', '', '| round | VMM | ok | VMM start → guest ready | VMM start → exit | problem |', '|---:|---|---|---:|---:|---|');
-  for (const r of result.runs) {
-    L.push(`| ${r.round + 1} | ${r.vmm}${r.cpuModel !== undefined ? ` (-cpu ${r.cpuModel})` : ''} | ${r.ok ? 'yes' : '**no**'} | ${r.infoAtMs !== undefined ? `${(r.infoAtMs / 1000).toFixed(1)} s` : '–'} | ${(r.wallMs / 1000).toFixed(1)} s | ${r.problem ?? ''} |`);
-  }
-  const notes = result.runs.filter((r) => !r.ok && r.notes.length > 0);
-  for (const r of notes) L.push('', `Notes from round ${r.round + 1}, ${r.vmm}:`, '', '```', ...r.notes, '```');
+  L.push('## Runs', '', ...runRows(result.runs, 'guest ready'));
   L.push('');
 
   L.push('## How to read it', '');

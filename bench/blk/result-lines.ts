@@ -4,6 +4,8 @@
  * the outer side reassembles them. The prefix is the block benchmark's own, so these lines never
  * mix with another benchmark's.
  */
+import { writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { gunzipSync, gzipSync } from 'node:zlib';
 
 export const RESULT_PREFIX = 'BLK-RESULT ';
@@ -28,4 +30,22 @@ export function decodeResultLines(output: string): unknown {
   if (total === 0 || chunks.size !== total) throw new Error(`the nested run's result is incomplete (${chunks.size} of ${total} parts)`);
   const b64 = Array.from({ length: total }, (_, i) => chunks.get(i + 1)!).join('');
   return JSON.parse(gunzipSync(Buffer.from(b64, 'base64')).toString('utf8')) as unknown;
+}
+
+/**
+ * A measuring script's entry point (`node measure.js SPEC_BASE64`), when `moduleUrl` is the script
+ * node was started with: decode the spec, measure, and write the result to `spec.out` when given,
+ * else to stdout as result lines.
+ */
+export async function measureMain<S extends { readonly out?: string }>(moduleUrl: string, measure: (spec: S) => Promise<unknown>): Promise<void> {
+  if (process.argv[1] === undefined || fileURLToPath(moduleUrl) !== process.argv[1]) return;
+  const arg = process.argv[2];
+  if (arg === undefined) {
+    process.stderr.write('usage: measure SPEC_BASE64\n');
+    process.exit(2);
+  }
+  const spec = JSON.parse(Buffer.from(arg, 'base64').toString('utf8')) as S;
+  const result = await measure(spec);
+  if (spec.out !== undefined) writeFileSync(spec.out, `${JSON.stringify(result, null, 2)}\n`);
+  else for (const l of encodeResultLines(result)) process.stdout.write(`${l}\n`);
 }

@@ -1,6 +1,7 @@
 /** The raw data a block benchmark run produces (written as JSON beside the report) and reads back. */
 import type { FioSummary } from './fio-json.js';
 import type { CpuDelta } from './proc-cpu.js';
+import type { OuterEnvironment } from './run-helpers.js';
 
 export type VmmKind = 'tsvmm' | 'qemu';
 export const ALL_VMMS: readonly VmmKind[] = ['tsvmm', 'qemu'];
@@ -30,8 +31,8 @@ export interface JobSample {
   readonly irqsAfter?: number;
 }
 
-/** One guest boot under one VMM, running every job in turn. */
-export interface VmmRunSample {
+/** One guest boot under one VMM: what every benchmark that boots the guest under both VMMs records of it. */
+export interface RunSampleBase {
   readonly vmm: VmmKind;
   readonly round: number;
   readonly ok: boolean;
@@ -40,9 +41,9 @@ export interface VmmRunSample {
   readonly signal?: string;
   /** Spawn to exit, ms. */
   readonly wallMs: number;
-  /** Spawn to the guest's BLK-INFO line (VMM start, boot, modules, /dev/vda found), ms. */
+  /** Spawn to the guest's INFO line (VMM start, boot, modules, the device found), ms. */
   readonly infoAtMs?: number;
-  /** BLK-INFO's key=value pairs: fio version, engine, the guest's view of the drive. */
+  /** The INFO line's key=value pairs: tool version, the guest's view of the device. */
   readonly guestInfo: Readonly<Record<string, string>>;
   /** The VMM's whole command line. */
   readonly argv: readonly string[];
@@ -50,12 +51,17 @@ export interface VmmRunSample {
   readonly cpuModel?: string;
   /** Lines worth keeping (the VMM's stderr, errors on the console), at most a few. */
   readonly notes: readonly string[];
+}
+
+/** One guest boot under one VMM, running every job in turn. */
+export interface VmmRunSample extends RunSampleBase {
   /** The VMM's CPU over the guest's idle sleep before the jobs (BLK-IDLE markers). */
   readonly idle?: { readonly cpu: CpuDelta; readonly windowMs: number };
   readonly jobs: readonly JobSample[];
 }
 
-export interface BlkEnvironment {
+/** The host that ran both VMMs (and, inside the nested host, the machine under it). */
+export interface MeasuringEnvironment {
   readonly nestedHost: boolean;
   readonly outerSummary?: string;
   readonly cpuModel: string;
@@ -64,12 +70,15 @@ export interface BlkEnvironment {
   readonly qemuVersion: string;
   readonly nodeVersion: string;
   readonly memTotalMiB: number;
-  /** File system type of the folder holding the image (from /proc/mounts). */
-  readonly imageFsType: string;
   readonly loadAverageStart: readonly number[];
   readonly loadAverageEnd: readonly number[];
   /** The machine the nested host ran on: its load before the run and (set on return) after it. */
-  readonly outer?: { readonly cpuModel: string; readonly cpus: number; readonly kernelRelease: string; readonly loadAverage: readonly number[]; readonly loadAverageEnd?: readonly number[] };
+  readonly outer?: OuterEnvironment;
+}
+
+export interface BlkEnvironment extends MeasuringEnvironment {
+  /** File system type of the folder holding the image (from /proc/mounts). */
+  readonly imageFsType: string;
 }
 
 export interface BlkConfig {

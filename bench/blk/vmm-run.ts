@@ -8,12 +8,10 @@
  * the console in between. The window still includes fio's start-up and exit in the guest (a small
  * share of a job of several seconds), equally for both VMMs.
  */
-import { spawn } from 'node:child_process';
-import { performance } from 'node:perf_hooks';
-import { gunzipSync } from 'node:zlib';
 import { parseFioJson } from './fio-json.js';
 import { MARK } from './guest-script.js';
-import { type CpuSnapshot, cpuDelta, cpuSnapshot } from './proc-cpu.js';
+import { type Mark, runConsole, type Sections } from './console-run.js';
+import { cpuDelta } from './proc-cpu.js';
 import type { JobSample, VmmKind, VmmRunSample } from './samples.js';
 import type { Invocation } from './vmms.js';
 
@@ -29,201 +27,83 @@ export interface VmmRunOptions {
   readonly log: (line: string) => void;
 }
 
-interface JobState {
-  begin?: { at: number; cpu: CpuSnapshot | undefined };
-  ioBegin?: { at: number; cpu: CpuSnapshot | undefined };
-  ioEnd?: { at: number; cpu: CpuSnapshot | undefined };
-  end?: { at: number; cpu: CpuSnapshot | undefined; status: number };
+interface JobState extends Sections {
+  begin?: Mark;
+  ioBegin?: Mark;
+  ioEnd?: Mark;
+  end?: Mark & { status: number };
   statBefore?: number[];
   statAfter?: number[];
   irqBefore?: number;
   irqAfter?: number;
-  json: string[] | undefined;
-  jsonText?: string;
-  err: string[] | undefined;
-  errText?: string;
-}
-
-/** The protocol's line, wherever it starts: firmware or the kernel may have left text without a newline before it. */
-const ESCAPES = /\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Za-z0-9]|\x1b[=>cM78]/g;
-function protocolLine(raw: string): string {
-  const line = raw.replace(ESCAPES, '');
-  const at = line.indexOf('BLK-');
-  return at > 0 ? line.slice(at) : line;
 }
 
 const numbers = (s: string): number[] => s.trim().split(/\s+/).filter((w) => w !== '').map(Number);
 
-export function runVmm(o: VmmRunOptions): Promise<VmmRunSample> {
-  return new Promise((resolve) => {
-    const t0 = performance.now();
-    const since = (): number => performance.now() - t0;
-    const states = new Map<string, JobState>(o.jobs.map((j) => [j, { json: undefined, err: undefined }]));
-    const guestInfo: Record<string, string> = {};
-    const notes: string[] = [];
-    let infoAtMs: number | undefined;
-    let lastStat: number[] | undefined;
-    let lastIrqs: number | undefined;
-    let idleBegin: { at: number; cpu: CpuSnapshot | undefined } | undefined;
-    let idle: VmmRunSample['idle'];
-    let done = false;
-    let guestError: string | undefined;
-    let collecting: { job: JobState; kind: 'json' | 'err' } | undefined;
-    let timedOut = false;
-    let spawnError: string | undefined;
-
-    const child = spawn(o.invocation.command, [...o.invocation.args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    const pid = child.pid;
-    const snap = (): CpuSnapshot | undefined => (pid === undefined ? undefined : cpuSnapshot(pid));
-
-    const onLine = (raw: string): void => {
-      const line = protocolLine(raw);
-      if (collecting !== undefined) {
-        const endMark = collecting.kind === 'json' ? MARK.jsonEnd : MARK.errEnd;
-        if (line.startsWith(endMark)) {
-          if (collecting.kind === 'json') collecting.job.jsonText = unpack(collecting.job.json!);
-          else collecting.job.errText = collecting.job.err!.join('\n');
-          collecting = undefined;
-        } else {
-          (collecting.kind === 'json' ? collecting.job.json : collecting.job.err)!.push(line);
-        }
-        return;
+export async function runVmm(o: VmmRunOptions): Promise<VmmRunSample> {
+  const states = new Map<string, JobState>(o.jobs.map((j) => [j, {}]));
+  let lastStat: number[] | undefined;
+  let lastIrqs: number | undefined;
+  let idleBegin: Mark | undefined;
+  let idle: VmmRunSample['idle'];
+  const onLine = (line: string, mark: () => Mark): void => {
+    const job = (prefix: string): JobState | undefined => states.get(line.slice(prefix.length).split(' ')[0] ?? '');
+    if (line.startsWith(MARK.begin)) {
+      const s = job(MARK.begin);
+      if (s !== undefined) {
+        s.begin = mark();
+        s.statBefore = lastStat;
+        s.irqBefore = lastIrqs;
+        o.log(`  ${o.vmm}: ${line.slice(MARK.begin.length)} running`);
       }
-      const job = (mark: string): JobState | undefined => states.get(line.slice(mark.length).split(' ')[0] ?? '');
-      if (line.startsWith(MARK.begin)) {
-        const s = job(MARK.begin);
-        if (s !== undefined) {
-          s.begin = { at: since(), cpu: snap() };
-          s.statBefore = lastStat;
-          s.irqBefore = lastIrqs;
-          o.log(`  ${o.vmm}: ${line.slice(MARK.begin.length)} running`);
-        }
-      } else if (line.startsWith(MARK.ioBegin)) {
-        const s = job(MARK.ioBegin);
-        if (s !== undefined) s.ioBegin = { at: since(), cpu: snap() };
-      } else if (line.startsWith(MARK.ioEnd)) {
-        const s = job(MARK.ioEnd);
-        if (s !== undefined) s.ioEnd = { at: since(), cpu: snap() };
-      } else if (line.startsWith(MARK.end)) {
-        const cpu = snap();
-        const s = job(MARK.end);
-        if (s !== undefined) s.end = { at: since(), cpu, status: Number(line.split(' ')[2]) };
-      } else if (line.startsWith(MARK.stat)) {
-        const [, name, ...rest] = line.split(' ');
-        lastStat = numbers(rest.join(' '));
-        const s = states.get(name ?? '');
-        if (s !== undefined) s.statAfter = lastStat;
-      } else if (line.startsWith(MARK.irq)) {
-        const [, name, count] = line.split(' ');
-        lastIrqs = Number(count);
-        const s = states.get(name ?? '');
-        if (s !== undefined && Number.isFinite(lastIrqs)) s.irqAfter = lastIrqs;
-      } else if (line === MARK.idleBegin) {
-        idleBegin = { at: since(), cpu: snap() };
-      } else if (line === MARK.idleEnd) {
-        const cpu = snap();
-        if (idleBegin?.cpu !== undefined && cpu !== undefined) idle = { cpu: cpuDelta(idleBegin.cpu, cpu), windowMs: since() - idleBegin.at };
-      } else if (line.startsWith(MARK.jsonBegin)) {
-        const s = job(MARK.jsonBegin);
-        if (s !== undefined) {
-          s.json = [];
-          collecting = { job: s, kind: 'json' };
-        }
-      } else if (line.startsWith(MARK.errBegin)) {
-        const s = job(MARK.errBegin);
-        if (s !== undefined) {
-          s.err = [];
-          collecting = { job: s, kind: 'err' };
-        }
-      } else if (line.startsWith(MARK.info)) {
-        infoAtMs = since();
-        // fio=fio-3.33 engine=libaio … (values have no spaces: the script replaced them).
-        for (const kv of line.slice(MARK.info.length).split(' ')) {
-          const i = kv.indexOf('=');
-          if (i > 0) guestInfo[kv.slice(0, i)] = kv.slice(i + 1);
-        }
-        o.log(`  ${o.vmm}: guest up at ${(infoAtMs / 1000).toFixed(1)} s (${guestInfo['engine'] ?? '?'}, ${guestInfo['hw_queues'] ?? '?'} queues)`);
-      } else if (line === MARK.done) {
-        done = true;
-      } else if (line.startsWith(MARK.error)) {
-        guestError = line.slice(MARK.error.length);
-        notes.push(line);
-      } else if (/panic|error|fail|warn/i.test(line)) {
-        notes.push(line);
-      }
-    };
-
-    const splitter = (handle: (l: string) => void) => {
-      let partial = '';
-      return {
-        push(chunk: Buffer): void {
-          const parts = (partial + chunk.toString('utf8')).split('\n');
-          partial = parts.pop() ?? '';
-          for (const p of parts) handle(p.replace(/\r$/, ''));
-        },
-        end(): void {
-          if (partial !== '') handle(partial.replace(/\r$/, ''));
-          partial = '';
-        },
-      };
-    };
-    const out = splitter(onLine);
-    const err = splitter((l) => {
-      if (l.trim() !== '') notes.push(l);
-    });
-    child.stdout.on('data', (c: Buffer) => out.push(c));
-    child.stderr.on('data', (c: Buffer) => err.push(c));
-    child.on('error', (e) => {
-      spawnError = e.message;
-    });
-    const timer = setTimeout(() => {
-      timedOut = true;
-      child.kill('SIGKILL');
-    }, o.timeoutMs);
-    let exitMs: number | undefined;
-    child.on('exit', () => {
-      exitMs = since();
-    });
-    child.on('close', (status, signal) => {
-      clearTimeout(timer);
-      out.end();
-      err.end();
-      const jobs: JobSample[] = o.jobs.map((name) => jobSample(name, states.get(name)!));
-      const problems: string[] = [];
-      if (spawnError !== undefined) problems.push(`spawn failed: ${spawnError}`);
-      if (timedOut) problems.push(`timed out after ${(o.timeoutMs / 1000).toFixed(0)} s`);
-      if (guestError !== undefined) problems.push(`guest: ${guestError}`);
-      if (!done) problems.push('the guest script did not finish');
-      if (status !== 0) problems.push(`exit status ${status ?? signal}`);
-      const failedJobs = jobs.filter((j) => !j.ok).map((j) => j.job);
-      if (failedJobs.length > 0) problems.push(`failed jobs: ${failedJobs.join(', ')}`);
-      resolve({
-        vmm: o.vmm,
-        round: o.round,
-        ok: problems.length === 0,
-        ...(problems.length > 0 ? { problem: problems.join('; ') } : {}),
-        exitStatus: status,
-        ...(signal !== null ? { signal } : {}),
-        wallMs: exitMs ?? since(),
-        ...(infoAtMs !== undefined ? { infoAtMs } : {}),
-        guestInfo,
-        argv: [o.invocation.command, ...o.invocation.args],
-        ...(o.cpuModel !== undefined ? { cpuModel: o.cpuModel } : {}),
-        notes: notes.slice(-12),
-        ...(idle !== undefined ? { idle } : {}),
-        jobs,
-      });
-    });
+    } else if (line.startsWith(MARK.ioBegin)) {
+      const s = job(MARK.ioBegin);
+      if (s !== undefined) s.ioBegin = mark();
+    } else if (line.startsWith(MARK.ioEnd)) {
+      const s = job(MARK.ioEnd);
+      if (s !== undefined) s.ioEnd = mark();
+    } else if (line.startsWith(MARK.end)) {
+      const m = mark();
+      const s = job(MARK.end);
+      if (s !== undefined) s.end = { ...m, status: Number(line.split(' ')[2]) };
+    } else if (line.startsWith(MARK.stat)) {
+      const [, name, ...rest] = line.split(' ');
+      lastStat = numbers(rest.join(' '));
+      const s = states.get(name ?? '');
+      if (s !== undefined) s.statAfter = lastStat;
+    } else if (line.startsWith(MARK.irq)) {
+      const [, name, count] = line.split(' ');
+      lastIrqs = Number(count);
+      const s = states.get(name ?? '');
+      if (s !== undefined && Number.isFinite(lastIrqs)) s.irqAfter = lastIrqs;
+    } else if (line === MARK.idleBegin) {
+      idleBegin = mark();
+    } else if (line === MARK.idleEnd) {
+      const m = mark();
+      if (idleBegin?.cpu !== undefined && m.cpu !== undefined) idle = { cpu: cpuDelta(idleBegin.cpu, m.cpu), windowMs: m.at - idleBegin.at };
+    }
+  };
+  const end = await runConsole({
+    ...o,
+    prefix: 'BLK-',
+    marks: MARK,
+    sections: (name) => states.get(name),
+    onLine,
+    // fio=fio-3.33 engine=libaio …
+    describeInfo: (info) => `${info['engine'] ?? '?'}, ${info['hw_queues'] ?? '?'} queues`,
+    keepLine: (line) => /panic|error|fail|warn/i.test(line),
   });
-}
-
-/** The guest's gzip + base64 lines back to text; undefined when they do not decode (the job then reports it). */
-function unpack(lines: readonly string[]): string | undefined {
-  try {
-    return gunzipSync(Buffer.from(lines.join(''), 'base64')).toString('utf8');
-  } catch {
-    return undefined;
-  }
+  const jobs: JobSample[] = o.jobs.map((name) => jobSample(name, states.get(name)!));
+  const problems = [...end.problems];
+  const failedJobs = jobs.filter((j) => !j.ok).map((j) => j.job);
+  if (failedJobs.length > 0) problems.push(`failed jobs: ${failedJobs.join(', ')}`);
+  return {
+    ...end.sample,
+    ok: problems.length === 0,
+    ...(problems.length > 0 ? { problem: problems.join('; ') } : {}),
+    ...(idle !== undefined ? { idle } : {}),
+    jobs,
+  };
 }
 
 function jobSample(name: string, s: JobState): JobSample {

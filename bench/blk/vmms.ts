@@ -29,12 +29,35 @@ export interface Invocation {
   readonly args: readonly string[];
 }
 
+/** The guest without its drive: what every benchmark's guest has. */
+export type BootSpec = Omit<GuestSpec, 'image'>;
+
+/** `tsvmm run` for `g` without devices; a benchmark appends its own (--disk, --net). */
+export function tsvmmRunArgs(cli: string, g: BootSpec): string[] {
+  return [cli, 'run', '--kernel', g.kernel, '--initrd', g.initrd, '--cmdline', g.cmdline, '--cpus', String(g.vcpus), '--mem', `${g.memoryMib}M`];
+}
+
 export function tsvmmInvocation(node: string, cli: string, g: GuestSpec): Invocation {
   if (g.image.includes(',')) throw new Error(`the image path ${g.image} contains a comma, which --disk cannot take`);
-  return {
-    command: node,
-    args: [cli, 'run', '--kernel', g.kernel, '--initrd', g.initrd, '--cmdline', g.cmdline, '--cpus', String(g.vcpus), '--mem', `${g.memoryMib}M`, '--disk', `${g.image},id=bench,cache=unsafe`],
-  };
+  return { command: node, args: [...tsvmmRunArgs(cli, g), '--disk', `${g.image},id=bench,cache=unsafe`] };
+}
+
+/** QEMU q35 with KVM booting `g` straight from its kernel, console on stdio, no devices; a benchmark appends its own. */
+export function qemuMachineArgs(g: BootSpec, cpuModel: string): string[] {
+  return [
+    '-M', 'q35',
+    '-accel', 'kvm',
+    '-cpu', cpuModel,
+    '-smp', String(g.vcpus),
+    '-m', String(g.memoryMib),
+    '-nodefaults', '-no-user-config', '-nographic',
+    '-serial', 'stdio',
+    '-kernel', g.kernel,
+    '-initrd', g.initrd,
+    '-append', g.cmdline,
+    // The guest powers off; a reset (reboot=k, a panic) must end the run, not loop.
+    '-no-reboot',
+  ];
 }
 
 export function qemuInvocation(qemu: string, g: GuestSpec, cpuModel: string): Invocation {
@@ -43,20 +66,9 @@ export function qemuInvocation(qemu: string, g: GuestSpec, cpuModel: string): In
   return {
     command: qemu,
     args: [
-      '-M', 'q35',
-      '-accel', 'kvm',
-      '-cpu', cpuModel,
-      '-smp', String(g.vcpus),
-      '-m', String(g.memoryMib),
-      '-nodefaults', '-no-user-config', '-nographic',
-      '-serial', 'stdio',
-      '-kernel', g.kernel,
-      '-initrd', g.initrd,
-      '-append', g.cmdline,
+      ...qemuMachineArgs(g, cpuModel),
       '-drive', `file=${file},format=raw,if=none,id=d0,cache=writeback,aio=threads`,
       '-device', `virtio-blk-pci,drive=d0,num-queues=${g.vcpus}`,
-      // The guest powers off; a reset (reboot=k, a panic) must end the run, not loop.
-      '-no-reboot',
     ],
   };
 }

@@ -63,7 +63,7 @@ function commandArg(): string {
  * guest's probe of microvm's RTC stalls for seconds and then fails (seen with initcall_debug).
  * Measured: rtc=off does not avoid the stall (Linux probes a platform rtc_cmos at 0x70 anyway).
  */
-export function qemuArgs(spec: MeasureSpec, cmdline: string, cpuModel: string, rtcOff = false): string[] {
+export function qemuArgs(spec: Pick<MeasureSpec, 'kernel' | 'initrd' | 'memoryMib' | 'vcpus'>, cmdline: string, cpuModel: string, rtcOff = false): string[] {
   return [
     '-M', rtcOff ? 'microvm,rtc=off' : 'microvm',
     '-enable-kvm', '-cpu', cpuModel,

@@ -1,0 +1,205 @@
+/**
+ * What every benchmark guest boot has in common, whatever it measures: spawn the VMM, split its
+ * console into lines, follow the guest script's common markers (the INFO line, DONE, ERROR, and
+ * sections of gzip + base64 JSON or error text between BEGIN/END markers named after a job or
+ * test), kill it on timeout, and report how the boot ended. The benchmark's own markers go to
+ * its `onLine`, which can read the VMM's CPU time at the moment a marker arrives.
+ * Used by bench/blk/vmm-run.ts and bench/net/vmm-run.ts.
+ */
+import { spawn } from 'node:child_process';
+import { performance } from 'node:perf_hooks';
+import { gunzipSync } from 'node:zlib';
+import { type CpuSnapshot, cpuSnapshot } from './proc-cpu.js';
+import type { RunSampleBase, VmmKind } from './samples.js';
+import type { Invocation } from './vmms.js';
+
+/** The markers every guest script prints (each benchmark spells them with its own prefix). */
+export interface CommonMarks {
+  readonly info: string;
+  readonly done: string;
+  readonly error: string;
+  readonly jsonBegin: string;
+  readonly jsonEnd: string;
+  readonly errBegin: string;
+  readonly errEnd: string;
+}
+
+/** A job's or test's sections: the raw lines while they arrive, the text once the END marker came. */
+export interface Sections {
+  json?: string[];
+  jsonText?: string;
+  err?: string[];
+  errText?: string;
+}
+
+/** A moment during the boot: ms since spawn and the VMM's CPU times then (undefined once it is gone). */
+export interface Mark {
+  readonly at: number;
+  readonly cpu: CpuSnapshot | undefined;
+}
+
+export interface ConsoleRunOptions {
+  readonly vmm: VmmKind;
+  readonly round: number;
+  readonly invocation: Invocation;
+  readonly timeoutMs: number;
+  readonly cpuModel?: string;
+  readonly log: (line: string) => void;
+  /** The markers' common prefix ('BLK-'): a protocol line is found wherever on the console line it starts. */
+  readonly prefix: string;
+  readonly marks: CommonMarks;
+  /** The state a section named `name` belongs to; undefined for a name the run does not expect. */
+  readonly sections: (name: string) => Sections | undefined;
+  /** Any other line; `mark()` reads the clock and the VMM's CPU now. */
+  readonly onLine: (line: string, mark: () => Mark) => void;
+  /** What the progress line says once the INFO line arrived. */
+  readonly describeInfo: (info: Readonly<Record<string, string>>) => string;
+  /** Console lines (not the protocol's) worth keeping in the notes; stderr lines are always kept. */
+  readonly keepLine: (line: string) => boolean;
+}
+
+/** How a boot ended: the sample's common fields, and the problems every benchmark counts (spawn, timeout, guest error, script unfinished, exit status). */
+export interface ConsoleRunEnd {
+  readonly sample: Omit<RunSampleBase, 'ok' | 'problem'>;
+  readonly problems: readonly string[];
+}
+
+const ESCAPES = /\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Za-z0-9]|\x1b[=>cM78]/g;
+
+/** The guest's gzip + base64 lines back to text; undefined when they do not decode (the job then reports it). */
+export function unpack(lines: readonly string[]): string | undefined {
+  try {
+    return gunzipSync(Buffer.from(lines.join(''), 'base64')).toString('utf8');
+  } catch {
+    return undefined;
+  }
+}
+
+/** Split a stream's chunks into lines (without a trailing \r). */
+function splitter(handle: (l: string) => void): { push(chunk: Buffer): void; end(): void } {
+  let partial = '';
+  return {
+    push(chunk: Buffer): void {
+      const parts = (partial + chunk.toString('utf8')).split('\n');
+      partial = parts.pop() ?? '';
+      for (const p of parts) handle(p.replace(/\r$/, ''));
+    },
+    end(): void {
+      if (partial !== '') handle(partial.replace(/\r$/, ''));
+      partial = '';
+    },
+  };
+}
+
+export function runConsole(o: ConsoleRunOptions): Promise<ConsoleRunEnd> {
+  return new Promise((resolve) => {
+    const t0 = performance.now();
+    const since = (): number => performance.now() - t0;
+    const guestInfo: Record<string, string> = {};
+    const notes: string[] = [];
+    const note = (l: string): void => {
+      notes.push(l);
+      if (notes.length > 40) notes.shift();
+    };
+    const m = o.marks;
+    let infoAtMs: number | undefined;
+    let done = false;
+    let guestError: string | undefined;
+    let collecting: { target: Sections; kind: 'json' | 'err' } | undefined;
+    let timedOut = false;
+    let spawnError: string | undefined;
+
+    const child = spawn(o.invocation.command, [...o.invocation.args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const pid = child.pid;
+    const mark = (): Mark => ({ at: since(), cpu: pid === undefined ? undefined : cpuSnapshot(pid) });
+
+    const onLine = (raw: string): void => {
+      // The protocol's line, wherever it starts: firmware or the kernel may have left text without a newline before it.
+      const clean = raw.replace(ESCAPES, '');
+      const at = clean.indexOf(o.prefix);
+      const line = at > 0 ? clean.slice(at) : clean;
+      if (collecting !== undefined) {
+        const endMark = collecting.kind === 'json' ? m.jsonEnd : m.errEnd;
+        if (line.startsWith(endMark)) {
+          if (collecting.kind === 'json') collecting.target.jsonText = unpack(collecting.target.json!);
+          else collecting.target.errText = collecting.target.err!.join('\n');
+          collecting = undefined;
+        } else {
+          (collecting.kind === 'json' ? collecting.target.json : collecting.target.err)!.push(line);
+        }
+        return;
+      }
+      for (const [kind, begin] of [['json', m.jsonBegin], ['err', m.errBegin]] as const) {
+        if (!line.startsWith(begin)) continue;
+        const target = o.sections(line.slice(begin.length).split(' ')[0] ?? '');
+        if (target !== undefined) {
+          target[kind] = [];
+          collecting = { target, kind };
+        }
+        return;
+      }
+      if (line.startsWith(m.info)) {
+        infoAtMs = since();
+        // key=value … (values have no spaces: the script replaced them).
+        for (const kv of line.slice(m.info.length).split(' ')) {
+          const i = kv.indexOf('=');
+          if (i > 0) guestInfo[kv.slice(0, i)] = kv.slice(i + 1);
+        }
+        o.log(`  ${o.vmm}: guest up at ${(infoAtMs / 1000).toFixed(1)} s (${o.describeInfo(guestInfo)})`);
+      } else if (line === m.done) {
+        done = true;
+      } else if (line.startsWith(m.error)) {
+        guestError = line.slice(m.error.length);
+        note(line);
+      } else if (line.startsWith(o.prefix)) {
+        o.onLine(line, mark);
+      } else if (o.keepLine(line)) {
+        note(line);
+      }
+    };
+
+    const out = splitter(onLine);
+    const err = splitter((l) => {
+      if (l.trim() !== '') note(l);
+    });
+    child.stdout.on('data', (c: Buffer) => out.push(c));
+    child.stderr.on('data', (c: Buffer) => err.push(c));
+    child.on('error', (e) => {
+      spawnError = e.message;
+    });
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, o.timeoutMs);
+    let exitMs: number | undefined;
+    child.on('exit', () => {
+      exitMs = since();
+    });
+    child.on('close', (status, signal) => {
+      clearTimeout(timer);
+      out.end();
+      err.end();
+      const problems: string[] = [];
+      if (spawnError !== undefined) problems.push(`spawn failed: ${spawnError}`);
+      if (timedOut) problems.push(`timed out after ${(o.timeoutMs / 1000).toFixed(0)} s`);
+      if (guestError !== undefined) problems.push(`guest: ${guestError}`);
+      if (!done) problems.push('the guest script did not finish');
+      if (status !== 0) problems.push(`exit status ${status ?? signal}`);
+      resolve({
+        sample: {
+          vmm: o.vmm,
+          round: o.round,
+          exitStatus: status,
+          ...(signal !== null ? { signal } : {}),
+          wallMs: exitMs ?? since(),
+          ...(infoAtMs !== undefined ? { infoAtMs } : {}),
+          guestInfo,
+          argv: [o.invocation.command, ...o.invocation.args],
+          ...(o.cpuModel !== undefined ? { cpuModel: o.cpuModel } : {}),
+          notes: notes.slice(-12),
+        },
+        problems,
+      });
+    });
+  });
+}

@@ -1,0 +1,137 @@
+/**
+ * The outer side of a benchmark that measures inside the nested host when this machine cannot run
+ * stock Linux under KVM: option parsing, the revision the report names, and one nested-host boot
+ * running a frozen `measure.js` whose raw result comes back as result lines (result-lines.ts).
+ * Shared by bench/blk and bench/net.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { cpus, loadavg, release } from 'node:os';
+import { join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import type { VirtualizationEnvironment } from '../../src/host/environment.js';
+import { runInNestedHost } from '../../src/host/nested.js';
+import { stderrProgress } from '../../src/util/progress.js';
+import { cpuModelName } from './measure.js';
+import { decodeResultLines, RESULT_PREFIX } from './result-lines.js';
+import { ALL_VMMS, type VmmKind } from './samples.js';
+
+/** parseArgs options every benchmark run.ts takes, beside its own. */
+export const COMMON_OPTIONS = {
+  cpus: { type: 'string' },
+  mem: { type: 'string' },
+  rounds: { type: 'string' },
+  only: { type: 'string' },
+  'out-dir': { type: 'string' },
+  report: { type: 'string' },
+} as const;
+
+/** --only's VMMs (default both). */
+export function selectVmms(only: string | undefined): VmmKind[] {
+  const vmms = only === undefined ? [...ALL_VMMS] : (only.split(',').map((s) => s.trim()) as VmmKind[]);
+  for (const v of vmms) if (!ALL_VMMS.includes(v)) throw new Error(`--only: unknown VMM '${v}' (choose from ${ALL_VMMS.join(', ')})`);
+  return vmms;
+}
+
+/** --out-dir (default bench/results of the package), created. */
+export function outputDir(pkg: string, outDir: string | undefined): string {
+  const dir = resolve(outDir ?? join(pkg, 'bench/results'));
+  mkdirSync(dir, { recursive: true });
+  return dir;
+}
+
+/** --report FILE.json: the report of a saved result, named `<stem>-<date>` after the run's start; returns the markdown's path. */
+export function rerender<R extends { readonly startedAt: string }>(file: string, dir: string, stem: string, write: (result: R, dir: string, base: string) => string): string {
+  const result = JSON.parse(readFileSync(file, 'utf8')) as R;
+  return write(result, dir, `${stem}-${result.startedAt.slice(0, 10)}`);
+}
+
+export function positiveInt(text: string | undefined, fallback: number, what: string, min = 1): number {
+  if (text === undefined) return fallback;
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < min) throw new Error(`${what} must be an integer ≥ ${min}, got '${text}'`);
+  return n;
+}
+
+/** The checkout's commit, and whether its working tree differs from it (the report says which tsvmm it measured). */
+export function revision(dirs: readonly string[]): string {
+  for (const cwd of dirs) {
+    const git = (...args: string[]): string => execFileSync('git', args, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    try {
+      const head = git('rev-parse', '--short', 'HEAD');
+      return git('status', '--porcelain', '--untracked-files=no') === '' ? head : `${head} + uncommitted changes`;
+    } catch {
+      // Not a git checkout (a build elsewhere); try the next.
+    }
+  }
+  return 'unknown';
+}
+
+/** What a measuring side's result records of the machine the nested host ran on. */
+export interface OuterEnvironment {
+  readonly cpuModel: string;
+  readonly cpus: number;
+  readonly kernelRelease: string;
+  readonly loadAverage: readonly number[];
+  readonly loadAverageEnd?: readonly number[];
+}
+
+export interface NestedMeasureOptions {
+  /** The package folder (the nested host's working directory). */
+  readonly cwd: string;
+  readonly timeoutMs: number;
+  /** The measurement prints at least a line this often; silence for longer means it hangs. */
+  readonly stallTimeoutMs: number;
+  readonly memoryMiB: number;
+  readonly writable?: readonly string[];
+}
+
+/**
+ * Run `node measureJs SPEC_BASE64` in one nested-host boot, show its progress live (without the
+ * result lines) and return the decoded result, with the outer machine's load after the run added
+ * to `environment.outer` when the result has one.
+ */
+export async function measureInNestedHost<R extends { readonly environment: { readonly outer?: OuterEnvironment } }>(measureJs: string, spec: unknown, o: NestedMeasureOptions): Promise<R> {
+  let pending = '';
+  const r = await runInNestedHost([process.execPath, measureJs, Buffer.from(JSON.stringify(spec), 'utf8').toString('base64')], {
+    cwd: o.cwd,
+    timeoutMs: o.timeoutMs,
+    stallTimeoutMs: o.stallTimeoutMs,
+    memoryMiB: o.memoryMiB,
+    progress: stderrProgress,
+    ...(o.writable !== undefined ? { writable: o.writable } : {}),
+    // Show progress live, but not the result's base64 lines.
+    onOutput: (text) => {
+      const parts = (pending + text).split('\n');
+      pending = parts.pop() ?? '';
+      for (const l of parts) if (!l.startsWith(RESULT_PREFIX)) process.stderr.write(`${l}\n`);
+    },
+  });
+  if (r.timedOut) throw new Error(r.stalled ? 'the nested host run stalled' : 'the nested host run timed out');
+  if (r.status !== 0) throw new Error(`the measurement inside the nested host failed with status ${r.status}`);
+  const inside = decodeResultLines(r.output) as R;
+  // The outer machine's load after the run: its cores run the nested host and whatever else shares them.
+  const outer = inside.environment.outer;
+  return outer === undefined ? inside : { ...inside, environment: { ...inside.environment, outer: { ...outer, loadAverageEnd: loadavg() } } };
+}
+
+/**
+ * Run the frozen `measureJs`'s measure(spec) right here where KVM boots stock Linux, else inside one
+ * nested-host boot, with what the result records of this machine (its load, its CPU) added to the spec.
+ */
+export async function measureHereOrNested<S extends object, R extends { readonly environment: { readonly outer?: OuterEnvironment } }>(
+  measureJs: string,
+  spec: S,
+  env: VirtualizationEnvironment,
+  nested: NestedMeasureOptions,
+  say: (line: string) => void,
+): Promise<R> {
+  if (env.canRunStockLinux) {
+    say(`${env.summary} Measuring here.`);
+    const { measure } = (await import(pathToFileURL(measureJs).href)) as { measure(spec: S): Promise<R> };
+    return measure(spec);
+  }
+  say(`${env.summary} Measuring inside one nested-host boot.`);
+  const outer: OuterEnvironment = { cpuModel: cpuModelName(), cpus: cpus().length, kernelRelease: release(), loadAverage: loadavg() };
+  return measureInNestedHost<R>(measureJs, { ...spec, outerSummary: env.summary, outer }, nested);
+}

@@ -1,0 +1,267 @@
+/**
+ * The network benchmark's report: markdown with the target verdicts (issue #6: tsvmm at least
+ * 1.0× QEMU's TCP throughput each way, and no worse ping latency), the VMM's CPU per GB moved and
+ * where it goes, what the guest saw of the device, the setup, and SVG bar charts (bench/boot/svg.ts)
+ * beside it, plus the raw result as JSON.
+ */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { type Summary, summarize } from '../boot/stats.js';
+import { type BarChart, barChartSvg } from '../boot/svg.js';
+import type { CpuDelta } from '../blk/proc-cpu.js';
+import { code, commandRows, machineRows, ratio, ratioText, runRows } from '../blk/report.js';
+import { DIRECTION_LABELS, DIRECTIONS, type Direction } from './guest-script.js';
+import { percentile } from './parse.js';
+import type { IperfSample, NetResult, VmmKind } from './samples.js';
+
+/** Issue #6: at least QEMU's throughput, no worse latency. */
+export const TARGET_RATIO = 1.0;
+
+const VMM_LABELS: Record<VmmKind, string> = { tsvmm: 'tsvmm virtio-net (PCI, tap)', qemu: 'QEMU q35 virtio-net-pci (tap, vhost=off)' };
+const COLORS: Record<VmmKind, string> = { tsvmm: '#2b7bb9', qemu: '#d9822b' };
+
+type ThroughputMetric = 'mbps' | 'cpuSecPerGb' | 'vmmSecPerGb' | 'guestSecPerGb' | 'vcpuHostSecPerGb' | 'otherSecPerGb' | 'vmmCpuPct' | 'retransmits' | 'guestIperfCpuPct';
+type DirectionSummaries = { readonly [M in ThroughputMetric]?: Summary };
+
+function testValues(t: IperfSample): { readonly [M in ThroughputMetric]?: number } {
+  const i = t.iperf;
+  if (!t.ok || i === undefined) return {};
+  const gb = i.bytesReceived / 1e9;
+  const perGb = (ms: number | undefined): number | undefined => (ms === undefined || gb <= 0 ? undefined : ms / 1000 / gb);
+  const c: CpuDelta | undefined = t.cpu;
+  return {
+    mbps: i.bitsPerSecond / 1e6,
+    cpuSecPerGb: perGb(c?.totalMs),
+    vmmSecPerGb: perGb(c === undefined ? undefined : c.totalMs - c.guestMs),
+    guestSecPerGb: perGb(c?.guestMs),
+    vcpuHostSecPerGb: perGb(c?.vcpuHostMs),
+    otherSecPerGb: perGb(c?.otherThreadsMs),
+    ...(c !== undefined && t.windowMs !== undefined && t.windowMs > 0 ? { vmmCpuPct: (100 * c.totalMs) / t.windowMs } : {}),
+    ...(i.retransmits !== undefined ? { retransmits: i.retransmits } : {}),
+    ...(i.guestIperfCpuPct !== undefined ? { guestIperfCpuPct: i.guestIperfCpuPct } : {}),
+  };
+}
+
+/** summaries[vmm][direction][metric] over every successful test of every boot. */
+export function summarizeThroughput(result: NetResult): Record<VmmKind, Record<Direction, DirectionSummaries>> {
+  const out = { tsvmm: { g2h: {}, h2g: {} }, qemu: { g2h: {}, h2g: {} } } as Record<VmmKind, Record<Direction, DirectionSummaries>>;
+  for (const vmm of result.config.vmms) {
+    for (const d of DIRECTIONS) {
+      const values = result.runs.filter((r) => r.vmm === vmm).flatMap((r) => r.tests.filter((t) => t.direction === d)).map(testValues);
+      const sums: { [M in ThroughputMetric]?: Summary } = {};
+      for (const m of ['mbps', 'cpuSecPerGb', 'vmmSecPerGb', 'guestSecPerGb', 'vcpuHostSecPerGb', 'otherSecPerGb', 'vmmCpuPct', 'retransmits', 'guestIperfCpuPct'] as const) {
+        const s = summarize(values.map((v) => v[m]));
+        if (s !== undefined) sums[m] = s;
+      }
+      out[vmm][d] = sums;
+    }
+  }
+  return out;
+}
+
+type LatencyStat = 'min' | 'avg' | 'p50' | 'p99' | 'max';
+const LATENCY_STATS: readonly LatencyStat[] = ['min', 'avg', 'p50', 'p99', 'max'];
+
+function latencyStats(rtt: readonly number[]): { readonly [S in LatencyStat]?: number } {
+  if (rtt.length === 0) return {};
+  return { min: Math.min(...rtt), avg: rtt.reduce((a, b) => a + b, 0) / rtt.length, p50: percentile(rtt, 50), p99: percentile(rtt, 99), max: Math.max(...rtt) };
+}
+
+/** Per VMM and statistic: the value over every reply of every boot pooled (as `median`), with the per-boot range as min–max. */
+export function summarizeLatency(result: NetResult): Record<VmmKind, { stats: { [S in LatencyStat]?: Summary }; replies: number; sent: number; boots: number; vmmCpuPct?: Summary }> {
+  const out = {} as Record<VmmKind, { stats: { [S in LatencyStat]?: Summary }; replies: number; sent: number; boots: number; vmmCpuPct?: Summary }>;
+  for (const vmm of ['tsvmm', 'qemu'] as const) {
+    const pings = result.runs.filter((r) => r.vmm === vmm && r.ping !== undefined && r.ping.rttMs.length > 0).map((r) => r.ping!);
+    const pooled = latencyStats(pings.flatMap((p) => p.rttMs));
+    const perBoot = pings.map((p) => latencyStats(p.rttMs));
+    const stats: { [S in LatencyStat]?: Summary } = {};
+    for (const s of LATENCY_STATS) {
+      const range = summarize(perBoot.map((b) => b[s]));
+      const v = pooled[s];
+      if (range !== undefined && v !== undefined) stats[s] = { n: range.n, median: v, min: range.min, max: range.max };
+    }
+    const cpu = summarize(pings.map((p) => (p.cpu !== undefined && p.windowMs !== undefined && p.windowMs > 0 ? (100 * p.cpu.totalMs) / p.windowMs : undefined)));
+    out[vmm] = {
+      stats,
+      replies: pings.reduce((a, p) => a + p.received, 0),
+      sent: pings.reduce((a, p) => a + p.transmitted, 0),
+      boots: pings.length,
+      ...(cpu !== undefined ? { vmmCpuPct: cpu } : {}),
+    };
+  }
+  return out;
+}
+
+const fmt = (digits: number) => (s: Summary | undefined): string => {
+  if (s === undefined) return '–';
+  return s.n > 1 && s.min !== s.max ? `${s.median.toFixed(digits)} <sub>(${s.min.toFixed(digits)}–${s.max.toFixed(digits)})</sub>` : s.median.toFixed(digits);
+};
+const f0 = fmt(0);
+const f1 = fmt(1);
+const f2 = fmt(2);
+const f3 = fmt(3);
+
+function chart(title: string, unit: string, vmms: readonly VmmKind[], groups: readonly { label: string; pick: (v: VmmKind) => Summary | undefined }[]): BarChart {
+  return {
+    title,
+    unit,
+    series: vmms.map((v) => ({ label: VMM_LABELS[v], color: COLORS[v] })),
+    groups: groups.map((g) => ({ label: g.label, values: vmms.map((v) => g.pick(v)) })),
+  };
+}
+
+/** Write `<base>.md`, `<base>.json` and `<base>-*.svg` into `dir`; returns the markdown's path. */
+export function writeReport(result: NetResult, dir: string, base: string): string {
+  const vmms = result.config.vmms;
+  const tp = summarizeThroughput(result);
+  const lat = summarizeLatency(result);
+  const env = result.environment;
+  const cfg = result.config;
+  const both = vmms.includes('tsvmm') && vmms.includes('qemu');
+  const byDirection = (pick: (s: DirectionSummaries) => Summary | undefined) => DIRECTIONS.map((d) => ({ label: DIRECTION_LABELS[d], pick: (v: VmmKind) => pick(tp[v][d]) }));
+  const charts: { file: string; chart: BarChart }[] = [
+    { file: `${base}-throughput.svg`, chart: chart('TCP throughput (iperf3, one stream)', 'Mbit/s (higher is better)', vmms, byDirection((s) => s.mbps)) },
+    { file: `${base}-latency.svg`, chart: chart('Ping round trip, host → guest → host (bar: all pings pooled; whisker: range over boots)', 'ms (lower is better)', vmms, LATENCY_STATS.filter((s) => s !== 'max').map((s) => ({ label: s, pick: (v: VmmKind) => lat[v]?.stats[s] }))) },
+    { file: `${base}-cpu-per-gb.svg`, chart: chart('VMM process CPU per GB moved (utime + stime)', 's of CPU per GB (lower is better)', vmms, byDirection((s) => s.cpuSecPerGb)) },
+    { file: `${base}-vmm-cpu-per-gb.svg`, chart: chart('VMM CPU per GB moved, excluding guest time', 's of CPU per GB (lower is better)', vmms, byDirection((s) => s.vmmSecPerGb)) },
+  ];
+  for (const c of charts) writeFileSync(join(dir, c.file), barChartSvg(c.chart));
+  writeFileSync(join(dir, `${base}.json`), `${JSON.stringify(result, null, 2)}\n`);
+  const img = (i: number): string => `![${charts[i]!.chart.title}](${charts[i]!.file})`;
+
+  const L: string[] = [];
+  L.push(`# Network: tsvmm virtio-net vs QEMU virtio-net-pci — ${result.startedAt.slice(0, 10)}`, '');
+  L.push(
+    `Generated by \`npm run bench:net\` (bench/net/); raw data: [${base}.json](${base}.json). ` +
+      `iperf3 TCP, one stream, ${cfg.seconds} s per test, ${cfg.repetitions} test${cfg.repetitions === 1 ? '' : 's'} each way per boot, ${cfg.rounds} boot${cfg.rounds === 1 ? '' : 's'} per VMM (alternating which goes first); ` +
+      `${cfg.pings} pings per boot every ${cfg.pingIntervalSeconds} s; ${cfg.vcpus} vCPUs, ${cfg.memoryMib} MiB. ` +
+      `Throughput cells are the median over every test with (min–max) when they differ. tsvmm revision: ${cfg.tsvmmRevision ?? 'unknown'}.`,
+    '',
+  );
+  if (env.nestedHost) {
+    L.push(
+      `> **Measured inside the nested host** (${env.outerSummary ?? 'no usable /dev/kvm on the machine'}): a QEMU TCG-emulated x86 machine with AMD-V, ` +
+        'whose KVM runs both VMMs, and whose two emulated CPUs also run the host\'s iperf3 and ping. Every VM exit, interrupt, system call and copy is emulated, ' +
+        'so absolute numbers are orders of magnitude below hardware; compare the ratios, not the Mbit/s.',
+      '',
+    );
+  }
+
+  if (both) {
+    L.push(`## Targets (issue #6): at least ${TARGET_RATIO.toFixed(1)}× QEMU's throughput, no worse latency`, '');
+    L.push('| measure | tsvmm | QEMU | tsvmm / QEMU | target | verdict |', '|---|---:|---:|---:|---|---|');
+    let met = 0;
+    let judged = 0;
+    const verdict = (r: number | undefined, higherBetter: boolean): string => {
+      if (r === undefined) return '–';
+      judged++;
+      const ok = higherBetter ? r >= TARGET_RATIO : r <= TARGET_RATIO;
+      if (ok) met++;
+      return ok ? 'met' : 'missed';
+    };
+    for (const d of DIRECTIONS) {
+      const r = ratio(tp.tsvmm[d].mbps, tp.qemu[d].mbps);
+      L.push(`| throughput ${DIRECTION_LABELS[d]}, Mbit/s | ${f1(tp.tsvmm[d].mbps)} | ${f1(tp.qemu[d].mbps)} | ${ratioText(r)} | ≥ 1.0× | ${verdict(r, true)} |`);
+    }
+    for (const s of ['avg', 'p50', 'p99'] as const) {
+      const r = ratio(lat.tsvmm.stats[s], lat.qemu.stats[s]);
+      L.push(`| ping ${s}, ms | ${f3(lat.tsvmm.stats[s])} | ${f3(lat.qemu.stats[s])} | ${ratioText(r)} | ≤ 1.0× | ${verdict(r, false)} |`);
+    }
+    L.push('', `**${met} of ${judged} targets met.** (Throughput: ratio of medians, above 1 means tsvmm is faster. Latency: ratio of the pooled statistic, below 1 means tsvmm answers sooner.)`, '');
+  }
+  L.push(img(0), '');
+
+  L.push('## Throughput', '');
+  L.push(
+    'iperf3 in the guest is the client of an iperf3 server on the host\'s end of the tap: *guest → host* is `iperf3 -c`, *host → guest* is `iperf3 -c -R` ' +
+      '(the host\'s server sends). The figure is the receiver\'s goodput over the test (`end.sum_received`). Retransmits are the sender\'s; ' +
+      '*guest iperf3 CPU* is the guest\'s own iperf3 process (its share of one guest CPU).',
+    '',
+  );
+  L.push('| direction | VMM | Mbit/s | retransmits | guest iperf3 CPU % |', '|---|---|---:|---:|---:|');
+  for (const d of DIRECTIONS) for (const v of vmms) L.push(`| ${DIRECTION_LABELS[d]} | ${v} | ${f1(tp[v][d].mbps)} | ${f0(tp[v][d].retransmits)} | ${f0(tp[v][d].guestIperfCpuPct)} |`);
+  L.push('');
+
+  L.push('## Latency', '');
+  L.push(
+    `iputils \`ping -c ${cfg.pings} -i ${cfg.pingIntervalSeconds}\` from the host to the guest while the guest is otherwise idle (it waits in \`nc -l\` for the host to say ping is over). ` +
+      'Each cell pools every reply of every boot; (min–max) is the range of the same statistic over the boots. p50 and p99 are nearest-rank percentiles of the replies\' `time=` values.',
+    '',
+  );
+  L.push('| VMM | replies | min | avg | p50 | p99 | max | VMM CPU % of one core |', '|---|---:|---:|---:|---:|---:|---:|---:|');
+  for (const v of vmms) {
+    const l = lat[v];
+    L.push(`| ${v} | ${l.replies}/${l.sent} | ${LATENCY_STATS.map((s) => f3(l.stats[s])).join(' | ')} | ${f0(l.vmmCpuPct)} |`);
+  }
+  if (both) L.push(`| tsvmm / QEMU | | ${LATENCY_STATS.map((s) => ratioText(ratio(lat.tsvmm.stats[s], lat.qemu.stats[s]))).join(' | ')} | |`);
+  L.push('', img(1), '');
+
+  L.push('## Host CPU per GB moved', '');
+  L.push(
+    'The VMM process\'s CPU time (utime + stime from /proc/PID/stat, as bench/blk measures it) between the guest\'s markers around one iperf3 test, divided by the bytes the receiver got. ' +
+      'The window holds iperf3\'s start-up and connection set-up in the guest too (a second or so in the nested host), equally for both VMMs. ' +
+      'It includes the guest\'s own run time (guest mode counts as the vCPU thread\'s user time), so the columns split it: *guest* (guest_time), ' +
+      '*vCPU threads outside guest mode* (KVM exits, halt polling; for QEMU also its PCI/virtio register emulation), and *other threads* (tsvmm: the main ' +
+      'event loop, where virtio-net reads and writes the tap; QEMU: its main loop, where its userspace virtio-net does the same). *VMM excl. guest* is the total minus guest time.',
+    '',
+  );
+  L.push('| direction | VMM | total s/GB | guest | vCPU threads outside guest | other threads | VMM excl. guest | VMM CPU % of one core |', '|---|---|---:|---:|---:|---:|---:|---:|');
+  for (const d of DIRECTIONS) {
+    for (const v of vmms) {
+      const s = tp[v][d];
+      L.push(`| ${DIRECTION_LABELS[d]} | ${v} | ${f2(s.cpuSecPerGb)} | ${f2(s.guestSecPerGb)} | ${f2(s.vcpuHostSecPerGb)} | ${f2(s.otherSecPerGb)} | ${f2(s.vmmSecPerGb)} | ${f0(s.vmmCpuPct)} |`);
+    }
+  }
+  L.push('');
+  if (both) {
+    L.push('| direction | total CPU per GB, tsvmm / QEMU | excl. guest, tsvmm / QEMU | other threads, tsvmm / QEMU |', '|---|---:|---:|---:|');
+    for (const d of DIRECTIONS) L.push(`| ${DIRECTION_LABELS[d]} | ${ratioText(ratio(tp.tsvmm[d].cpuSecPerGb, tp.qemu[d].cpuSecPerGb))} | ${ratioText(ratio(tp.tsvmm[d].vmmSecPerGb, tp.qemu[d].vmmSecPerGb))} | ${ratioText(ratio(tp.tsvmm[d].otherSecPerGb, tp.qemu[d].otherSecPerGb))} |`);
+    L.push('', '(Below 1 means tsvmm spends less CPU per GB.)', '');
+  }
+  // Where each VMM's time went during the tests, as shares of its total: the split that tells them apart when both saturate the host.
+  const share = (v: VmmKind, pick: (c: CpuDelta) => number): number | undefined => {
+    const cpu = result.runs.filter((r) => r.vmm === v).flatMap((r) => r.tests.flatMap((t) => (t.ok && t.cpu !== undefined ? [t.cpu] : [])));
+    const total = cpu.reduce((a, c) => a + c.totalMs, 0);
+    return total > 0 ? (100 * cpu.reduce((a, c) => a + pick(c), 0)) / total : undefined;
+  };
+  const shares = vmms.map((v) => ({ v, guest: share(v, (c) => c.guestMs), vcpu: share(v, (c) => c.vcpuHostMs), other: share(v, (c) => c.otherThreadsMs) }));
+  if (shares.every((s) => s.guest !== undefined)) {
+    L.push(
+      `Over all tests, the VMM process's CPU went ${shares.map((s) => `for ${s.v} ${s.guest!.toFixed(0)} % to the guest, ${s.vcpu!.toFixed(0)} % to vCPU threads outside guest mode and ${s.other!.toFixed(0)} % to other threads`).join('; ')}. ` +
+        `The measuring host has ${env.cpus} CPUs, which the host's iperf3 and ping share with the VMM: where a VMM keeps close to ${env.cpus * 100} % busy (last column above), ` +
+        'CPU per GB is mostly the inverse of throughput, and what the device model takes (other threads) is CPU the guest\'s vCPUs do not get.',
+      '',
+    );
+  }
+  L.push(img(2), '', img(3), '');
+
+  L.push('## What the guest saw', '', 'From the guest script\'s NET-INFO line (first boot per VMM that printed one).', '');
+  const info = (v: VmmKind): Readonly<Record<string, string>> => result.runs.find((r) => r.vmm === v && Object.keys(r.guestInfo).length > 0)?.guestInfo ?? {};
+  const keys = ['iperf3', 'kernel', 'nproc', 'mem_kb', 'driver', 'bus', 'mac', 'mtu', 'features', 'tcp_cc', 'tcp_rmem', 'tcp_wmem'];
+  L.push('| | ' + vmms.join(' | ') + ' |', '|---|' + vmms.map(() => '---|').join(''));
+  for (const k of keys) L.push(`| ${k} | ${vmms.map((v) => code(info(v)[k] ?? '–')).join(' | ')} |`);
+  L.push('');
+  L.push(
+    '`features` is the negotiated feature bits as the guest\'s virtio core shows them (bit 0 first): bit 0 CSUM, 1 GUEST_CSUM, 5 MAC, 7/8 GUEST_TSO4/6, 10 GUEST_UFO, ' +
+      '11/12 HOST_TSO4/6, 14 HOST_UFO, 15 MRG_RXBUF, 16 STATUS, 17 CTRL_VQ, 28 INDIRECT_DESC, 29 EVENT_IDX, 32 VERSION_1. Where the two strings differ, the VMMs offered different offloads or ring features.',
+    '',
+  );
+
+  L.push('## Setup', '', ...machineRows(env));
+  L.push(`| iperf3 (host and guest) | ${env.iperf3Version} |`, `| ping | ${env.pingVersion} |`);
+  L.push(`| guest | Debian kernel ${cfg.kernelRelease} (${(cfg.kernelBytes / 2 ** 20).toFixed(1)} MiB), initramfs ${(cfg.initrdBytes / 2 ** 20).toFixed(1)} MiB (the default guest's + iperf3 and its libraries) |`);
+  L.push(`| network | tap \`${cfg.tap}\` made once with \`ip tuntap\`, host ${cfg.hostAddress}/24, guest ${cfg.guestAddress}/24, MAC ${cfg.guestMac}; both VMMs open the same tap in turn |`);
+  L.push(`| guest command | ${code(cfg.guestCommand)} (the script is in bench/net/guest-script.ts) |`);
+  L.push(...commandRows(result.runs, vmms));
+  L.push('');
+
+  L.push('## Runs', '', ...runRows(result.runs, 'eth0 up'));
+  L.push('');
+  L.push('| round | VMM | ' + result.runs[0]?.tests.map((t) => t.name).join(' | ') + ' |', '|---:|---|' + (result.runs[0]?.tests.map(() => '---:|').join('') ?? ''));
+  for (const r of result.runs) L.push(`| ${r.round + 1} | ${r.vmm} | ${r.tests.map((t) => (t.iperf !== undefined ? (t.iperf.bitsPerSecond / 1e6).toFixed(1) : '–')).join(' | ')} |`);
+  L.push('', '(Mbit/s per test, in the order the guest ran them.)', '');
+
+  const md = join(dir, `${base}.md`);
+  writeFileSync(md, `${L.filter((l, i, a) => !(l === '' && a[i - 1] === '')).join('\n')}\n`);
+  return md;
+}

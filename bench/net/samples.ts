@@ -1,0 +1,86 @@
+/** The network benchmark's raw result: what one run measured, as saved in bench/results/net-<date>.json. */
+import type { CpuDelta } from '../blk/proc-cpu.js';
+import type { MeasuringEnvironment, RunSampleBase, VmmKind } from '../blk/samples.js';
+import type { Direction } from './guest-script.js';
+
+export { ALL_VMMS, type VmmKind } from '../blk/samples.js';
+
+/** What iperf3's -J output says of one test (the guest is the client). */
+export interface IperfSummary {
+  /** Receiver's goodput, bits per second (sum_received). */
+  readonly bitsPerSecond: number;
+  readonly bytesReceived: number;
+  readonly seconds: number;
+  /** The sender's TCP retransmits (sum_sent), when reported. */
+  readonly retransmits?: number;
+  /** CPU of the guest's iperf3 (the client), % of one CPU. */
+  readonly guestIperfCpuPct?: number;
+  /** CPU of the host's iperf3 (the server), % of one CPU. */
+  readonly hostIperfCpuPct?: number;
+  /** Bits per second of each reporting interval (one a second). */
+  readonly intervals: readonly number[];
+}
+
+export interface IperfSample {
+  readonly name: string;
+  readonly direction: Direction;
+  readonly ok: boolean;
+  readonly problem?: string;
+  readonly iperfStatus?: number;
+  readonly iperf?: IperfSummary;
+  /** The VMM process's CPU between the test's BEGIN and END markers. */
+  readonly cpu?: CpuDelta;
+  readonly windowMs?: number;
+}
+
+export interface PingSample {
+  readonly ok: boolean;
+  readonly problem?: string;
+  readonly transmitted: number;
+  readonly received: number;
+  /** Round-trip time of each reply, ms, in order. */
+  readonly rttMs: readonly number[];
+  /** ping's own summary line (rtt min/avg/max/mdev). */
+  readonly summary?: string;
+  readonly cpu?: CpuDelta;
+  readonly windowMs?: number;
+}
+
+export interface NetRunSample extends RunSampleBase {
+  readonly ping?: PingSample;
+  readonly tests: readonly IperfSample[];
+}
+
+export interface NetEnvironment extends MeasuringEnvironment {
+  readonly iperf3Version: string;
+  readonly pingVersion: string;
+}
+
+export interface NetConfig {
+  readonly kernelRelease: string;
+  readonly kernelBytes: number;
+  readonly initrdBytes: number;
+  readonly cmdline: string;
+  readonly guestCommand: string;
+  readonly vcpus: number;
+  readonly memoryMib: number;
+  readonly seconds: number;
+  readonly repetitions: number;
+  readonly rounds: number;
+  readonly pings: number;
+  readonly pingIntervalSeconds: number;
+  readonly vmms: readonly VmmKind[];
+  readonly tap: string;
+  readonly hostAddress: string;
+  readonly guestAddress: string;
+  readonly guestMac: string;
+  readonly tsvmmRevision?: string;
+}
+
+export interface NetResult {
+  readonly startedAt: string;
+  readonly finishedAt: string;
+  readonly environment: NetEnvironment;
+  readonly config: NetConfig;
+  readonly runs: readonly NetRunSample[];
+}

@@ -1,0 +1,166 @@
+/**
+ * One guest boot under one VMM: spawn it, follow the guest script's markers on its console
+ * (guest-script.ts), ping the guest from the host when it waits for that, read the VMM process's
+ * CPU time the moment each marker arrives, and collect iperf3's JSON per test.
+ *
+ * Everything here is asynchronous (child processes, sockets): the harness shares the measuring
+ * host's CPUs with the VMM and must not stall on anything while a test runs. The VMM is a child
+ * process (tsvmm's CLI or QEMU), so /proc/PID counts the VMM alone, not this harness.
+ */
+import { execFile } from 'node:child_process';
+import { connect } from 'node:net';
+import { promisify } from 'node:util';
+import { type Mark, runConsole, type Sections } from '../blk/console-run.js';
+import { cpuDelta } from '../blk/proc-cpu.js';
+import type { Invocation } from '../blk/vmms.js';
+import { directionOf, MARK, PING_DONE_PORT } from './guest-script.js';
+import { parseIperfJson, parsePing } from './parse.js';
+import type { IperfSample, NetRunSample, PingSample, VmmKind } from './samples.js';
+
+const execFileAsync = promisify(execFile);
+
+export interface NetRunOptions {
+  readonly vmm: VmmKind;
+  readonly round: number;
+  readonly invocation: Invocation;
+  /** The tests the guest was told to run, in order (testNames). */
+  readonly tests: readonly string[];
+  readonly guestAddress: string;
+  readonly pings: number;
+  readonly pingIntervalSeconds: number;
+  readonly timeoutMs: number;
+  readonly cpuModel?: string;
+  readonly log: (line: string) => void;
+}
+
+interface TestState extends Sections {
+  begin?: Mark;
+  end?: Mark & { status: number };
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Connect to the guest's `nc -l` once (retrying while it is not listening yet) and close: the guest's ping wait ends. */
+async function releaseGuest(address: string): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const s = connect(PING_DONE_PORT, address, () => {
+          s.end();
+          resolve();
+        });
+        s.setTimeout(10_000, () => s.destroy(new Error('connect timed out')));
+        s.on('error', reject);
+      });
+      return;
+    } catch (e) {
+      if (attempt >= 30) throw e;
+      await sleep(1000);
+    }
+  }
+}
+
+export async function runVmm(o: NetRunOptions): Promise<NetRunSample> {
+  const states = new Map<string, TestState>(o.tests.map((t) => [t, {}]));
+  const notes: string[] = [];
+  let ping: PingSample | undefined;
+  let pingTask: Promise<void> | undefined;
+
+  const runPing = async (mark: () => Mark): Promise<void> => {
+    o.log(`  ${o.vmm}: pinging the guest ${o.pings} times`);
+    const begin = mark();
+    let text = '';
+    let problem: string | undefined;
+    try {
+      const r = await execFileAsync('ping', ['-n', '-c', String(o.pings), '-i', String(o.pingIntervalSeconds), '-W', '5', o.guestAddress], { encoding: 'utf8', timeout: 60_000 + o.pings * (o.pingIntervalSeconds * 1000 + 5000) });
+      text = r.stdout;
+    } catch (e) {
+      const err = e as { stdout?: string; message: string };
+      text = err.stdout ?? '';
+      problem = `ping failed: ${err.message.split('\n')[0] ?? ''}`;
+    }
+    const end = mark();
+    const p = parsePing(text);
+    if (problem === undefined && p.received < p.transmitted) problem = `${p.transmitted - p.received} of ${p.transmitted} pings lost`;
+    const cpu = begin.cpu !== undefined && end.cpu !== undefined ? cpuDelta(begin.cpu, end.cpu) : undefined;
+    ping = { ok: problem === undefined && p.rttMs.length > 0, ...(problem !== undefined ? { problem } : {}), ...p, ...(cpu !== undefined ? { cpu } : {}), windowMs: end.at - begin.at };
+    o.log(`  ${o.vmm}: ping ${p.received}/${p.transmitted}${p.summary !== undefined ? `, ${p.summary}` : ''}`);
+    try {
+      await releaseGuest(o.guestAddress);
+    } catch (e) {
+      notes.push(`could not end the guest's ping wait: ${(e as Error).message}`);
+    }
+  };
+
+  const onLine = (line: string, mark: () => Mark): void => {
+    const test = (prefix: string): TestState | undefined => states.get(line.slice(prefix.length).split(' ')[0] ?? '');
+    if (line.startsWith(MARK.begin)) {
+      const s = test(MARK.begin);
+      if (s !== undefined) {
+        s.begin = mark();
+        o.log(`  ${o.vmm}: ${line.slice(MARK.begin.length)} running`);
+      }
+    } else if (line.startsWith(MARK.end)) {
+      const m = mark();
+      const s = test(MARK.end);
+      if (s !== undefined) s.end = { ...m, status: Number(line.split(' ')[2]) };
+    } else if (line === MARK.pingBegin) {
+      pingTask ??= runPing(mark);
+    }
+  };
+
+  const end = await runConsole({
+    ...o,
+    prefix: 'NET-',
+    marks: MARK,
+    sections: (name) => states.get(name),
+    onLine,
+    describeInfo: (info) => `eth0 on ${info['bus'] ?? '?'}, features ${info['features'] ?? '?'}`,
+    // The last console lines, whatever they say: a boot that fails tells why there.
+    keepLine: (line) => line.trim() !== '',
+  });
+  await pingTask;
+  const tests = o.tests.map((name) => testSample(name, states.get(name)!));
+  const problems = [...end.problems];
+  if (ping === undefined) problems.push('no ping phase');
+  else if (!ping.ok) problems.push(ping.problem ?? 'ping failed');
+  const failed = tests.filter((t) => !t.ok).map((t) => t.name);
+  if (failed.length > 0) problems.push(`failed tests: ${failed.join(', ')}`);
+  return {
+    ...end.sample,
+    ok: problems.length === 0,
+    ...(problems.length > 0 ? { problem: problems.join('; ') } : {}),
+    notes: [...end.sample.notes, ...notes].slice(-12),
+    ...(ping !== undefined ? { ping } : {}),
+    tests,
+  };
+}
+
+function testSample(name: string, s: TestState): IperfSample {
+  const problems: string[] = [];
+  if (s.begin === undefined) problems.push('never started');
+  else if (s.end === undefined) problems.push('never ended');
+  else if (s.end.status !== 0) problems.push(`iperf3 exited with status ${s.end.status}${s.errText ? `: ${s.errText.split('\n').slice(-3).join(' | ')}` : ''}`);
+  let iperf: ReturnType<typeof parseIperfJson> | undefined;
+  if (s.jsonText !== undefined) {
+    try {
+      iperf = parseIperfJson(s.jsonText);
+    } catch (e) {
+      if (s.end?.status === 0) problems.push(`unreadable iperf3 JSON: ${(e as Error).message}`);
+    }
+  } else if (s.end?.status === 0) {
+    problems.push(s.json !== undefined ? 'iperf3 JSON did not decode (gzip + base64)' : 'no iperf3 JSON');
+  }
+  const cpu = s.begin?.cpu !== undefined && s.end?.cpu !== undefined ? cpuDelta(s.begin.cpu, s.end.cpu) : undefined;
+  if (s.end !== undefined && cpu === undefined) problems.push('VMM CPU time could not be read');
+  return {
+    name,
+    direction: directionOf(name),
+    ok: problems.length === 0,
+    ...(problems.length > 0 ? { problem: problems.join('; ') } : {}),
+    ...(s.end !== undefined ? { iperfStatus: s.end.status } : {}),
+    ...(iperf !== undefined ? { iperf } : {}),
+    ...(cpu !== undefined ? { cpu } : {}),
+    ...(s.begin !== undefined && s.end !== undefined ? { windowMs: s.end.at - s.begin.at } : {}),
+  };
+}
