@@ -26,7 +26,7 @@ import { ensureAptPackages } from '../../src/image/debian.js';
 import { ensureDefaultGuest } from '../../src/image/default-guest.js';
 import { stderrProgress } from '../../src/util/progress.js';
 import { freeze, packageRoot } from '../blk/freeze.js';
-import { measureInNestedHost, positiveInt, revision } from '../blk/run-helpers.js';
+import { measureInNestedHost, positiveInt, revision, runDriver, finishRun } from '../blk/run-helpers.js';
 import { cpuModelName } from '../boot/measure.js';
 import type { ApiMeasureSpec } from './measure.js';
 import { writeReport } from './report.js';
@@ -201,14 +201,7 @@ async function main(): Promise<number> {
   } finally {
     frozen.remove();
   }
-  const md = writeReport(result, outDir, `api-${result.startedAt.slice(0, 10)}`);
-  say(`report: ${md} (${((Date.now() - started) / 60_000).toFixed(1)} min in all)`);
-  return 0;
+  return finishRun(result, outDir, 'api', started, writeReport, say);
 }
 
-try {
-  process.exitCode = await main();
-} catch (e) {
-  say(`error: ${(e as Error).message}`);
-  process.exitCode = 1;
-}
+await runDriver(main, say);

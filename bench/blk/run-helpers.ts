@@ -135,3 +135,30 @@ export async function measureHereOrNested<S extends object, R extends { readonly
   const outer: OuterEnvironment = { cpuModel: cpuModelName(), cpus: cpus().length, kernelRelease: release(), loadAverage: loadavg() };
   return measureInNestedHost<R>(measureJs, { ...spec, outerSummary: env.summary, outer }, nested);
 }
+
+/**
+ * A benchmark driver's last steps: write the report for `result`, say where it is and how long the
+ * whole run took, and return the driver's exit status (0).
+ */
+export function finishRun<R extends { readonly startedAt: string }>(
+  result: R,
+  outDir: string,
+  kind: string,
+  started: number,
+  write: (result: R, dir: string, base: string) => string,
+  say: (line: string) => void,
+): number {
+  const md = write(result, outDir, `${kind}-${result.startedAt.slice(0, 10)}`);
+  say(`report: ${md} (${((Date.now() - started) / 60_000).toFixed(1)} min in all)`);
+  return 0;
+}
+
+/** Run a driver's main(): its status becomes the exit code; a failure is one error line and 1. */
+export async function runDriver(main: () => Promise<number>, say: (line: string) => void): Promise<void> {
+  try {
+    process.exitCode = await main();
+  } catch (e) {
+    say(`error: ${(e as Error).message}`);
+    process.exitCode = 1;
+  }
+}

@@ -22,7 +22,7 @@ import { ensureBenchInitramfs } from './initramfs.js';
 import { selectJobs } from './jobs.js';
 import type { BlkMeasureSpec } from './measure.js';
 import { writeReport } from './report.js';
-import { COMMON_OPTIONS, measureHereOrNested, outputDir, positiveInt, rerender, revision, selectVmms } from './run-helpers.js';
+import { COMMON_OPTIONS, measureHereOrNested, outputDir, positiveInt, rerender, revision, selectVmms, runDriver, finishRun } from './run-helpers.js';
 import type { BlkResult } from './samples.js';
 
 /** Where tsc put src/ and bench/ (dist/, or any --outDir). */
@@ -97,14 +97,7 @@ async function main(): Promise<number> {
   } finally {
     frozen.remove();
   }
-  const md = writeReport(result, outDir, `blk-${result.startedAt.slice(0, 10)}`);
-  say(`report: ${md} (${((Date.now() - started) / 60_000).toFixed(1)} min in all)`);
-  return 0;
+  return finishRun(result, outDir, 'blk', started, writeReport, say);
 }
 
-try {
-  process.exitCode = await main();
-} catch (e) {
-  say(`error: ${(e as Error).message}`);
-  process.exitCode = 1;
-}
+await runDriver(main, say);

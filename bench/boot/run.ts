@@ -27,6 +27,7 @@ import { cpuModelName, type MeasureSpec } from './measure.js';
 import { writeReport } from './report.js';
 import { snapshot } from './snapshot.js';
 import type { BenchResult, VmmKind } from './samples.js';
+import { runDriver } from '../blk/run-helpers.js';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const QEMU = '/usr/bin/qemu-system-x86_64';
@@ -153,9 +154,4 @@ async function main(): Promise<number> {
   return 0;
 }
 
-try {
-  process.exitCode = await main();
-} catch (e) {
-  say(`error: ${(e as Error).message}`);
-  process.exitCode = 1;
-}
+await runDriver(main, say);

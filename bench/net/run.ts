@@ -20,7 +20,7 @@ import { ensureDefaultGuest } from '../../src/image/default-guest.js';
 import { ensureToolsInitramfs, IPERF3 } from '../../src/image/guest-tools.js';
 import { stderrProgress } from '../../src/util/progress.js';
 import { freeze, packageRoot } from '../blk/freeze.js';
-import { COMMON_OPTIONS, measureHereOrNested, outputDir, positiveInt, rerender, revision, selectVmms } from '../blk/run-helpers.js';
+import { COMMON_OPTIONS, measureHereOrNested, outputDir, positiveInt, rerender, revision, selectVmms, runDriver, finishRun } from '../blk/run-helpers.js';
 import type { NetMeasureSpec } from './measure.js';
 import { writeReport } from './report.js';
 import type { NetResult } from './samples.js';
@@ -110,14 +110,7 @@ async function main(): Promise<number> {
   } finally {
     frozen.remove();
   }
-  const md = writeReport(result, outDir, `net-${result.startedAt.slice(0, 10)}`);
-  say(`report: ${md} (${((Date.now() - started) / 60_000).toFixed(1)} min in all)`);
-  return 0;
+  return finishRun(result, outDir, 'net', started, writeReport, say);
 }
 
-try {
-  process.exitCode = await main();
-} catch (e) {
-  say(`error: ${(e as Error).message}`);
-  process.exitCode = 1;
-}
+await runDriver(main, say);
