@@ -5,12 +5,12 @@
  * `--config-file F --no-api` is the same without the socket: one controller behind both, so a
  * config file means the same with or without the API (logger and metrics included).
  */
-import { readFileSync } from 'node:fs';
 import type { ConfigFeature } from '../api/config.js';
 import { ApiServer } from '../api/server/http-server.js';
 import { VmmController } from '../api/server/controller.js';
 import { TsvmmError } from '../util/errors.js';
 import type { launchVm as LaunchVm } from '../vmm/launch.js';
+import { packageVersion } from '../util/version.js';
 
 /** What the API boots today (the rest is refused when PUT, saying so). */
 export const API_SUPPORTED_FEATURES: readonly ConfigFeature[] = ['initrd', 'entropy', 'drives', 'network-interfaces', 'net-mtu', 'vsock', 'logger', 'metrics'];
@@ -26,9 +26,6 @@ export interface ApiModeOptions {
   bootTimer: boolean;
 }
 
-function packageVersion(): string {
-  return (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
-}
 
 function say(line: string): void {
   process.stderr.write(`tsvmm: ${line}\n`);

@@ -2,7 +2,6 @@
  * The `tsvmm` command line. Every failure prints one line (`tsvmm: …`, no stack trace) and exits
  * non-zero; `TSVMM_DEBUG=1` prints the stack as well.
  */
-import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { resolve } from 'node:path';
 import type { DriveOptions } from '../vmm/drive-options.js';
@@ -13,6 +12,7 @@ import { oneLine, UsageError } from '../util/errors.js';
 // Heavy modules (the config parser, the VMM, the nested host) are imported lazily: under
 // emulation every module costs start-up time (bench/results/boot-*.md).
 import { MAX_MEMORY_MIB, MAX_VCPUS, MIN_MEMORY_MIB, MIN_VCPUS } from '../vmm/limits.js';
+import { packageVersion } from '../util/version.js';
 
 const USAGE = `tsvmm — a microVM monitor in TypeScript on Linux KVM
 
@@ -81,10 +81,6 @@ const DEFAULT_RUN_CMDLINE = 'console=ttyS0 reboot=k panic=1 quiet';
 
 type Command = (args: string[]) => Promise<number>;
 
-function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
-  return pkg.version;
-}
 
 const VM_OPTIONS = {
   cpus: { type: 'string' },
@@ -268,7 +264,7 @@ export async function main(argv: string[]): Promise<number> {
       return first === undefined ? 2 : 0;
     }
     if (first === '-V' || first === '--version') {
-      process.stdout.write(`tsvmm ${version()}\n`);
+      process.stdout.write(`tsvmm ${packageVersion()}\n`);
       return 0;
     }
     if (first === '__vm-agent') {

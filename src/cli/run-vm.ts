@@ -3,14 +3,11 @@
  * Linux under KVM, otherwise inside the nested host (a QEMU-emulated machine with AMD-V), by
  * running this same CLI there. Console output goes to stdout; one status line goes to stderr.
  */
-import { dirname, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { detectVirtualization } from '../host/environment.js';
 import { TsvmmError } from '../util/errors.js';
 import { stderrProgress } from '../util/progress.js';
-import { preflightLinuxBoot } from '../vmm/linux-boot.js';
-import { validateMachineShape } from '../vmm/limits.js';
-import { validateDrives } from '../vmm/drive-options.js';
+import { checkVmSpec, nestedHostReason } from '../vmm/launch.js';
 import type { VmSpec } from '../vmm/vm-spec.js';
 import { diskFlag } from './disk-flag.js';
 import { netFlag, vsockFlag } from './net-flags.js';
@@ -20,25 +17,15 @@ export interface CliVmOptions extends VmSpec {
   bootTimer: boolean;
 }
 
-/** Set inside the nested host by src/host/nested.ts. */
-const NESTED_MARKER_ENV = 'TSVMM_NESTED_HOST';
-
 function say(line: string): void {
   process.stderr.write(`tsvmm: ${line}\n`);
 }
 
 export async function runVmFromCli(opts: CliVmOptions): Promise<number> {
-  validateMachineShape(opts.vcpus, opts.memoryMib);
   // Before a nested host boots for nothing: a missing image or a duplicate id fails in a second.
-  validateDrives(opts.drives ?? []);
-  preflightLinuxBoot({ kernelPath: opts.kernel, cmdline: opts.cmdline, memoryMib: opts.memoryMib, ...(opts.initrd !== undefined ? { initrdPath: opts.initrd } : {}) });
-  const env = detectVirtualization();
-  if (!env.canRunStockLinux) {
-    if (process.env[NESTED_MARKER_ENV]) throw new TsvmmError(`inside the nested host and still no usable KVM: ${env.summary}`);
-    const { explainNestedHost } = await import('../host/nested.js');
-    return runInNested(opts, explainNestedHost(env));
-  }
-  return runHere(opts);
+  checkVmSpec(opts);
+  const nested = await nestedHostReason();
+  return nested === undefined ? runHere(opts) : runInNested(opts, nested);
 }
 
 async function runHere(opts: CliVmOptions): Promise<number> {
@@ -94,13 +81,11 @@ async function runInNested(opts: CliVmOptions, why: string): Promise<number> {
     say('the VM runs inside the nested host: its TAP devices and vsock sockets are made there, reachable from programs in the nested host only');
   }
   const { runInNestedHost } = await import('../host/nested.js');
+  const { nestedPlaces } = await import('../host/nested-vm.js');
   const r = await runInNestedHost([process.execPath, cli, ...args], {
-    cwd: ['/proc', '/sys', '/dev'].some((d) => process.cwd().startsWith(d)) ? '/' : process.cwd(),
+    ...nestedPlaces(opts),
     onOutput: (s) => process.stdout.write(s),
     progress: stderrProgress,
-    // The nested host sees this machine's root read-only and a fresh /tmp: share what the VM needs.
-    visible: [opts.kernel, ...(opts.initrd !== undefined ? [opts.initrd] : []), ...drives.map((d) => d.path)].map((p) => dirname(resolve(p))),
-    writable: [...drives.filter((d) => !d.readOnly).map((d) => dirname(resolve(d.path))), ...(opts.vsock !== undefined ? [dirname(opts.vsock.udsPath)] : [])],
   });
   if (r.timedOut) throw new TsvmmError('the nested host timed out');
   return r.status;

@@ -91,17 +91,14 @@ export class NestedVm implements VmControl {
     const cleanup = (): void => rmSync(dir, { recursive: true, force: true });
     const abort = new AbortController();
     const cli = fileURLToPath(new URL('../cli/main.js', import.meta.url));
-    const drives = spec.drives ?? [];
     const run = runInNestedHost([process.execPath, cli, '__vm-agent', Buffer.from(JSON.stringify(spec)).toString('base64')], {
-      cwd: ['/proc', '/sys', '/dev'].some((d) => process.cwd().startsWith(d)) ? '/' : process.cwd(),
+      ...nestedPlaces(spec),
       onOutput: options.onOutput ?? ((s) => process.stdout.write(s)),
       progress: options.progress ?? stderrProgress,
       timeoutMs: NESTED_VM_TIMEOUT_MS,
       ...(process.env['TSVMM_DEBUG'] ? { env: { TSVMM_DEBUG: process.env['TSVMM_DEBUG'] } } : {}),
       signal: abort.signal,
       controlSocket,
-      visible: [spec.kernel, ...(spec.initrd !== undefined ? [spec.initrd] : []), ...drives.map((d) => d.path)].map((p) => dirname(resolve(p))),
-      writable: [...drives.filter((d) => !d.readOnly).map((d) => dirname(resolve(d.path))), ...(spec.vsock !== undefined ? [dirname(spec.vsock.udsPath)] : [])],
     });
     let runEnded = false;
     const settled = run.then(
@@ -224,6 +221,20 @@ export class NestedVm implements VmControl {
   wait(): Promise<VmExitSummary> {
     return this.ended;
   }
+}
+
+/**
+ * Where a VM's command runs in the nested host and what it must see there: this machine's root is
+ * read-only inside with a fresh /tmp, so the folders of the kernel, initrd and drives are kept
+ * visible, and those of writable drives and the vsock socket are shared read-write.
+ */
+export function nestedPlaces(spec: VmSpec): { cwd: string; visible: string[]; writable: string[] } {
+  const drives = spec.drives ?? [];
+  return {
+    cwd: ['/proc', '/sys', '/dev'].some((d) => process.cwd().startsWith(d)) ? '/' : process.cwd(),
+    visible: [spec.kernel, ...(spec.initrd !== undefined ? [spec.initrd] : []), ...drives.map((d) => d.path)].map((p) => dirname(resolve(p))),
+    writable: [...drives.filter((d) => !d.readOnly).map((d) => dirname(resolve(d.path))), ...(spec.vsock !== undefined ? [dirname(spec.vsock.udsPath)] : [])],
+  };
 }
 
 /** Connect to QEMU's control socket once QEMU has created it. */

@@ -13,13 +13,13 @@
  *   const exit = await vm.wait();
  */
 import { EventEmitter } from 'node:events';
-import { readFileSync } from 'node:fs';
 import { PassThrough, type Readable, type Writable } from 'node:stream';
 import type { CacheType, ConfigFeature, LogLevel } from '../api/config.js';
 import { VmmController } from '../api/server/controller.js';
 import { launchVm } from '../vmm/launch.js';
 import type { VmExitSummary } from '../vmm/vm-control.js';
 import { type ApiTransport, ApiUnreachableError, InProcessTransport, UnixSocketTransport, call } from './api-transport.js';
+import { packageVersion } from '../util/version.js';
 
 export { ApiRequestError, ApiUnreachableError } from './api-transport.js';
 export type { VmExitSummary, VmMetrics } from '../vmm/vm-control.js';
@@ -243,6 +243,3 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
   }
 }
 
-function packageVersion(): string {
-  return (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
-}

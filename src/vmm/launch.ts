@@ -25,12 +25,29 @@ export interface LaunchOptions {
   onNested?: (why: string) => void;
 }
 
-export async function launchVm(spec: VmSpec, options: LaunchOptions = {}): Promise<VmControl> {
+/** What can be checked before anything boots (machine shape, drives, kernel and command line): one line on failure. */
+export function checkVmSpec(spec: VmSpec): void {
   validateMachineShape(spec.vcpus, spec.memoryMib);
   validateDrives(spec.drives ?? []);
   preflightLinuxBoot({ kernelPath: spec.kernel, cmdline: spec.cmdline, memoryMib: spec.memoryMib, ...(spec.initrd !== undefined ? { initrdPath: spec.initrd } : {}) });
+}
+
+/**
+ * Why a VM must run in the nested host (a line for the user), or undefined when this machine's
+ * KVM runs stock Linux. Inside the nested host without a usable KVM there is nowhere left to go.
+ */
+export async function nestedHostReason(): Promise<string | undefined> {
   const env = detectVirtualization();
-  if (env.canRunStockLinux) {
+  if (env.canRunStockLinux) return undefined;
+  if (process.env['TSVMM_NESTED_HOST']) throw new TsvmmError(`inside the nested host and still no usable KVM: ${env.summary}`);
+  const { explainNestedHost } = await import('../host/nested.js');
+  return explainNestedHost(env);
+}
+
+export async function launchVm(spec: VmSpec, options: LaunchOptions = {}): Promise<VmControl> {
+  checkVmSpec(spec);
+  const nested = await nestedHostReason();
+  if (nested === undefined) {
     const { LocalVm } = await import('./local-vm.js');
     return LocalVm.start(spec, {
       ...(options.stdin !== undefined ? { stdin: options.stdin } : {}),
@@ -39,9 +56,7 @@ export async function launchVm(spec: VmSpec, options: LaunchOptions = {}): Promi
       ...(options.onBootTimer !== undefined ? { onBootTimer: options.onBootTimer } : {}),
     });
   }
-  if (process.env['TSVMM_NESTED_HOST']) throw new TsvmmError(`inside the nested host and still no usable KVM: ${env.summary}`);
-  const { explainNestedHost } = await import('../host/nested.js');
-  options.onNested?.(explainNestedHost(env));
+  options.onNested?.(nested);
   const { NestedVm } = await import('../host/nested-vm.js');
   const stdout = options.stdout;
   return NestedVm.start(spec, {
