@@ -27,8 +27,8 @@ const repo = fileURLToPath(new URL('../../', import.meta.url));
 const distTest = join(repo, 'dist', 'test');
 
 /** Debian packages the test layers use on this machine (iasl to decode ACPI tables, cpio to read archives back). */
-/** iputils-ping and iproute2: the network tests' host side (ping the guest, make a tap). */
-const TEST_PACKAGES = ['acpica-tools', 'cpio', 'busybox-static', 'lz4', 'iputils-ping', 'iproute2'];
+/** iputils-ping and iproute2: the network tests' host side (ping the guest, make a tap); curl: the API's getting-started test. */
+const TEST_PACKAGES = ['acpica-tools', 'cpio', 'busybox-static', 'lz4', 'iputils-ping', 'iproute2', 'curl'];
 
 /**
  * No single test may run longer than this: nothing hangs. The longest guest test takes about a
