@@ -31,19 +31,21 @@ export function staticModules(entries: readonly string[]): Set<string> {
 }
 
 async function probe(): Promise<void> {
-  await import('../../src/api/config.js');
-  const config = performance.now();
+  // In the order `--api-sock` loads them: the server before listening, the parsers at the first
+  // request that needs one (the first PUT), the boot code at InstanceStart.
   await import('../../src/api/server/http-server.js');
   await import('../../src/api/server/controller.js');
   const server = performance.now();
   await import('../../src/cli/main.js');
   await import('../../src/cli/api-mode.js');
   const cli = performance.now();
+  await import('../../src/api/config.js');
+  const config = performance.now();
   await import('../../src/vmm/launch.js');
   const launch = performance.now();
   const before = staticModules([`${SRC}cli/main.js`, `${SRC}cli/api-mode.js`]);
   const withLaunch = staticModules([`${SRC}cli/main.js`, `${SRC}cli/api-mode.js`, `${SRC}vmm/launch.js`]);
-  const out = { scriptStart, config, server, cli, launch, modulesBeforeListen: before.size, modulesLaunch: withLaunch.size - before.size };
+  const out = { order: 'config-after-listen', scriptStart, config, server, cli, launch, modulesBeforeListen: before.size, modulesLaunch: withLaunch.size - before.size };
   process.stdout.write(`API-IMPORTS ${JSON.stringify(out)}\n`);
 }
 

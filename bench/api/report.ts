@@ -12,7 +12,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Summary, summarize } from '../boot/stats.js';
 import { type BarChart, barChartSvg } from '../boot/svg.js';
-import { type ApiResult, BOOT_PATH_LABELS, type BootPath, type BootSample, type ImportSample, RATE_LABELS, type RateSample, type RateVmm, STARTUP_LABELS, type StartupKind, type StartupSample } from './samples.js';
+import { type ApiResult, BOOT_PATH_LABELS, type BootPath, type BootSample, type ImportSample, type ImportStage, importStageTimes, RATE_LABELS, type RateSample, type RateVmm, STARTUP_LABELS, type StartupKind, type StartupSample } from './samples.js';
 
 /** Issue 5: the API socket answers within this multiple of bare Node's start-up. */
 export const TARGET_STARTUP_RATIO = 1.5;
@@ -62,13 +62,12 @@ function startupSeries(r: ApiResult): StartupSeries[] {
   return out;
 }
 
-type ImportStage = 'bootstrap' | 'config' | 'server' | 'cli' | 'launch';
 const IMPORT_STAGES: readonly { key: ImportStage; label: string; of: (s: ImportSample) => number }[] = [
-  { key: 'bootstrap', label: 'Node bootstrap (process origin → first line)', of: (s) => s.scriptStart },
-  { key: 'config', label: '+ src/api/config.js (config parsers)', of: (s) => s.config - s.scriptStart },
-  { key: 'server', label: '+ HTTP server, controller, OpenAPI document, validator', of: (s) => s.server - s.config },
-  { key: 'cli', label: '+ src/cli/main.js, api-mode.js', of: (s) => s.cli - s.server },
-  { key: 'launch', label: '+ src/vmm/launch.js (boot code; now loaded after listening)', of: (s) => s.launch - s.cli },
+  { key: 'bootstrap', label: 'Node bootstrap (process origin → first line)', of: (s) => importStageTimes(s).bootstrap },
+  { key: 'server', label: '+ HTTP server, controller, OpenAPI document, validator', of: (s) => importStageTimes(s).server },
+  { key: 'cli', label: '+ src/cli/main.js, api-mode.js', of: (s) => importStageTimes(s).cli },
+  { key: 'config', label: '+ src/api/config.js (config parsers; loaded after listening, at the first request that parses a body, since 2026-11-26)', of: (s) => importStageTimes(s).config },
+  { key: 'launch', label: '+ src/vmm/launch.js (boot code; loaded after listening, at InstanceStart)', of: (s) => importStageTimes(s).launch },
 ];
 
 function bootSummary(r: ApiResult, path: BootPath, f: (s: BootSample) => number | undefined): Summary | undefined {
@@ -206,7 +205,7 @@ export function writeReport(r: ApiResult, dir: string, stem: string): string {
     p('### Where tsvmm\'s start-up goes');
     p();
     p(
-      'A fresh process per round (bench/api/import-probe.ts) imports, in order, what `--api-sock` loads before it listens, then the boot code; each row is the time that step added (median over rounds, min–max). Everything runs on the main thread; loading an ES module means reading it (over 9p in the nested host), compiling and evaluating it.',
+      'A fresh process per round (bench/api/import-probe.ts) imports, in order, what `--api-sock` loads before it listens, then what it loads later (the config parsers at the first request that parses a body, the boot code at InstanceStart); each row is the time that step added (median over rounds, min–max). Everything runs on the main thread; loading an ES module means reading it (over 9p in the nested host), compiling and evaluating it.',
     );
     p();
     p(`| step | ${withImports.map((x) => x.ss.label).join(' | ')} |`);

@@ -40,11 +40,27 @@ export interface ImportSample {
   readonly server: number;
   /** + src/cli/main.js and src/cli/api-mode.js (what `--api-sock` loads before it listens). */
   readonly cli: number;
+  /**
+   * Probe order: 'config-first' (absent; samples before the parsers were deferred): config, server,
+   * cli, launch. 'config-after-listen': server, cli, then config (loaded at the first request that
+   * needs a parser), then launch.
+   */
+  readonly order?: 'config-after-listen';
   /** + src/vmm/launch.js (the boot code: loaders, ACPI, CPUID, device models) — loaded after listening since this change. */
   readonly launch: number;
   /** Modules loaded before listening, and by launch.js on top. */
   readonly modulesBeforeListen?: number;
   readonly modulesLaunch?: number;
+}
+
+export type ImportStage = 'bootstrap' | 'config' | 'server' | 'cli' | 'launch';
+
+/** The time each step added, in the order the sample's probe took them (see ImportSample.order). */
+export function importStageTimes(s: ImportSample): Record<ImportStage, number> {
+  if (s.order === 'config-after-listen') {
+    return { bootstrap: s.scriptStart, server: s.server - s.scriptStart, cli: s.cli - s.server, config: s.config - s.cli, launch: s.launch - s.config };
+  }
+  return { bootstrap: s.scriptStart, config: s.config - s.scriptStart, server: s.server - s.config, cli: s.cli - s.server, launch: s.launch - s.cli };
 }
 
 /** How InstanceStart was sent. */

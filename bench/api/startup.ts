@@ -13,7 +13,7 @@ import { request } from 'node:http';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { spawnTimed } from '../boot/spawn-timed.js';
-import type { ImportSample, StartupKind, StartupSample } from './samples.js';
+import { type ImportSample, importStageTimes, type StartupKind, type StartupSample } from './samples.js';
 
 const here = (rel: string): string => fileURLToPath(new URL(rel, import.meta.url));
 /** The compiled CLI and import probe beside this file (a frozen copy's, when loaded from one). */
@@ -176,7 +176,8 @@ export async function measureStartup(spec: StartupSpec): Promise<{ startup: Star
     const p = await importProbe(spec.importProbe ?? IMPORT_PROBE, round, warmup);
     if (p !== undefined) {
       imports.push(p);
-      log(`${pre}  imports: bootstrap ${fmt(p.scriptStart)}, +config ${fmt(p.config - p.scriptStart)}, +server ${fmt(p.server - p.config)}, +cli ${fmt(p.cli - p.server)}, +launch ${fmt(p.launch - p.cli)}`);
+      const t = importStageTimes(p);
+      log(`${pre}  imports: bootstrap ${fmt(t.bootstrap)}, +server ${fmt(t.server)}, +cli ${fmt(t.cli)}, +config ${fmt(t.config)}, +launch ${fmt(t.launch)}`);
     }
   }
   return { startup, imports };

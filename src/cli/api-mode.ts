@@ -77,8 +77,11 @@ export async function runApiServer(opts: ApiModeOptions): Promise<number> {
       const { checkConfigFiles, loadConfigFile } = await import('../api/config.js');
       const config = await loadConfigFile(opts.configFile);
       await checkConfigFiles(config);
-      vmm.loadConfig(config);
-      await vmm.serialize(() => vmm.instanceStart());
+      // One queued operation: no API request can slip in between loading the file and starting.
+      await vmm.serialize(async () => {
+        await vmm.loadConfig(config);
+        return vmm.instanceStart();
+      });
     }
     const status = await finished;
     return stoppedBy !== undefined ? 128 + (stoppedBy === 'SIGINT' ? 2 : 15) : status;

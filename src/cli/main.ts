@@ -7,7 +7,6 @@ import { resolve } from 'node:path';
 import type { DriveOptions } from '../vmm/drive-options.js';
 import type { VirtioTransportKind } from '../vmm/microvm.js';
 import type { VmSpec } from '../vmm/vm-spec.js';
-import { detectVirtualization } from '../host/environment.js';
 import { oneLine, UsageError } from '../util/errors.js';
 // Heavy modules (the config parser, the VMM, the nested host) are imported lazily: under
 // emulation every module costs start-up time (bench/results/boot-*.md).
@@ -155,6 +154,7 @@ function splitCommand(args: string[]): { options: string[]; command: string | un
 const commands: Record<string, Command> = {
   async env(args) {
     parse('env', args, {});
+    const { detectVirtualization } = await import('../host/environment.js');
     process.stdout.write(`${detectVirtualization().summary}\n`);
     return 0;
   },

@@ -1,5 +1,8 @@
 /** Firecracker's `boot-source` (PUT /boot-source): the guest kernel, its command line, an initrd. */
+import { BOOT_ARGS_MAX_BYTES } from './limits.js';
 import { ConfigError, ObjectReader } from './schema.js';
+
+export { BOOT_ARGS_MAX_BYTES };
 
 export interface BootSourceConfig {
   kernel_image_path: string;
@@ -8,11 +11,6 @@ export interface BootSourceConfig {
   initrd_path?: string;
 }
 
-/**
- * The x86 boot protocol's default `cmdline_size` limit is 2048 bytes including the final NUL,
- * and Firecracker's command-line area holds 2048 bytes as well.
- */
-export const BOOT_ARGS_MAX_BYTES = 2047;
 
 export function parseBootSource(json: unknown, path: string): BootSourceConfig {
   const r = ObjectReader.open(json, path, ['kernel_image_path', 'boot_args', 'initrd_path'], {

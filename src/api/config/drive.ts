@@ -2,10 +2,9 @@
 import { type RateLimiterConfig, parseRateLimiter } from './rate-limiter.js';
 import { ConfigError, ObjectReader } from './schema.js';
 
-export const CACHE_TYPES = ['Unsafe', 'Writeback'] as const;
-export type CacheType = (typeof CACHE_TYPES)[number];
-export const IO_ENGINES = ['Sync', 'Async'] as const;
-export type IoEngine = (typeof IO_ENGINES)[number];
+import { CACHE_TYPES, type CacheType, IO_ENGINES, type IoEngine } from './limits.js';
+
+export { CACHE_TYPES, type CacheType, IO_ENGINES, type IoEngine };
 
 export interface DriveConfig {
   drive_id: string;

@@ -1,8 +1,9 @@
 /** Firecracker's `logger` (PUT /logger): where the VMM's own log goes and how much of it. */
 import { ObjectReader } from './schema.js';
 
-export const LOG_LEVELS = ['Error', 'Warning', 'Info', 'Debug', 'Trace', 'Off'] as const;
-export type LogLevel = (typeof LOG_LEVELS)[number];
+import { LOG_LEVELS, type LogLevel } from './limits.js';
+
+export { LOG_LEVELS, type LogLevel };
 
 export interface LoggerConfig {
   /** A file or named pipe; absent means standard error. */

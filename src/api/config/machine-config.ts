@@ -1,23 +1,9 @@
 /** Firecracker's `machine-config` (PUT /machine-config): vCPUs, memory, SMT, page backing. */
 import { ConfigError, ObjectReader, fieldPath } from './schema.js';
 
-/**
- * tsvmm's limits. vCPUs: Firecracker's own range (1..32). Memory: at least 128 MiB, Firecracker's
- * default and about what a distro kernel with an initramfs needs to reach /init; at most 64 GiB,
- * far above what a microVM on the project's 24 GiB hosts should get, but a config meant for a
- * bigger host should still parse. Memory above 3 GiB straddles the 32-bit MMIO gap, which the
- * memory layout must split around.
- */
-export const VCPU_COUNT_RANGE = { min: 1, max: 32 } as const;
-export const MEM_SIZE_MIB_RANGE = { min: 128, max: 65536 } as const;
+import { CPU_TEMPLATES, type CpuTemplate, HUGE_PAGES, type HugePages, MEM_SIZE_MIB_RANGE, VCPU_COUNT_RANGE } from './limits.js';
 
-/** Firecracker's static CPU templates (deprecated there); "None" means no template. */
-export const CPU_TEMPLATES = ['C3', 'T2', 'T2S', 'T2CL', 'T2A', 'V1N1', 'None'] as const;
-export type CpuTemplate = (typeof CPU_TEMPLATES)[number];
-
-/** "None": 4 KiB pages; "Transparent": THP through madvise; "2M": explicit hugetlbfs pages. */
-export const HUGE_PAGES = ['None', 'Transparent', '2M'] as const;
-export type HugePages = (typeof HUGE_PAGES)[number];
+export { CPU_TEMPLATES, type CpuTemplate, HUGE_PAGES, type HugePages, MEM_SIZE_MIB_RANGE, VCPU_COUNT_RANGE };
 
 export interface MachineConfig {
   vcpu_count: number;

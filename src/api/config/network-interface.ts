@@ -1,5 +1,6 @@
 /** Firecracker's network interfaces (PUT /network-interfaces/{iface_id}): virtio-net over a host TAP. */
 import { type RateLimiterConfig, parseRateLimiter } from './rate-limiter.js';
+import { HOST_DEV_NAME_MAX_BYTES, MTU_RANGE } from './limits.js';
 import { ConfigError, ObjectReader, describeValue } from './schema.js';
 
 export interface NetworkInterfaceConfig {
@@ -14,9 +15,7 @@ export interface NetworkInterfaceConfig {
   tx_rate_limiter?: RateLimiterConfig;
 }
 
-/** Linux interface names are at most IFNAMSIZ - 1 = 15 bytes. */
-export const HOST_DEV_NAME_MAX_BYTES = 15;
-export const MTU_RANGE = { min: 68, max: 65535 } as const;
+export { HOST_DEV_NAME_MAX_BYTES, MTU_RANGE };
 
 const FIELDS = ['iface_id', 'host_dev_name', 'guest_mac', 'mtu', 'rx_rate_limiter', 'tx_rate_limiter'];
 const RENAMED = {

@@ -1,4 +1,5 @@
 /** Firecracker's `vsock` (PUT /vsock): virtio-vsock proxied to a host Unix socket. */
+import { GUEST_CID_RANGE, UDS_PATH_MAX_BYTES } from './limits.js';
 import { ConfigError, ObjectReader } from './schema.js';
 
 export interface VsockConfig {
@@ -10,9 +11,7 @@ export interface VsockConfig {
   vsock_id?: string;
 }
 
-export const GUEST_CID_RANGE = { min: 3, max: 0xfffffffe } as const;
-/** sockaddr_un.sun_path is 108 bytes including the terminating NUL. */
-export const UDS_PATH_MAX_BYTES = 107;
+export { GUEST_CID_RANGE, UDS_PATH_MAX_BYTES };
 
 export function parseVsock(json: unknown, path: string): VsockConfig {
   const r = ObjectReader.open(json, path, ['guest_cid', 'uds_path', 'vsock_id'], { cid: "the field is 'guest_cid'" });

@@ -10,39 +10,22 @@
  * resource with the same id; a body's id must match the path's. Requests are handled one at a time
  * in arrival order, as Firecracker's single API thread does, so a PATCH cannot race a start.
  */
-import {
-  type BootSourceConfig,
-  type ConfigFeature,
-  type DriveConfig,
-  type EntropyConfig,
-  type LoggerConfig,
-  type MachineConfig,
-  type MetricsConfig,
-  type NetworkInterfaceConfig,
-  type VmConfig,
-  type VsockConfig,
-  checkConfigFiles,
-  checkVmConfig,
-  defaultMachineConfig,
-  parseBootSource,
-  parseDrive,
-  parseDriveUpdate,
-  parseEntropy,
-  parseLogger,
-  parseMachineConfig,
-  parseMachineConfigPatch,
-  parseMetrics,
-  parseNetworkInterface,
-  parseNetworkInterfaceUpdate,
-  parseVsock,
-  toFirecrackerJson,
-  unsupportedFeatures,
-  NotSupportedYetError,
+import type {
+  BootSourceConfig,
+  ConfigFeature,
+  DriveConfig,
+  EntropyConfig,
+  LoggerConfig,
+  MachineConfig,
+  MetricsConfig,
+  NetworkInterfaceConfig,
+  VmConfig,
+  VsockConfig,
 } from '../config.js';
 import { isJsonObject } from '../config/schema.js';
 import { TsvmmError } from '../../util/errors.js';
 import type { VmControl, VmExitSummary } from '../../vmm/vm-control.js';
-import { type VmSpec, vmSpecFromConfig } from '../../vmm/vm-spec.js';
+import type { VmSpec } from '../../vmm/vm-spec.js';
 import { MetricsWriter, type ApiMetrics } from './metrics-writer.js';
 import { VmmLogger } from './vmm-logger.js';
 
@@ -86,12 +69,26 @@ export interface VmmControllerOptions {
 
 const DONE: ApiReply = { status: 204 };
 
+/** The configuration parsers and rules (src/api/config.js), loaded when a request first needs them. */
+type ConfigRules = typeof import('../config.js');
+let configRules: Promise<ConfigRules> | undefined;
+
+/**
+ * The parsers are twenty-odd modules that no request before the first PUT runs; loading them at
+ * start-up was a third of the time `tsvmm --api-sock` took to answer its first request
+ * (bench/results/api-*.md), which is what orchestrators wait on before they configure a VM.
+ */
+function loadConfigRules(): Promise<ConfigRules> {
+  return (configRules ??= import('../config.js'));
+}
+
 export class VmmController {
   readonly logger: VmmLogger;
   readonly metrics = new MetricsWriter();
   readonly apiMetrics: ApiMetrics = { requests: 0, bad_requests: 0 };
   private bootSource: BootSourceConfig | undefined;
-  private machineConfig: MachineConfig = defaultMachineConfig();
+  /** Undefined until set: the default machine config (from the parsers, loaded on demand). */
+  private machineConfig: MachineConfig | undefined;
   private drives: DriveConfig[] = [];
   private networkInterfaces: NetworkInterfaceConfig[] = [];
   private vsock: VsockConfig | undefined;
@@ -138,105 +135,111 @@ export class VmmController {
     return { status: 200, body: { firecracker_version: this.options.version } };
   }
 
-  vmConfig(): ApiReply {
-    const json = toFirecrackerJson(this.assemble(this.bootSource ?? { kernel_image_path: '' }));
+  async vmConfig(): Promise<ApiReply> {
+    const c = await loadConfigRules();
+    const json = c.toFirecrackerJson(this.assemble(c, this.bootSource ?? { kernel_image_path: '' }));
     if (this.bootSource === undefined) delete json['boot-source'];
     return { status: 200, body: json };
   }
 
-  getMachineConfig(): ApiReply {
-    return { status: 200, body: this.machineConfig };
+  async getMachineConfig(): Promise<ApiReply> {
+    const c = await loadConfigRules();
+    return { status: 200, body: this.machineConfig ?? c.defaultMachineConfig() };
   }
 
   // ---- pre-boot resources
 
-  putBootSource(body: unknown): ApiReply {
+  async putBootSource(body: unknown): Promise<ApiReply> {
     this.beforeStart();
-    const bootSource = parseBootSource(body, '');
-    this.tryApply({ bootSource });
+    const c = await loadConfigRules();
+    const bootSource = c.parseBootSource(body, '');
+    this.tryApply(c, { bootSource });
     this.bootSource = bootSource;
     return DONE;
   }
 
-  putMachineConfig(body: unknown): ApiReply {
+  async putMachineConfig(body: unknown): Promise<ApiReply> {
     this.beforeStart();
-    const machineConfig = parseMachineConfig(body, '');
-    this.tryApply({ machineConfig });
+    const c = await loadConfigRules();
+    const machineConfig = c.parseMachineConfig(body, '');
+    this.tryApply(c, { machineConfig });
     this.machineConfig = machineConfig;
     return DONE;
   }
 
-  patchMachineConfig(body: unknown): ApiReply {
+  async patchMachineConfig(body: unknown): Promise<ApiReply> {
     this.beforeStart();
-    const machineConfig = parseMachineConfigPatch(body, '', this.machineConfig);
-    this.tryApply({ machineConfig });
+    const c = await loadConfigRules();
+    const machineConfig = c.parseMachineConfigPatch(body, '', this.machineConfig ?? c.defaultMachineConfig());
+    this.tryApply(c, { machineConfig });
     this.machineConfig = machineConfig;
     return DONE;
   }
 
-  putDrive(driveId: string, body: unknown): ApiReply {
+  async putDrive(driveId: string, body: unknown): Promise<ApiReply> {
     this.beforeStart();
-    const drive = parseDrive(body, '');
+    const c = await loadConfigRules();
+    const drive = c.parseDrive(body, '');
     sameId(driveId, drive.drive_id);
     const drives = replaceById(this.drives, drive, (d) => d.drive_id);
-    this.tryApply({ drives });
+    this.tryApply(c, { drives });
     this.drives = drives;
     return DONE;
   }
 
-  putNetworkInterface(ifaceId: string, body: unknown): ApiReply {
+  async putNetworkInterface(ifaceId: string, body: unknown): Promise<ApiReply> {
     this.beforeStart();
-    const iface = parseNetworkInterface(body, '');
+    const c = await loadConfigRules();
+    const iface = c.parseNetworkInterface(body, '');
     sameId(ifaceId, iface.iface_id);
     const networkInterfaces = replaceById(this.networkInterfaces, iface, (n) => n.iface_id);
-    this.tryApply({ networkInterfaces });
+    this.tryApply(c, { networkInterfaces });
     this.networkInterfaces = networkInterfaces;
     return DONE;
   }
 
-  putVsock(body: unknown): ApiReply {
+  async putVsock(body: unknown): Promise<ApiReply> {
     this.beforeStart();
-    const vsock = parseVsock(body, '');
-    this.tryApply({ vsock });
+    const c = await loadConfigRules();
+    const vsock = c.parseVsock(body, '');
+    this.tryApply(c, { vsock });
     this.vsock = vsock;
     return DONE;
   }
 
-  putEntropy(body: unknown): ApiReply {
+  async putEntropy(body: unknown): Promise<ApiReply> {
     this.beforeStart();
-    const entropy = parseEntropy(body, '');
-    this.tryApply({ entropy });
+    const c = await loadConfigRules();
+    const entropy = c.parseEntropy(body, '');
+    this.tryApply(c, { entropy });
     this.entropy = entropy;
     return DONE;
   }
 
-  putLogger(body: unknown): ApiReply {
+  async putLogger(body: unknown): Promise<ApiReply> {
     this.beforeStart();
-    const logger = parseLogger(body, '');
-    this.logger.configure(logger);
-    this.loggerConfig = logger;
+    const c = await loadConfigRules();
+    this.applyLogger(c.parseLogger(body, ''));
     return DONE;
   }
 
-  putMetrics(body: unknown): ApiReply {
+  async putMetrics(body: unknown): Promise<ApiReply> {
     this.beforeStart();
-    // Firecracker initializes metrics once; a second PUT is refused rather than silently moving them.
-    if (this.metricsConfig !== undefined) throw new ApiFault('Reinitialization of metrics not allowed.');
-    const metrics = parseMetrics(body, '');
-    this.metrics.configure(metrics, () => void this.flushMetrics().catch(() => undefined));
-    this.metricsConfig = metrics;
+    const c = await loadConfigRules();
+    this.applyMetrics(c.parseMetrics(body, ''));
     return DONE;
   }
 
   // ---- runtime resources
 
   async patchDrive(driveId: string, body: unknown): Promise<ApiReply> {
-    const update = parseDriveUpdate(body, '');
+    const c = await loadConfigRules();
+    const update = c.parseDriveUpdate(body, '');
     sameId(driveId, update.drive_id);
     const vm = this.afterStart();
     if (!this.drives.some((d) => d.drive_id === driveId)) throw new ApiFault(`Invalid block device ID: no drive has drive_id '${driveId}'.`);
     if (update.rate_limiter !== undefined) {
-      throw new NotSupportedYetError({ feature: 'rate-limiter', path: 'rate_limiter' });
+      throw new c.NotSupportedYetError({ feature: 'rate-limiter', path: 'rate_limiter' });
     }
     if (update.path_on_host !== undefined) {
       await vm.updateDrive(driveId, update.path_on_host);
@@ -247,14 +250,15 @@ export class VmmController {
     return DONE;
   }
 
-  patchNetworkInterface(ifaceId: string, body: unknown): ApiReply {
-    const update = parseNetworkInterfaceUpdate(body, '');
+  async patchNetworkInterface(ifaceId: string, body: unknown): Promise<ApiReply> {
+    const c = await loadConfigRules();
+    const update = c.parseNetworkInterfaceUpdate(body, '');
     sameId(ifaceId, update.iface_id);
     this.afterStart();
     if (!this.networkInterfaces.some((n) => n.iface_id === ifaceId)) throw new ApiFault(`Invalid network interface ID: no interface has iface_id '${ifaceId}'.`);
     // Rate limiters are the only thing a PATCH can change, and tsvmm has none yet.
-    if (update.rx_rate_limiter !== undefined) throw new NotSupportedYetError({ feature: 'rate-limiter', path: 'rx_rate_limiter' });
-    if (update.tx_rate_limiter !== undefined) throw new NotSupportedYetError({ feature: 'rate-limiter', path: 'tx_rate_limiter' });
+    if (update.rx_rate_limiter !== undefined) throw new c.NotSupportedYetError({ feature: 'rate-limiter', path: 'rx_rate_limiter' });
+    if (update.tx_rate_limiter !== undefined) throw new c.NotSupportedYetError({ feature: 'rate-limiter', path: 'tx_rate_limiter' });
     return DONE;
   }
 
@@ -311,11 +315,13 @@ export class VmmController {
   async instanceStart(): Promise<ApiReply> {
     if (this.vm !== undefined || this.starting) throw new ApiFault(NOT_SUPPORTED_AFTER_START);
     if (this.bootSource === undefined) throw new ApiFault('Cannot start microvm without kernel configuration: PUT /boot-source first.');
-    const config = this.assemble(this.bootSource);
-    checkVmConfig(config);
-    await checkConfigFiles(config, this.options.baseDir);
+    const c = await loadConfigRules();
+    const config = this.assemble(c, this.bootSource);
+    c.checkVmConfig(config);
+    await c.checkConfigFiles(config, this.options.baseDir);
     this.starting = true;
     try {
+      const { vmSpecFromConfig } = await import('../../vmm/vm-spec.js');
       this.vm = await this.options.launch(vmSpecFromConfig(config));
     } finally {
       this.starting = false;
@@ -333,12 +339,13 @@ export class VmmController {
   }
 
   /** Replace every resource from a config file (Firecracker's --config-file with the API). */
-  loadConfig(config: VmConfig): void {
+  async loadConfig(config: VmConfig): Promise<void> {
     this.beforeStart();
-    const unsupported = unsupportedFeatures(config, this.options.supported)[0];
-    if (unsupported !== undefined) throw new NotSupportedYetError(unsupported);
-    if (config.logger !== undefined) this.putLogger(config.logger);
-    if (config.metrics !== undefined) this.putMetrics(config.metrics);
+    const c = await loadConfigRules();
+    const unsupported = c.unsupportedFeatures(config, this.options.supported)[0];
+    if (unsupported !== undefined) throw new c.NotSupportedYetError(unsupported);
+    if (config.logger !== undefined) this.applyLogger(config.logger);
+    if (config.metrics !== undefined) this.applyMetrics(config.metrics);
     this.bootSource = config.bootSource;
     this.machineConfig = config.machineConfig;
     this.drives = config.drives;
@@ -378,10 +385,22 @@ export class VmmController {
     return this.vm;
   }
 
-  private assemble(bootSource: BootSourceConfig): VmConfig {
+  private applyLogger(logger: LoggerConfig): void {
+    this.logger.configure(logger);
+    this.loggerConfig = logger;
+  }
+
+  private applyMetrics(metrics: MetricsConfig): void {
+    // Firecracker initializes metrics once; a second PUT is refused rather than silently moving them.
+    if (this.metricsConfig !== undefined) throw new ApiFault('Reinitialization of metrics not allowed.');
+    this.metrics.configure(metrics, () => void this.flushMetrics().catch(() => undefined));
+    this.metricsConfig = metrics;
+  }
+
+  private assemble(c: ConfigRules, bootSource: BootSourceConfig): VmConfig {
     const config: VmConfig = {
       bootSource,
-      machineConfig: this.machineConfig,
+      machineConfig: this.machineConfig ?? c.defaultMachineConfig(),
       drives: this.drives,
       networkInterfaces: this.networkInterfaces,
       pmem: [],
@@ -398,11 +417,11 @@ export class VmmController {
    * (one root drive, unique names) and features this build does not boot yet are refused when the
    * resource is PUT, not at InstanceStart.
    */
-  private tryApply(change: Partial<VmConfig>): void {
-    const config = { ...this.assemble(this.bootSource ?? { kernel_image_path: '' }), ...change };
-    checkVmConfig(config);
-    const unsupported = unsupportedFeatures(config, this.options.supported)[0];
-    if (unsupported !== undefined) throw new NotSupportedYetError(unsupported);
+  private tryApply(c: ConfigRules, change: Partial<VmConfig>): void {
+    const config = { ...this.assemble(c, this.bootSource ?? { kernel_image_path: '' }), ...change };
+    c.checkVmConfig(config);
+    const unsupported = c.unsupportedFeatures(config, this.options.supported)[0];
+    if (unsupported !== undefined) throw new c.NotSupportedYetError(unsupported);
   }
 }
 

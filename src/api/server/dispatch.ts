@@ -4,7 +4,7 @@
  * operation (one at a time). The HTTP server and the SDK's in-process transport both answer
  * through here, so a request means the same thing over a socket and in-process.
  */
-import { JsonSyntaxError, parseJson } from '../config.js';
+import { JsonSyntaxError, parseJson } from '../config/json.js';
 import { singleLine } from '../config/schema.js';
 import { TsvmmError } from '../../util/errors.js';
 import { ApiFault, type ApiReply, type VmmController } from './controller.js';

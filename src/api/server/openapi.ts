@@ -36,12 +36,20 @@
  *   carry the canonical spelling.
  * - `minProperties` counts members that are not null (null means absent, as above).
  */
-import { BOOT_ARGS_MAX_BYTES } from '../config/boot-source.js';
-import { CACHE_TYPES, IO_ENGINES } from '../config/drive.js';
-import { LOG_LEVELS } from '../config/logger.js';
-import { CPU_TEMPLATES, HUGE_PAGES, MEM_SIZE_MIB_RANGE, VCPU_COUNT_RANGE } from '../config/machine-config.js';
-import { HOST_DEV_NAME_MAX_BYTES, MTU_RANGE } from '../config/network-interface.js';
-import { GUEST_CID_RANGE, UDS_PATH_MAX_BYTES } from '../config/vsock.js';
+import {
+  BOOT_ARGS_MAX_BYTES,
+  CACHE_TYPES,
+  CPU_TEMPLATES,
+  GUEST_CID_RANGE,
+  HOST_DEV_NAME_MAX_BYTES,
+  HUGE_PAGES,
+  IO_ENGINES,
+  LOG_LEVELS,
+  MEM_SIZE_MIB_RANGE,
+  MTU_RANGE,
+  UDS_PATH_MAX_BYTES,
+  VCPU_COUNT_RANGE,
+} from '../config/limits.js';
 
 /** The version of Firecracker's swagger this document was modelled on. */
 export const FIRECRACKER_SWAGGER_VERSION = '1.17.0-dev';
