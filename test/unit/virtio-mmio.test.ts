@@ -677,14 +677,19 @@ test('exceptions from the device model become DEVICE_NEEDS_RESET, never escape t
   assert.equal(errors.length, 2, 'one report until the next reset');
 });
 
-test('a driver that clears and sets DRIVER_OK again does not activate the device twice', () => {
+test('status bits cannot be cleared but by a reset: clearing and setting DRIVER_OK again does not activate twice (§2.1.1, §4.2.2)', () => {
   const { driver, device } = rig(new ConfigDevice());
   driver.bringUp(bit(F_VERSION_1), 2);
+  const all = STATUS.ACKNOWLEDGE | STATUS.DRIVER | STATUS.FEATURES_OK | STATUS.DRIVER_OK;
+  // A non-zero Status write only sets flags (§4.2.2); the driver must not clear one (§2.1.1).
   driver.status = STATUS.ACKNOWLEDGE | STATUS.DRIVER | STATUS.FEATURES_OK;
+  assert.equal(driver.status, all, 'DRIVER_OK stays set');
+  driver.status = STATUS.ACKNOWLEDGE;
+  assert.equal(driver.status, all, 'FEATURES_OK and DRIVER stay set too');
   driver.driverOk();
-  assert.equal(device.activations, 1);
+  assert.equal(device.activations, 1, 'activate() was not called again');
   driver.write(REG.QUEUE_NOTIFY, 0);
-  assert.deepEqual(device.processed, [0]);
+  assert.deepEqual(device.processed, [0], 'the device is still served');
 });
 
 test('doorbells for ioeventfds: one per queue on QueueNotify, 4 bytes, datamatch = index; notifyQueue serves the queue', () => {

@@ -1,7 +1,7 @@
 /**
- * The contract between a virtio device model (rng, blk, net...) and a transport (PCI here,
- * MMIO later): the transport owns registers, feature negotiation, the status state machine and
- * the queues' addresses; the device owns its configuration space and what a request means.
+ * The contract between a virtio device model (rng, blk, net...) and a transport (virtio-pci or
+ * virtio-mmio, both built on transport-core.ts): the transport owns registers, feature
+ * negotiation, the status state machine and the queues' addresses; the device owns its configuration space and what a request means.
  *
  * Lifecycle: the transport calls activate() once the driver sets DRIVER_OK (virtio 1.2 §3.1.1
  * step 8), processQueue(i) whenever queue i is notified, and reset() when the driver writes 0 to

@@ -2,8 +2,9 @@
  * The virtio-mmio transport (virtio 1.2 §4.2, "Virtio Over MMIO"), modern register layout only
  * (Version 2; the legacy page-based layout of §4.2.4 is not provided): a 0x200-byte window of
  * 32-bit control registers followed by the device's configuration space, and one interrupt line.
- * It exposes a VirtioDevice through the same contract as pci-transport.ts, whose state machine,
- * feature checks, queue validation and error handling it mirrors.
+ * It exposes a VirtioDevice through the same contract as pci-transport.ts: the status state
+ * machine, feature negotiation, activation, DEVICE_NEEDS_RESET and reset are VirtioTransportCore's
+ * (transport-core.ts); this file holds the register layout and the interrupt line.
  *
  * The VMM inserts the transport on the MMIO Bus at some base (it is a BusDevice), tells the guest
  * where it is (the kernel command line's virtio_mmio.device=512@<base>:<irq>, or a device tree
@@ -29,29 +30,19 @@
  * non-existent region", §4.2.2), per-queue reset (VIRTIO_F_RING_RESET is not offered, so
  * QueueReset reads 0 and ignores writes), notification data, packed rings.
  *
+ * Status. A non-zero write to Status adds bits, it never clears them; only writing 0 does, by
+ * resetting the device (§4.2.2: "Writing non-zero values to this register sets the status
+ * flags"; §2.1.1: the driver must not clear a status bit). See transport-core.ts.
+ *
  * Guest input is untrusted: every register value is range-checked before use, queue layouts are
  * checked by SplitQueue.activate() at DRIVER_OK, and an exception from the device model becomes
  * DEVICE_NEEDS_RESET (§2.1.2) instead of leaving read()/write().
  */
 import type { BusDevice } from '../bus.js';
 import type { IrqLine } from '../irq.js';
-import type { GuestMemory } from '../../memory/guest-memory.js';
-import {
-  VIRTIO_F_EVENT_IDX,
-  VIRTIO_F_INDIRECT_DESC,
-  VIRTIO_F_VERSION_1,
-  VIRTIO_STATUS_ACKNOWLEDGE,
-  VIRTIO_STATUS_DEVICE_NEEDS_RESET,
-  VIRTIO_STATUS_DRIVER,
-  VIRTIO_STATUS_DRIVER_OK,
-  VIRTIO_STATUS_FEATURES_OK,
-  VIRTIO_TRANSPORT_FEATURES,
-  hasFeature,
-  type VirtioActivation,
-  type VirtioDevice,
-  type VirtioInterrupt,
-} from './device.js';
-import { SplitQueue } from './queue.js';
+import { VIRTIO_STATUS_DRIVER_OK, type VirtioDevice } from './device.js';
+import type { SplitQueue } from './queue.js';
+import { VirtioTransportCore, type VirtioTransportOptions } from './transport-core.js';
 
 /** Size of the register window: the conventional 512 bytes of the §4.2.1 example and of Linux's virtio_mmio.device=512@... */
 export const VIRTIO_MMIO_SIZE = 0x200;
@@ -140,8 +131,6 @@ export const VIRTIO_MMIO_MAX_QUEUES = 0x10000;
 /** Every register is 32 bits wide (§4.2.2.2). */
 const REGISTER_BYTES = 4;
 const FOUR_GIB = 2 ** 32;
-/** Feature words beyond 0 and 1 read as 0: no feature above bit 63 exists. */
-const FEATURE_WORDS = 2;
 /** Status is a byte (§2.1); the upper 24 bits of the 32-bit register are ignored. */
 const STATUS_MASK = 0xff;
 /** Bits InterruptStatus can hold. */
@@ -154,15 +143,12 @@ const DESC_WORD = 0;
 const DRIVER_WORD = 2;
 const DEVICE_WORD = 4;
 
-export interface VirtioMmioOptions {
-  readonly memory: GuestMemory;
+export interface VirtioMmioOptions extends VirtioTransportOptions {
   /**
    * The device's interrupt line, level-triggered: asserted while InterruptStatus is non-zero,
    * deasserted when the driver acknowledged every bit.
    */
   readonly irq: IrqLine;
-  /** The device entered DEVICE_NEEDS_RESET, with the reason (for the VMM's log). */
-  readonly onError?: (reason: string) => void;
 }
 
 /** One queue's notification doorbell: an ioeventfd on `addr`, `len` bytes, matching `datamatch`. */
@@ -173,34 +159,14 @@ export interface VirtioMmioDoorbell {
   readonly datamatch: number;
 }
 
-export class VirtioMmioDevice implements BusDevice {
-  readonly name: string;
-  readonly queues: readonly SplitQueue[];
-  /** Why the device last entered DEVICE_NEEDS_RESET (cleared by reset). */
-  lastError: string | undefined;
-  /** Queue notifications received (MMIO writes or ioeventfd). */
-  notifications = 0;
-
-  private readonly offeredFeatures: bigint;
-  private readonly memory: GuestMemory;
+export class VirtioMmioDevice extends VirtioTransportCore implements BusDevice {
   private readonly irq: IrqLine;
-  private readonly interrupt: VirtioInterrupt;
   /** Low/high words of each queue's three ring addresses, as the driver wrote them. */
   private readonly addressWords: Uint32Array;
-  private status = 0;
-  private deviceFeatureSelect = 0;
-  private driverFeatureSelect = 0;
-  private driverFeatures = 0n;
-  private configGeneration = 0;
-  private queueSelect = 0;
   private interruptStatus = 0;
   private irqLevel = false;
-  private active = false;
 
-  constructor(
-    readonly device: VirtioDevice,
-    private readonly options: VirtioMmioOptions,
-  ) {
+  constructor(device: VirtioDevice, options: VirtioMmioOptions) {
     const queueCount = device.queueMaxSizes.length;
     if (queueCount < 1 || queueCount > VIRTIO_MMIO_MAX_QUEUES) {
       throw new RangeError(`${device.name}: ${queueCount} queues; the transport supports 1..${VIRTIO_MMIO_MAX_QUEUES}`);
@@ -208,31 +174,9 @@ export class VirtioMmioDevice implements BusDevice {
     if (!Number.isInteger(device.configSize) || device.configSize < 0 || device.configSize > VIRTIO_MMIO_MAX_CONFIG_SIZE) {
       throw new RangeError(`${device.name}: configuration space of ${device.configSize} bytes does not fit the ${VIRTIO_MMIO_MAX_CONFIG_SIZE} bytes after 0x${VIRTIO_MMIO_CONFIG.toString(16)}`);
     }
-    this.name = device.name;
-    this.memory = options.memory;
+    super(device, options);
     this.irq = options.irq;
-    this.offeredFeatures = device.deviceFeatures | VIRTIO_TRANSPORT_FEATURES;
-    this.queues = device.queueMaxSizes.map((max, i) => new SplitQueue(i, max, (_q, reason) => this.fail(reason)));
     this.addressWords = new Uint32Array(queueCount * ADDRESS_WORDS_PER_QUEUE);
-    this.interrupt = {
-      signalQueue: (i) => this.signalQueue(i),
-      signalConfigChange: () => this.signalConfigChange(),
-    };
-  }
-
-  /** The device status byte (§2.1). */
-  get deviceStatus(): number {
-    return this.status;
-  }
-
-  /** Features the driver accepted (meaningful once FEATURES_OK is set). */
-  get negotiatedFeatures(): bigint {
-    return this.driverFeatures;
-  }
-
-  /** The features this transport offers: the device's plus VIRTIO_TRANSPORT_FEATURES. */
-  get features(): bigint {
-    return this.offeredFeatures;
   }
 
   /** The InterruptStatus register: pending VIRTIO_MMIO_INT_* bits. */
@@ -256,24 +200,6 @@ export class VirtioMmioDevice implements BusDevice {
   queueDoorbells(base: number): readonly VirtioMmioDoorbell[] {
     const addr = this.queueNotifyAddress(base);
     return this.queues.map((_q, queue) => ({ queue, addr, len: VIRTIO_MMIO_NOTIFY_WRITE_BYTES, datamatch: queue }));
-  }
-
-  /**
-   * The driver notified queue `index` (a QueueNotify write here, or the VMM's ioeventfd). Ignored
-   * until DRIVER_OK, after DEVICE_NEEDS_RESET, and for a queue that does not exist or is not
-   * ready (§4.2.2.1: the device must not touch a queue whose QueueReady is 0).
-   */
-  notifyQueue(index: number): void {
-    this.notifications++;
-    if (!this.active || (this.status & VIRTIO_STATUS_DEVICE_NEEDS_RESET) !== 0) return;
-    const queue = Number.isInteger(index) ? this.queues[index] : undefined;
-    if (queue === undefined || !queue.enabled || !queue.ready) return;
-    try {
-      this.device.processQueue(index);
-    } catch (e) {
-      // A device model bug must not take the VMM down; the guest sees a device needing reset.
-      this.fail(`${this.device.name} failed processing queue ${index}: ${e instanceof Error ? e.message : String(e)}`);
-    }
   }
 
   // ---- BusDevice
@@ -308,15 +234,6 @@ export class VirtioMmioDevice implements BusDevice {
     return (width === 1 || width === 2 || width === 4 || width === 8) && Number.isInteger(within) && within >= 0 && within + width <= this.device.configSize;
   }
 
-  /** Run device code reached from a guest register access; an exception becomes DEVICE_NEEDS_RESET. */
-  private guarded(what: string, action: () => void): void {
-    try {
-      action();
-    } catch (e) {
-      this.fail(`${this.device.name} failed ${what}: ${e instanceof Error ? e.message : String(e)}`);
-    }
-  }
-
   // ---- control registers (§4.2.2)
 
   private readRegister(offset: number): number {
@@ -331,7 +248,7 @@ export class VirtioMmioDevice implements BusDevice {
       case VIRTIO_MMIO_VENDOR_ID:
         return VIRTIO_MMIO_VENDOR;
       case VIRTIO_MMIO_DEVICE_FEATURES:
-        return this.deviceFeatureSelect < FEATURE_WORDS ? Number((this.offeredFeatures >> BigInt(32 * this.deviceFeatureSelect)) & 0xffffffffn) : 0;
+        return this.deviceFeatureWord();
       case VIRTIO_MMIO_QUEUE_NUM_MAX:
         // "zero (0x0) if the queue is not available" (§4.2.2).
         return queue === undefined ? 0 : queue.maxSize;
@@ -440,120 +357,28 @@ export class VirtioMmioDevice implements BusDevice {
     else queue.usedRingAddress = address;
   }
 
-  /**
-   * Queue registers can change until the queue is enabled, and never after DRIVER_OK
-   * (§4.2.2.2: "When QueueReady is not zero, the driver MUST NOT access QueueNum, QueueDesc...").
-   */
-  private queueWritable(queue: SplitQueue): boolean {
-    return !queue.enabled && (this.status & VIRTIO_STATUS_DRIVER_OK) === 0;
-  }
-
-  private writeDriverFeatures(word: number): void {
-    // After FEATURES_OK the negotiated set is fixed (§3.1.1 step 5).
-    if ((this.status & VIRTIO_STATUS_FEATURES_OK) !== 0 || this.driverFeatureSelect >= FEATURE_WORDS) return;
-    const shift = BigInt(32 * this.driverFeatureSelect);
-    this.driverFeatures = (this.driverFeatures & ~(0xffffffffn << shift)) | (BigInt(word >>> 0) << shift);
-  }
-
-  // ---- device status (§2.1, §3.1.1)
-
-  private writeStatus(value: number): void {
-    if (value === 0) {
-      this.reset();
-      return;
-    }
-    const old = this.status;
-    // DEVICE_NEEDS_RESET is the device's to set; the driver cannot set or clear it.
-    let next = (value & ~VIRTIO_STATUS_DEVICE_NEEDS_RESET) | (old & VIRTIO_STATUS_DEVICE_NEEDS_RESET);
-    const setting = (bit: number): boolean => (next & bit) !== 0 && (old & bit) === 0;
-    if (setting(VIRTIO_STATUS_FEATURES_OK) && !this.featuresAcceptable(next)) next &= ~VIRTIO_STATUS_FEATURES_OK;
-    const startDriver = setting(VIRTIO_STATUS_DRIVER_OK);
-    if (startDriver && (next & VIRTIO_STATUS_FEATURES_OK) === 0) next &= ~VIRTIO_STATUS_DRIVER_OK;
-    this.status = next;
-    // A driver that cleared DRIVER_OK (§2.1.1 forbids it) and sets it again does not get the
-    // device activated a second time over queues it is still serving.
-    if (startDriver && !this.active && (next & VIRTIO_STATUS_DRIVER_OK) !== 0 && (next & VIRTIO_STATUS_DEVICE_NEEDS_RESET) === 0) this.activate();
-  }
+  // ---- what VirtioTransportCore asks of a transport
 
   /**
-   * FEATURES_OK stays clear, which the driver reads back as refusal (§3.1.1 step 6), unless the
-   * driver went through ACKNOWLEDGE and DRIVER, accepted only offered features, and accepted
-   * VERSION_1 (§6.2: a device MAY fail to operate further if VERSION_1 is not accepted).
+   * Upon reset "the device MUST clear all bits in InterruptStatus and ready bits in the QueueReady
+   * register for all queues" (§4.2.2.1; the core reset the queues), so the line drops; the ring
+   * address words go with the queues.
    */
-  private featuresAcceptable(status: number): boolean {
-    const handshake = VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER;
-    return (
-      (status & handshake) === handshake &&
-      (this.driverFeatures & ~this.offeredFeatures) === 0n &&
-      hasFeature(this.driverFeatures, VIRTIO_F_VERSION_1)
-    );
-  }
-
-  private activate(): void {
-    const features = this.driverFeatures;
-    const queueFeatures = { eventIdx: hasFeature(features, VIRTIO_F_EVENT_IDX), indirect: hasFeature(features, VIRTIO_F_INDIRECT_DESC) };
-    for (const queue of this.queues) {
-      if (queue.enabled && !queue.activate(this.memory, queueFeatures)) return; // fail() already ran
-    }
-    const activation: VirtioActivation = {
-      memory: this.memory,
-      queues: this.queues,
-      features,
-      interrupt: this.interrupt,
-      fail: (reason) => this.fail(`${this.device.name}: ${reason}`),
-    };
-    try {
-      this.device.activate(activation);
-      this.active = (this.status & VIRTIO_STATUS_DEVICE_NEEDS_RESET) === 0;
-    } catch (e) {
-      this.fail(`${this.device.name} failed to activate: ${e instanceof Error ? e.message : String(e)}`);
-    }
-  }
-
-  /** Enter DEVICE_NEEDS_RESET (§2.1.2) and, once DRIVER_OK, tell the driver with a configuration change notification. */
-  private fail(reason: string): void {
-    if ((this.status & VIRTIO_STATUS_DEVICE_NEEDS_RESET) !== 0) return;
-    this.lastError = reason;
-    this.status |= VIRTIO_STATUS_DEVICE_NEEDS_RESET;
-    this.options.onError?.(reason);
-    if ((this.status & VIRTIO_STATUS_DRIVER_OK) !== 0) this.signalConfigChange();
-  }
-
-  /**
-   * Device reset (§2.1, §4.2.2: writing 0 to Status): the device model, every queue, the feature
-   * and selector registers, and InterruptStatus (§4.2.2.1: "Upon reset, the device MUST clear all
-   * bits in InterruptStatus and ready bits in the QueueReady register for all queues"), so the
-   * line drops. ConfigGeneration keeps counting: the configuration did not go back in time.
-   */
-  private reset(): void {
-    try {
-      this.device.reset();
-    } catch (e) {
-      this.options.onError?.(`${this.device.name} failed to reset: ${e instanceof Error ? e.message : String(e)}`);
-    }
-    this.active = false;
-    for (const queue of this.queues) queue.reset();
+  protected override resetTransport(): void {
     this.addressWords.fill(0);
-    this.deviceFeatureSelect = 0;
-    this.driverFeatureSelect = 0;
-    this.driverFeatures = 0n;
-    this.queueSelect = 0;
-    this.status = 0;
-    this.lastError = undefined;
     this.interruptStatus = 0;
     this.updateIrq();
   }
 
   // ---- interrupts (§4.2.2 InterruptStatus, §4.2.3.4)
 
-  private signalQueue(_index: number): void {
+  protected override deliverQueueInterrupt(_index: number): void {
     // One bit for every queue: the driver checks all active queues (§4.2.3.4).
     this.interruptStatus |= VIRTIO_MMIO_INT_VRING;
     this.updateIrq();
   }
 
-  private signalConfigChange(): void {
-    this.configGeneration = (this.configGeneration + 1) >>> 0;
+  protected override deliverConfigInterrupt(): void {
     this.interruptStatus |= VIRTIO_MMIO_INT_CONFIG;
     this.updateIrq();
   }

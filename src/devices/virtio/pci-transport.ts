@@ -21,11 +21,14 @@
  * MSI-X has one vector per queue plus one for configuration changes, as Linux's vp_find_vqs_msix
  * asks for first. Without MSI-X the function raises INTx (when given a line) with the ISR bits.
  *
+ * The status state machine, feature negotiation, activation, DEVICE_NEEDS_RESET and reset are
+ * VirtioTransportCore's (transport-core.ts), shared with virtio-mmio; this file holds the PCI
+ * identity, the capabilities and BAR layout, and MSI-X / INTx delivery.
+ *
  * Not provided: the VIRTIO_PCI_CAP_PCI_CFG window (Linux does not use it), legacy registers,
  * packed rings, per-queue reset (VIRTIO_F_RING_RESET is not offered, so queue_reset reads 0).
  */
 import type { IrqLine } from '../irq.js';
-import type { GuestMemory } from '../../memory/guest-memory.js';
 import {
   PCI_COMMAND,
   PCI_INTERRUPT_PIN_INTA,
@@ -35,26 +38,9 @@ import {
 } from '../pci/config-space.js';
 import { MsixCapability, type MsiSink } from '../pci/msix.js';
 import type { PciFunction } from '../pci/pci-function.js';
-import {
-  VIRTIO_F_EVENT_IDX,
-  VIRTIO_F_INDIRECT_DESC,
-  VIRTIO_F_VERSION_1,
-  VIRTIO_ID_BALLOON,
-  VIRTIO_ID_BLOCK,
-  VIRTIO_ID_CONSOLE,
-  VIRTIO_ID_NET,
-  VIRTIO_STATUS_ACKNOWLEDGE,
-  VIRTIO_STATUS_DEVICE_NEEDS_RESET,
-  VIRTIO_STATUS_DRIVER,
-  VIRTIO_STATUS_DRIVER_OK,
-  VIRTIO_STATUS_FEATURES_OK,
-  VIRTIO_TRANSPORT_FEATURES,
-  hasFeature,
-  type VirtioActivation,
-  type VirtioDevice,
-  type VirtioInterrupt,
-} from './device.js';
-import { SplitQueue } from './queue.js';
+import { VIRTIO_ID_BALLOON, VIRTIO_ID_BLOCK, VIRTIO_ID_CONSOLE, VIRTIO_ID_NET, type VirtioDevice } from './device.js';
+import type { SplitQueue } from './queue.js';
+import { VirtioTransportCore, type VirtioTransportOptions } from './transport-core.js';
 
 // PCI identity (virtio 1.2 §4.1.2).
 export const VIRTIO_PCI_VENDOR_ID = 0x1af4;
@@ -132,66 +118,39 @@ export const VIRTIO_PCI_ISR_QUEUE = 1;
 export const VIRTIO_PCI_ISR_CONFIG = 2;
 
 const FOUR_GIB = 2 ** 32;
-/** Feature words beyond 0 and 1 read as 0: no feature above bit 63 exists. */
-const FEATURE_WORDS = 2;
+/** config_generation is one byte (§4.1.4.3): the low byte of the core's counter. */
+const CONFIG_GENERATION_MASK = 0xff;
 
-export interface VirtioPciOptions {
-  readonly memory: GuestMemory;
+export interface VirtioPciOptions extends VirtioTransportOptions {
   /** Where MSI-X messages go (KVM_SIGNAL_MSI or per-vector irqfds in the VMM). */
   readonly msi: MsiSink;
   /** INTx line for drivers that do not enable MSI-X; without one the interrupt pin reads 0. */
   readonly intx?: IrqLine;
   /** BAR 0 moved (or was unmapped): queue notify addresses changed, move the ioeventfds. */
   readonly onNotifyRegionMoved?: (transport: VirtioPciDevice) => void;
-  /** The device entered DEVICE_NEEDS_RESET, with the reason (for the VMM's log). */
-  readonly onError?: (reason: string) => void;
 }
 
-export class VirtioPciDevice implements PciFunction {
-  readonly name: string;
+export class VirtioPciDevice extends VirtioTransportCore implements PciFunction {
   readonly config: PciConfigSpace;
   readonly msix: MsixCapability;
-  readonly queues: readonly SplitQueue[];
-  /** Why the device last entered DEVICE_NEEDS_RESET (cleared by reset). */
-  lastError: string | undefined;
-  /** Queue notifications received (MMIO writes or ioeventfd). */
-  notifications = 0;
 
-  private readonly offeredFeatures: bigint;
-  private readonly memory: GuestMemory;
+  private readonly options: VirtioPciOptions;
   private readonly intx: IrqLine | undefined;
-  private readonly interrupt: VirtioInterrupt;
   private readonly queueVectors: Uint16Array;
   private readonly commonScratch = new Uint8Array(COMMON_CFG_SIZE);
   private readonly commonView = new DataView(this.commonScratch.buffer);
-  private status = 0;
-  private deviceFeatureSelect = 0;
-  private driverFeatureSelect = 0;
-  private driverFeatures = 0n;
   private configVector = VIRTIO_MSI_NO_VECTOR;
-  private configGeneration = 0;
-  private queueSelect = 0;
   private isr = 0;
-  private active = false;
   private barAddress: number | undefined;
 
-  constructor(
-    readonly device: VirtioDevice,
-    private readonly options: VirtioPciOptions,
-  ) {
+  constructor(device: VirtioDevice, options: VirtioPciOptions) {
     const queueCount = device.queueMaxSizes.length;
     if (queueCount < 1 || queueCount > MAX_QUEUES) throw new RangeError(`${device.name}: ${queueCount} queues; the transport supports 1..${MAX_QUEUES}`);
     if (device.configSize < 0 || device.configSize > REGION_SIZE) throw new RangeError(`${device.name}: configuration space of ${device.configSize} bytes does not fit its ${REGION_SIZE}-byte region`);
-    this.name = device.name;
-    this.memory = options.memory;
+    super(device, options);
+    this.options = options;
     this.intx = options.intx;
-    this.offeredFeatures = device.deviceFeatures | VIRTIO_TRANSPORT_FEATURES;
-    this.queues = device.queueMaxSizes.map((max, i) => new SplitQueue(i, max, (_q, reason) => this.fail(reason)));
     this.queueVectors = new Uint16Array(queueCount).fill(VIRTIO_MSI_NO_VECTOR);
-    this.interrupt = {
-      signalQueue: (i) => this.signalQueue(i),
-      signalConfigChange: () => this.signalConfigChange(),
-    };
 
     const config = new PciConfigSpace({
       vendorId: VIRTIO_PCI_VENDOR_ID,
@@ -223,21 +182,6 @@ export class VirtioPciDevice implements PciFunction {
     config.onWrite(this.msix.capabilityOffset, 4, () => this.updateIntx());
   }
 
-  /** The device status byte (§2.1). */
-  get deviceStatus(): number {
-    return this.status;
-  }
-
-  /** Features the driver accepted (meaningful once FEATURES_OK is set). */
-  get negotiatedFeatures(): bigint {
-    return this.driverFeatures;
-  }
-
-  /** The features this function offers: the device's plus VIRTIO_TRANSPORT_FEATURES. */
-  get features(): bigint {
-    return this.offeredFeatures;
-  }
-
   /**
    * Guest physical address of queue `index`'s notification register, while BAR 0 is mapped: the
    * VMM registers an ioeventfd there (a 2-byte write, any value) and calls notifyQueue(index).
@@ -248,30 +192,12 @@ export class VirtioPciDevice implements PciFunction {
   }
 
   /**
-   * The driver notified queue `index` (an MMIO write here, or the VMM's ioeventfd). Ignored until
-   * DRIVER_OK, after DEVICE_NEEDS_RESET, and while Bus Master Enable is clear: a function without
-   * it must not access memory (PCI Local Bus 3.0 §6.2.2); Linux's virtio_pci_probe sets it.
+   * Queue notifications (an MMIO write here, or the VMM's ioeventfd) are served only while Bus
+   * Master Enable is set: a function without it must not access memory (PCI Local Bus 3.0
+   * §6.2.2); Linux's virtio_pci_probe sets it.
    */
-  notifyQueue(index: number): void {
-    this.notifications++;
-    if (!this.active || (this.status & VIRTIO_STATUS_DEVICE_NEEDS_RESET) !== 0 || !this.config.busMasterEnabled) return;
-    const queue = this.queues[index];
-    if (queue === undefined || !queue.ready) return;
-    try {
-      this.device.processQueue(index);
-    } catch (e) {
-      // A device model bug must not take the VMM down; the guest sees a device needing reset.
-      this.fail(`${this.device.name} failed processing queue ${index}: ${e instanceof Error ? e.message : String(e)}`);
-    }
-  }
-
-  /** Run device code reached from a guest register access; an exception becomes DEVICE_NEEDS_RESET. */
-  private guarded(what: string, action: () => void): void {
-    try {
-      action();
-    } catch (e) {
-      this.fail(`${this.device.name} failed ${what}: ${e instanceof Error ? e.message : String(e)}`);
-    }
+  protected override memoryAccessAllowed(): boolean {
+    return this.config.busMasterEnabled;
   }
 
   // ---- PciFunction
@@ -338,16 +264,14 @@ export class VirtioPciDevice implements PciFunction {
     const v = this.commonView;
     const select = this.queueSelect;
     const queue = this.queues[select];
-    const word = this.deviceFeatureSelect < FEATURE_WORDS ? Number((this.offeredFeatures >> BigInt(32 * this.deviceFeatureSelect)) & 0xffffffffn) : 0;
     v.setUint32(COMMON_DEVICE_FEATURE_SELECT, this.deviceFeatureSelect, true);
-    v.setUint32(COMMON_DEVICE_FEATURE, word, true);
+    v.setUint32(COMMON_DEVICE_FEATURE, this.deviceFeatureWord(), true);
     v.setUint32(COMMON_DRIVER_FEATURE_SELECT, this.driverFeatureSelect, true);
-    const driverWord = this.driverFeatureSelect < FEATURE_WORDS ? Number((this.driverFeatures >> BigInt(32 * this.driverFeatureSelect)) & 0xffffffffn) : 0;
-    v.setUint32(COMMON_DRIVER_FEATURE, driverWord, true);
+    v.setUint32(COMMON_DRIVER_FEATURE, this.driverFeatureWord(), true);
     v.setUint16(COMMON_CONFIG_MSIX_VECTOR, this.configVector, true);
     v.setUint16(COMMON_NUM_QUEUES, this.queues.length, true);
     v.setUint8(COMMON_DEVICE_STATUS, this.status);
-    v.setUint8(COMMON_CONFIG_GENERATION, this.configGeneration);
+    v.setUint8(COMMON_CONFIG_GENERATION, this.configGeneration & CONFIG_GENERATION_MASK);
     v.setUint16(COMMON_QUEUE_SELECT, select, true);
     // A selected queue that does not exist has size 0 (§4.1.4.3, queue_size: "A 0 means the queue is unavailable").
     v.setUint16(COMMON_QUEUE_SIZE, queue === undefined ? 0 : queue.size & 0xffff, true);
@@ -436,110 +360,23 @@ export class VirtioPciDevice implements PciFunction {
     }
   }
 
-  /** Queue registers can change until the queue is enabled, and never after DRIVER_OK. */
-  private queueWritable(queue: SplitQueue): boolean {
-    return !queue.enabled && (this.status & VIRTIO_STATUS_DRIVER_OK) === 0;
-  }
-
-  private writeDriverFeatures(word: number): void {
-    // After FEATURES_OK the negotiated set is fixed (§3.1.1 step 5).
-    if ((this.status & VIRTIO_STATUS_FEATURES_OK) !== 0 || this.driverFeatureSelect >= FEATURE_WORDS) return;
-    const shift = BigInt(32 * this.driverFeatureSelect);
-    this.driverFeatures = (this.driverFeatures & ~(0xffffffffn << shift)) | (BigInt(word >>> 0) << shift);
-  }
-
   private validVector(value: number): number {
     return value < this.msix.vectors ? value : VIRTIO_MSI_NO_VECTOR;
   }
 
-  // ---- device status (§2.1, §3.1.1)
+  // ---- what VirtioTransportCore asks of a transport
 
-  private writeStatus(value: number): void {
-    if (value === 0) {
-      this.reset();
-      return;
-    }
-    const old = this.status;
-    // DEVICE_NEEDS_RESET is the device's to set; the driver cannot set or clear it. Nor can it
-    // clear any other bit (§2.1.1: "The driver MUST NOT clear a device status bit"): they stay set
-    // until a reset, so clearing and setting DRIVER_OK again cannot activate the device twice.
-    let next = ((value | old) & ~VIRTIO_STATUS_DEVICE_NEEDS_RESET) | (old & VIRTIO_STATUS_DEVICE_NEEDS_RESET);
-    const setting = (bit: number): boolean => (next & bit) !== 0 && (old & bit) === 0;
-    if (setting(VIRTIO_STATUS_FEATURES_OK) && !this.featuresAcceptable(next)) next &= ~VIRTIO_STATUS_FEATURES_OK;
-    const startDriver = setting(VIRTIO_STATUS_DRIVER_OK);
-    if (startDriver && (next & VIRTIO_STATUS_FEATURES_OK) === 0) next &= ~VIRTIO_STATUS_DRIVER_OK;
-    this.status = next;
-    if (startDriver && (next & VIRTIO_STATUS_DRIVER_OK) !== 0 && (next & VIRTIO_STATUS_DEVICE_NEEDS_RESET) === 0) this.activate();
-  }
-
-  /**
-   * FEATURES_OK stays clear, which the driver reads back as refusal (§3.1.1 step 6), unless the
-   * driver went through ACKNOWLEDGE and DRIVER, accepted only offered features, and accepted
-   * VERSION_1 (§6.2: a device MAY fail to operate further if VERSION_1 is not accepted).
-   */
-  private featuresAcceptable(status: number): boolean {
-    const handshake = VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER;
-    return (
-      (status & handshake) === handshake &&
-      (this.driverFeatures & ~this.offeredFeatures) === 0n &&
-      hasFeature(this.driverFeatures, VIRTIO_F_VERSION_1)
-    );
-  }
-
-  private activate(): void {
-    const features = this.driverFeatures;
-    const queueFeatures = { eventIdx: hasFeature(features, VIRTIO_F_EVENT_IDX), indirect: hasFeature(features, VIRTIO_F_INDIRECT_DESC) };
-    for (const queue of this.queues) {
-      if (queue.enabled && !queue.activate(this.memory, queueFeatures)) return; // fail() already ran
-    }
-    const activation: VirtioActivation = {
-      memory: this.memory,
-      queues: this.queues,
-      features,
-      interrupt: this.interrupt,
-      fail: (reason) => this.fail(`${this.device.name}: ${reason}`),
-    };
-    try {
-      this.device.activate(activation);
-      this.active = (this.status & VIRTIO_STATUS_DEVICE_NEEDS_RESET) === 0;
-    } catch (e) {
-      this.fail(`${this.device.name} failed to activate: ${e instanceof Error ? e.message : String(e)}`);
-    }
-  }
-
-  /** Enter DEVICE_NEEDS_RESET (§2.1.2) and, once DRIVER_OK, tell the driver with a configuration change notification. */
-  private fail(reason: string): void {
-    if ((this.status & VIRTIO_STATUS_DEVICE_NEEDS_RESET) !== 0) return;
-    this.lastError = reason;
-    this.status |= VIRTIO_STATUS_DEVICE_NEEDS_RESET;
-    this.options.onError?.(reason);
-    if ((this.status & VIRTIO_STATUS_DRIVER_OK) !== 0) this.signalConfigChange();
-  }
-
-  /** Device reset (§2.1, §4.1.4.3: writing 0 to device_status). MSI-X state is PCI's and stays. */
-  private reset(): void {
-    try {
-      this.device.reset();
-    } catch (e) {
-      this.options.onError?.(`${this.device.name} failed to reset: ${e instanceof Error ? e.message : String(e)}`);
-    }
-    this.active = false;
-    for (const queue of this.queues) queue.reset();
+  /** Device reset (§4.1.4.3: writing 0 to device_status) clears the vectors and the ISR; MSI-X state is PCI's and stays. */
+  protected override resetTransport(): void {
     this.queueVectors.fill(VIRTIO_MSI_NO_VECTOR);
     this.configVector = VIRTIO_MSI_NO_VECTOR;
-    this.deviceFeatureSelect = 0;
-    this.driverFeatureSelect = 0;
-    this.driverFeatures = 0n;
-    this.queueSelect = 0;
-    this.status = 0;
-    this.lastError = undefined;
     this.isr = 0;
     this.updateIntx();
   }
 
   // ---- interrupts (§4.1.4.5, §4.1.5.3, §4.1.5.4)
 
-  private signalQueue(index: number): void {
+  protected override deliverQueueInterrupt(index: number): void {
     if (this.msix.enabled) {
       const vector = this.queueVectors[index];
       if (vector !== undefined && vector !== VIRTIO_MSI_NO_VECTOR) this.msix.signal(vector);
@@ -550,8 +387,7 @@ export class VirtioPciDevice implements PciFunction {
     this.updateIntx();
   }
 
-  private signalConfigChange(): void {
-    this.configGeneration = (this.configGeneration + 1) & 0xff;
+  protected override deliverConfigInterrupt(): void {
     this.isr |= VIRTIO_PCI_ISR_CONFIG;
     if (this.msix.enabled) {
       if (this.configVector !== VIRTIO_MSI_NO_VECTOR) this.msix.signal(this.configVector);
