@@ -31,8 +31,9 @@ export function staticModules(entries: readonly string[]): Set<string> {
 }
 
 async function probe(): Promise<void> {
-  // In the order `--api-sock` loads them: the server before listening, the parsers at the first
-  // request that needs one (the first PUT), the boot code at InstanceStart.
+  // In the order `--api-sock` loads them: the server before listening, the parsers and the
+  // OpenAPI document with its validator at the first request that needs them (the first PUT),
+  // the boot code at InstanceStart.
   await import('../../src/api/server/http-server.js');
   await import('../../src/api/server/controller.js');
   const server = performance.now();
@@ -40,6 +41,7 @@ async function probe(): Promise<void> {
   await import('../../src/cli/api-mode.js');
   const cli = performance.now();
   await import('../../src/api/config.js');
+  await import('../../src/api/server/request-validator.js');
   const config = performance.now();
   await import('../../src/vmm/launch.js');
   const launch = performance.now();

@@ -64,9 +64,9 @@ function startupSeries(r: ApiResult): StartupSeries[] {
 
 const IMPORT_STAGES: readonly { key: ImportStage; label: string; of: (s: ImportSample) => number }[] = [
   { key: 'bootstrap', label: 'Node bootstrap (process origin → first line)', of: (s) => importStageTimes(s).bootstrap },
-  { key: 'server', label: '+ HTTP server, controller, OpenAPI document, validator', of: (s) => importStageTimes(s).server },
+  { key: 'server', label: '+ HTTP server, controller (and, before 2026-11-26, the OpenAPI document and validator)', of: (s) => importStageTimes(s).server },
   { key: 'cli', label: '+ src/cli/main.js, api-mode.js', of: (s) => importStageTimes(s).cli },
-  { key: 'config', label: '+ src/api/config.js (config parsers; loaded after listening, at the first request that parses a body, since 2026-11-26)', of: (s) => importStageTimes(s).config },
+  { key: 'config', label: '+ src/api/config.js (config parsers) and, since 2026-11-26, the OpenAPI document and validator: loaded after listening, at the first request that needs them', of: (s) => importStageTimes(s).config },
   { key: 'launch', label: '+ src/vmm/launch.js (boot code; loaded after listening, at InstanceStart)', of: (s) => importStageTimes(s).launch },
 ];
 

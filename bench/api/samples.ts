@@ -41,9 +41,10 @@ export interface ImportSample {
   /** + src/cli/main.js and src/cli/api-mode.js (what `--api-sock` loads before it listens). */
   readonly cli: number;
   /**
-   * Probe order: 'config-first' (absent; samples before the parsers were deferred): config, server,
-   * cli, launch. 'config-after-listen': server, cli, then config (loaded at the first request that
-   * needs a parser), then launch.
+   * Probe order: 'config-first' (absent; samples before the parsers were deferred): config, server
+   * (with the OpenAPI document and validator), cli, launch. 'config-after-listen': server, cli,
+   * then config (the parsers, the OpenAPI document and validator: loaded at the first request
+   * that needs them), then launch.
    */
   readonly order?: 'config-after-listen';
   /** + src/vmm/launch.js (the boot code: loaders, ACPI, CPUID, device models) — loaded after listening since this change. */

@@ -1,10 +1,11 @@
 /**
- * Firecracker's field limits and enumerations, in one module without dependencies: the parsers
+ * Firecracker's field limits, enumerations and defaults, in one module without dependencies: the parsers
  * (boot-source.ts, drive.ts, …) enforce them and the OpenAPI document (server/openapi.ts) states
  * them. Kept apart so the API server can load its document and validator at start-up without the
  * twenty-odd parser modules, which it loads only when a request first needs one (`--api-sock`
  * start-up time is module loading; see bench/results/api-*.md).
  */
+import type { MachineConfig } from './machine-config.js';
 
 /**
  * The x86 boot protocol's default `cmdline_size` limit is 2048 bytes including the final NUL,
@@ -32,6 +33,11 @@ export type LogLevel = (typeof LOG_LEVELS)[number];
  */
 export const VCPU_COUNT_RANGE = { min: 1, max: 32 } as const;
 export const MEM_SIZE_MIB_RANGE = { min: 128, max: 65536 } as const;
+
+/** Firecracker's machine-config before any PUT: 1 vCPU, 128 MiB, no SMT, no template, 4 KiB pages. */
+export function defaultMachineConfig(): MachineConfig {
+  return { vcpu_count: 1, mem_size_mib: 128, smt: false, track_dirty_pages: false, cpu_template: 'None', huge_pages: 'None' };
+}
 
 /** Firecracker's static CPU templates (deprecated there); "None" means no template. */
 export const CPU_TEMPLATES = ['C3', 'T2', 'T2S', 'T2CL', 'T2A', 'V1N1', 'None'] as const;

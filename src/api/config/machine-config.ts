@@ -1,9 +1,9 @@
 /** Firecracker's `machine-config` (PUT /machine-config): vCPUs, memory, SMT, page backing. */
 import { ConfigError, ObjectReader, fieldPath } from './schema.js';
 
-import { CPU_TEMPLATES, type CpuTemplate, HUGE_PAGES, type HugePages, MEM_SIZE_MIB_RANGE, VCPU_COUNT_RANGE } from './limits.js';
+import { CPU_TEMPLATES, type CpuTemplate, HUGE_PAGES, type HugePages, MEM_SIZE_MIB_RANGE, VCPU_COUNT_RANGE, defaultMachineConfig } from './limits.js';
 
-export { CPU_TEMPLATES, type CpuTemplate, HUGE_PAGES, type HugePages, MEM_SIZE_MIB_RANGE, VCPU_COUNT_RANGE };
+export { CPU_TEMPLATES, type CpuTemplate, HUGE_PAGES, type HugePages, MEM_SIZE_MIB_RANGE, VCPU_COUNT_RANGE, defaultMachineConfig };
 
 export interface MachineConfig {
   vcpu_count: number;
@@ -15,9 +15,6 @@ export interface MachineConfig {
 }
 
 /** What Firecracker uses when `machine-config` is omitted (GET /machine-config before any PUT). */
-export function defaultMachineConfig(): MachineConfig {
-  return { vcpu_count: 1, mem_size_mib: 128, smt: false, track_dirty_pages: false, cpu_template: 'None', huge_pages: 'None' };
-}
 
 const FIELDS = ['vcpu_count', 'mem_size_mib', 'smt', 'track_dirty_pages', 'cpu_template', 'huge_pages'];
 const RENAMED = {

@@ -22,6 +22,7 @@ import type {
   VmConfig,
   VsockConfig,
 } from '../config.js';
+import { defaultMachineConfig } from '../config/limits.js';
 import { isJsonObject } from '../config/schema.js';
 import { TsvmmError } from '../../util/errors.js';
 import type { VmControl, VmExitSummary } from '../../vmm/vm-control.js';
@@ -87,8 +88,7 @@ export class VmmController {
   readonly metrics = new MetricsWriter();
   readonly apiMetrics: ApiMetrics = { requests: 0, bad_requests: 0 };
   private bootSource: BootSourceConfig | undefined;
-  /** Undefined until set: the default machine config (from the parsers, loaded on demand). */
-  private machineConfig: MachineConfig | undefined;
+  private machineConfig: MachineConfig = defaultMachineConfig();
   private drives: DriveConfig[] = [];
   private networkInterfaces: NetworkInterfaceConfig[] = [];
   private vsock: VsockConfig | undefined;
@@ -142,9 +142,8 @@ export class VmmController {
     return { status: 200, body: json };
   }
 
-  async getMachineConfig(): Promise<ApiReply> {
-    const c = await loadConfigRules();
-    return { status: 200, body: this.machineConfig ?? c.defaultMachineConfig() };
+  getMachineConfig(): ApiReply {
+    return { status: 200, body: this.machineConfig };
   }
 
   // ---- pre-boot resources
@@ -170,7 +169,7 @@ export class VmmController {
   async patchMachineConfig(body: unknown): Promise<ApiReply> {
     this.beforeStart();
     const c = await loadConfigRules();
-    const machineConfig = c.parseMachineConfigPatch(body, '', this.machineConfig ?? c.defaultMachineConfig());
+    const machineConfig = c.parseMachineConfigPatch(body, '', this.machineConfig);
     this.tryApply(c, { machineConfig });
     this.machineConfig = machineConfig;
     return DONE;
@@ -400,7 +399,7 @@ export class VmmController {
   private assemble(c: ConfigRules, bootSource: BootSourceConfig): VmConfig {
     const config: VmConfig = {
       bootSource,
-      machineConfig: this.machineConfig ?? c.defaultMachineConfig(),
+      machineConfig: this.machineConfig,
       drives: this.drives,
       networkInterfaces: this.networkInterfaces,
       pmem: [],
