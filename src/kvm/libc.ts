@@ -235,6 +235,16 @@ export function epollWaitAsync(epfd: number, events: Buffer, timeoutMs: number, 
   c.epollWait.async(epfd, events, maxEvents, timeoutMs, (err: unknown, n: number) => done(err === null || err === undefined ? n : -1));
 }
 
+/**
+ * epoll_wait(2) with a zero timeout, on the calling thread: the events ready now (at most as many
+ * as `events` holds), 0 when none, -1 on failure. For a caller that already knows the epoll fd is
+ * readable (main-loop-poll.ts), so it never blocks.
+ */
+export function epollWaitNow(epfd: number, events: Buffer): number {
+  const n = c.epollWait(epfd, events, Math.floor(events.length / EPOLL_EVENT_SIZE), 0) as number;
+  return n < 0 ? -1 : n;
+}
+
 // Sockets, from linux/socket.h and linux/net.h (x86_64).
 export const AF_UNIX = 1;
 export const SOCK_STREAM = 1;

@@ -1,29 +1,31 @@
 /**
  * Wakes the main thread when an eventfd is signalled (an ioeventfd KVM rang for a guest's queue
- * notification), without spinning and without blocking the event loop.
+ * notification) or a watched fd is ready, without spinning and without blocking the event loop.
  *
  * Node has no epoll binding, and none of its own handles accepts an eventfd: `new net.Socket({fd})`
  * refuses it ("Unsupported fd type: UNKNOWN", libuv's uv_guess_handle sees an anonymous inode),
  * and fs.read/createReadStream go through the libuv threadpool, where a blocking read ties up one
  * of its 4 threads (UV_THREADPOOL_SIZE) per eventfd: a few multi-queue devices would starve file
- * I/O, or deadlock it. So tsvmm keeps one epoll instance holding every eventfd and runs one
- * epoll_wait at a time on a threadpool thread (koffi's asynchronous call): one thread for all
- * devices, woken by the kernel only when something was signalled.
+ * I/O, or deadlock it. So tsvmm keeps one epoll instance holding every eventfd and fd, and waits
+ * on it in one of two ways:
  *
- * Measured on the development machine (a loaded 2-core box; eventfd written by another thread,
- * the main thread acknowledging through Atomics, 5000 round trips, three runs each):
- *   fs.read on a blocking eventfd            81–109 µs per round trip, one pool thread per eventfd
- *   epoll_wait through koffi .async (this)   78–170 µs, one pool thread in all
- *   a worker thread in epoll_wait + Atomics.waitAsync on the main thread   105–125 µs, one more V8 isolate
- * In a real guest (nested host, TCG, host load about 6 on 2 cores) a loop of synchronous 64-byte
- * /dev/hwrng reads, one request per kick, ran at 68–203 reads/s with ioeventfd + irqfd and 95–253
- * with MMIO exits + KVM_SIGNAL_MSI: no measurable latency gain for a device the guest waits on one
- * request at a time (both paths cross two threads). What ioeventfd buys is that the kicking vCPU
- * never stops, which matters for devices with many requests in flight (block, net).
+ * - main loop (the default, on the main thread): Node's own event loop watches the epoll fd
+ *   (a libuv poll handle, src/kvm/main-loop-poll.ts); when it is readable, an epoll_wait with a
+ *   zero timeout takes the ready events on the main thread. The kernel wakes the main thread
+ *   directly: one wake-up per event, as in QEMU's main loop.
+ * - threadpool (the fallback, e.g. a VM run from a worker thread): one epoll_wait at a time on a
+ *   libuv threadpool thread (koffi's asynchronous call): two wake-ups per event (that thread, then
+ *   the main thread) and a new asynchronous call to wait again.
  *
- * Each wake-up costs koffi's asynchronous call record and one callback; events are read into one
- * reused buffer and dispatched to handlers registered up front, so nothing else is allocated per
- * notification. A pending epoll_wait keeps the event loop (and so the process) alive: close() it.
+ * Measured on the development machine (an eventfd written by another thread, the main thread
+ * acknowledging through Atomics, 5000 round trips): the main loop 49–51 µs per round trip, the
+ * threadpool 63–67 µs (78–170 µs on a busier day, when fs.read on a blocking eventfd took
+ * 81–109 µs and a worker thread in epoll_wait + Atomics.waitAsync 105–125 µs).
+ * What ioeventfd buys besides is that the kicking vCPU never stops, which matters for devices
+ * with many requests in flight (block, net).
+ *
+ * Events are read into one reused buffer and dispatched to handlers registered up front, so nothing else is allocated per
+ * notification. A started poller keeps the event loop (and so the process) alive: close() it.
  *
  * Besides eventfds the same epoll instance watches other file descriptors for readiness
  * (watchFd): a virtio-net tap, readable when a frame waits for the guest and writable again after
@@ -35,6 +37,7 @@
  * interest set and a hung-up socket would otherwise wake the poller forever.
  */
 import { EventFd } from '../kvm/eventfd.js';
+import { type MainLoopFdWatch, watchFdOnMainLoop } from '../kvm/main-loop-poll.js';
 import {
   EPOLL_CTL_ADD,
   EPOLL_CTL_DEL,
@@ -46,6 +49,7 @@ import {
   epollCreate,
   epollCtl,
   epollWaitAsync,
+  epollWaitNow,
 } from '../kvm/libc.js';
 
 /** Events taken per epoll_wait; more stay ready for the next call. */
@@ -126,10 +130,26 @@ export class EventFdPoller {
   private failures = 0;
   private stopped: Promise<void> | undefined;
   private resolveStopped: (() => void) | undefined;
+  /** The main loop's watch of the epoll fd, when this process can have one (see start()). */
+  private loopWatch: MainLoopFdWatch | undefined;
 
-  constructor(private readonly onError: (error: Error) => void = () => {}) {
+  /**
+   * `wait` chooses how the poller waits: 'main-loop' (the default) has Node's own event loop watch
+   * the epoll fd where that is possible (main-loop-poll.ts: the main thread, with libuv's symbols)
+   * and falls back to 'threadpool' elsewhere; 'threadpool' always waits in epoll_wait on a libuv
+   * threadpool thread (tests run the poller's behaviour against both).
+   */
+  constructor(
+    private readonly onError: (error: Error) => void = () => {},
+    private readonly wait: 'main-loop' | 'threadpool' = 'main-loop',
+  ) {
     this.epfd = epollCreate();
     epollCtl(this.epfd, EPOLL_CTL_ADD, this.stopFd.fd, STOP_TOKEN);
+  }
+
+  /** How the poller waits for events now: on the main loop, or on a threadpool thread (once started). */
+  get waitsOn(): 'main-loop' | 'threadpool' {
+    return this.loopWatch !== undefined ? 'main-loop' : 'threadpool';
   }
 
   /** Call `onSignal` on the main thread each time `eventFd` is signalled (coalesced: once per batch of signals). */
@@ -188,6 +208,11 @@ export class EventFdPoller {
    */
   pause(): void {
     this.paused = true;
+    if (this.loopWatch !== undefined && this.running && !this.closing) {
+      // The loop would report the (level-triggered) epoll fd again and again: stop watching it.
+      this.loopWatch.stop();
+      this.parked = true;
+    }
   }
 
   resume(): void {
@@ -195,7 +220,8 @@ export class EventFdPoller {
     this.paused = false;
     if (this.parked && !this.closing) {
       this.parked = false;
-      this.wait();
+      if (this.loopWatch !== undefined) this.loopWatch.start();
+      else this.waitOnThreadpool();
     }
   }
 
@@ -204,14 +230,26 @@ export class EventFdPoller {
     if (this.running || this.closing) return;
     this.running = true;
     this.stopped = new Promise<void>((resolve) => (this.resolveStopped = resolve));
-    this.wait();
+    if (this.wait === 'main-loop') {
+      this.loopWatch = watchFdOnMainLoop(this.epfd, (status) => this.onLoopReadable(status), (e) => this.onError(e));
+    }
+    if (this.loopWatch !== undefined) {
+      if (this.paused) this.parked = true;
+      else this.loopWatch.start();
+    } else this.waitOnThreadpool();
   }
 
   /** Wake the pending epoll_wait, wait for it to return, and close the epoll instance. Watched eventfds stay open. */
   async close(): Promise<void> {
     if (this.closing) return this.stopped;
     this.closing = true;
-    if (this.parked) {
+    if (this.loopWatch !== undefined) {
+      // Nothing blocks anywhere: release the loop's handle and we are done.
+      this.parked = false;
+      await this.loopWatch.close();
+      this.running = false;
+      this.resolveStopped?.();
+    } else if (this.parked) {
       // No epoll_wait is pending: nothing to wake.
       this.parked = false;
       this.running = false;
@@ -225,11 +263,12 @@ export class EventFdPoller {
     this.stopFd.close();
   }
 
-  private wait(): void {
-    epollWaitAsync(this.epfd, this.events, -1, (n) => this.dispatch(n));
+  private waitOnThreadpool(): void {
+    epollWaitAsync(this.epfd, this.events, -1, (n) => this.onThreadpoolWait(n));
   }
 
-  private dispatch(n: number): void {
+  /** The threadpool's epoll_wait returned `n`: handle the events and wait again. */
+  private onThreadpoolWait(n: number): void {
     if (this.closing) {
       this.running = false;
       this.resolveStopped?.();
@@ -240,12 +279,23 @@ export class EventFdPoller {
       this.parked = true;
       return;
     }
+    if (this.handle(n)) this.waitOnThreadpool();
+  }
+
+  /** The main loop saw the epoll fd readable: take what is ready now, without blocking. */
+  private onLoopReadable(status: number): void {
+    if (this.closing || this.paused) return;
+    if (!this.handle(status < 0 ? -1 : epollWaitNow(this.epfd, this.events))) this.loopWatch?.stop();
+  }
+
+  /** Dispatch `n` ready events (-1: the wait failed). False when the poller gave up after repeated failures. */
+  private handle(n: number): boolean {
     if (n < 0) {
       if (++this.failures >= MAX_CONSECUTIVE_FAILURES) {
         this.running = false;
         this.resolveStopped?.();
         this.onError(new Error(`epoll_wait failed ${this.failures} times in a row; virtio queue notifications now arrive only through MMIO exits`));
-        return;
+        return false;
       }
     } else {
       this.failures = 0;
@@ -276,6 +326,6 @@ export class EventFdPoller {
         }
       }
     }
-    this.wait();
+    return true;
   }
 }

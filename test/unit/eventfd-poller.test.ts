@@ -1,9 +1,12 @@
 /**
  * The poller that wakes the main thread for ioeventfds and watched fds: signals reach their
  * handler, and a paused poller holds them (a paused VM's devices stay quiet) without losing any.
+ * Every behaviour is checked with both ways of waiting: on Node's main loop (the default) and in
+ * epoll_wait on a threadpool thread (the fallback off the main thread).
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { Worker } from 'node:worker_threads';
 import { EventFd } from '../../src/kvm/eventfd.js';
 import { EventFdPoller } from '../../src/vmm/eventfd-poller.js';
 
@@ -17,50 +20,99 @@ async function until(check: () => boolean, ms = 5000): Promise<void> {
   }
 }
 
-test('a signalled eventfd calls its handler on the main thread', async () => {
+test('on the main thread the poller waits on the main loop by default', async () => {
   const poller = new EventFdPoller();
   const fd = new EventFd();
-  let calls = 0;
-  poller.add(fd, () => calls++);
+  poller.add(fd, () => undefined);
   poller.start();
-  fd.signal();
-  await until(() => calls === 1);
+  assert.equal(poller.waitsOn, 'main-loop', 'node exports libuv here: the poller should not need a threadpool thread');
   await poller.close();
   fd.close();
+  const pooled = new EventFdPoller(undefined, 'threadpool');
+  pooled.start();
+  assert.equal(pooled.waitsOn, 'threadpool');
+  await pooled.close();
 });
 
-test('paused, the poller holds signals; on resume they arrive, none lost', async () => {
-  const poller = new EventFdPoller();
-  const a = new EventFd();
-  const b = new EventFd();
-  const seen: string[] = [];
-  poller.add(a, () => seen.push('a'));
-  poller.add(b, () => seen.push('b'));
-  poller.start();
-  poller.pause();
-  a.signal();
-  b.signal();
-  await settle(300);
-  assert.deepEqual(seen, [], 'nothing is handled while paused');
-  poller.resume();
-  await until(() => seen.length === 2);
-  assert.deepEqual([...seen].sort(), ['a', 'b']);
-  // And it keeps working after the resume.
-  a.signal();
-  await until(() => seen.length === 3);
-  await poller.close();
-  a.close();
-  b.close();
-});
+for (const mode of ['main-loop', 'threadpool'] as const) {
+  test(`${mode}: a signalled eventfd calls its handler on the main thread`, async () => {
+    const poller = new EventFdPoller(undefined, mode);
+    const fd = new EventFd();
+    let calls = 0;
+    poller.add(fd, () => calls++);
+    poller.start();
+    fd.signal();
+    await until(() => calls === 1);
+    await poller.close();
+    fd.close();
+  });
 
-test('a poller paused with a wake-up parked closes without hanging', async () => {
-  const poller = new EventFdPoller();
-  const a = new EventFd();
-  poller.add(a, () => undefined);
-  poller.start();
-  poller.pause();
-  a.signal();
-  await settle(200);
-  await poller.close();
-  a.close();
-});
+  test(`${mode}: paused, the poller holds signals; on resume they arrive, none lost`, async () => {
+    const poller = new EventFdPoller(undefined, mode);
+    const a = new EventFd();
+    const b = new EventFd();
+    const seen: string[] = [];
+    poller.add(a, () => seen.push('a'));
+    poller.add(b, () => seen.push('b'));
+    poller.start();
+    poller.pause();
+    a.signal();
+    b.signal();
+    await settle(300);
+    assert.deepEqual(seen, [], 'nothing is handled while paused');
+    poller.resume();
+    await until(() => seen.length === 2);
+    assert.deepEqual([...seen].sort(), ['a', 'b']);
+    // And it keeps working after the resume.
+    a.signal();
+    await until(() => seen.length === 3);
+    await poller.close();
+    a.close();
+    b.close();
+  });
+
+  test(`${mode}: a poller paused with a wake-up parked closes without hanging`, async () => {
+    const poller = new EventFdPoller(undefined, mode);
+    const a = new EventFd();
+    poller.add(a, () => undefined);
+    poller.start();
+    poller.pause();
+    a.signal();
+    await settle(200);
+    await poller.close();
+    a.close();
+  });
+
+  test(`${mode}: signals from another thread, 2000 in a row, each handled`, async () => {
+    const poller = new EventFdPoller(undefined, mode);
+    const fd = new EventFd();
+    const ack = new Int32Array(new SharedArrayBuffer(4));
+    let handled = 0;
+    poller.add(fd, () => {
+      handled++;
+      Atomics.store(ack, 0, handled);
+      Atomics.notify(ack, 0);
+    });
+    poller.start();
+    // The writer waits for each signal to be handled before the next: none may be lost or late.
+    const writer = new Worker(
+      `const { workerData } = require('node:worker_threads');
+       const fs = require('node:fs');
+       const ack = new Int32Array(workerData.ack);
+       const one = Buffer.alloc(8); one.writeBigUInt64LE(1n);
+       for (let i = 1; i <= 2000; i++) {
+         fs.writeSync(workerData.fd, one);
+         if (Atomics.wait(ack, 0, i - 1, 5000) === 'timed-out' && Atomics.load(ack, 0) < i) throw new Error('signal ' + i + ' not handled');
+       }`,
+      { eval: true, workerData: { fd: fd.fd, ack: ack.buffer } },
+    );
+    const exit = await new Promise<number>((resolve, reject) => {
+      writer.once('error', reject);
+      writer.once('exit', resolve);
+    });
+    assert.equal(exit, 0);
+    assert.equal(handled, 2000);
+    await poller.close();
+    fd.close();
+  });
+}
