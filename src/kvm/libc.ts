@@ -235,6 +235,41 @@ export function epollWaitAsync(epfd: number, events: Buffer, timeoutMs: number, 
   c.epollWait.async(epfd, events, maxEvents, timeoutMs, (err: unknown, n: number) => done(err === null || err === undefined ? n : -1));
 }
 
+/** errno: the operation is not supported (here: a file system without RWF_NOWAIT), asm-generic/errno.h. */
+export const EOPNOTSUPP = 95;
+// preadv2(2)/pwritev2(2) flags, from linux/fs.h.
+/** Fail with EAGAIN instead of waiting: for reads, data not in the page cache; for writes, a lock or allocation that would block. */
+export const RWF_NOWAIT = 0x08;
+/** struct iovec on x86_64: void *iov_base, size_t iov_len. */
+export const IOVEC_SIZE = 16;
+
+const preadv2Fn = lib.func('intptr_t preadv2(int fd, void *iov, int iovcnt, int64_t offset, int flags)');
+const pwritev2Fn = lib.func('intptr_t pwritev2(int fd, void *iov, int iovcnt, int64_t offset, int flags)');
+
+const fstatfsFn = lib.func('int fstatfs(int fd, void *buf)');
+/** struct statfs on x86_64 is 120 bytes; f_type (a long) comes first. */
+const STATFS_SIZE = 120;
+const statfsBuffer = Buffer.alloc(STATFS_SIZE);
+/** File system magic numbers (statfs f_type), from linux/magic.h. */
+export const TMPFS_MAGIC = 0x01021994;
+export const RAMFS_MAGIC = 0x858458f6;
+
+/** The type of the file system `fd` lives on (statfs f_type, e.g. TMPFS_MAGIC), or undefined if fstatfs fails. */
+export function fileSystemType(fd: number): number | undefined {
+  if ((fstatfsFn(fd, statfsBuffer) as number) !== 0) return undefined;
+  return Number(statfsBuffer.readBigInt64LE(0));
+}
+
+/**
+ * preadv2(2) (or pwritev2(2) when `write`) of `count` struct iovecs in `iovecs`, at file
+ * `position`, on the calling thread: the bytes moved, or the negative errno. With RWF_NOWAIT it
+ * never waits for the disk, so the main thread may call it.
+ */
+export function transferIovecsNow(fd: number, write: boolean, iovecs: Uint8Array, count: number, position: number, flags: number): number {
+  const n = (write ? pwritev2Fn : preadv2Fn)(fd, iovecs, count, position, flags) as number;
+  return n >= 0 ? n : -koffi.errno();
+}
+
 /**
  * epoll_wait(2) with a zero timeout, on the calling thread: the events ready now (at most as many
  * as `events` holds), 0 when none, -1 on failure. For a caller that already knows the epoll fd is

@@ -65,8 +65,12 @@ export class GuestMemory {
     this.mappings = mappings;
   }
 
-  /** Guest memory over caller-owned buffers (no KVM needed): for unit tests and device test drivers. */
-  static fromBuffers(pieces: readonly { gpa: number; bytes: Uint8Array }[]): GuestMemory {
+  /**
+   * Guest memory over caller-owned buffers (no KVM needed): for unit tests and device test drivers.
+   * `hostAddress`, when given, must be the host virtual address of `bytes` (a mapping the caller
+   * made); devices then may hand it to system calls (virtio-blk's immediate transfers).
+   */
+  static fromBuffers(pieces: readonly { gpa: number; bytes: Uint8Array; hostAddress?: bigint }[]): GuestMemory {
     const regions = pieces.map((p) => {
       if (!Number.isSafeInteger(p.gpa) || p.gpa < 0) throw new RangeError(`region GPA must be a non-negative integer, got ${p.gpa}`);
       return {
@@ -74,7 +78,7 @@ export class GuestMemory {
         size: p.bytes.length,
         bytes: p.bytes,
         view: new DataView(p.bytes.buffer, p.bytes.byteOffset, p.bytes.byteLength),
-        hostAddress: undefined,
+        hostAddress: p.hostAddress,
       };
     });
     return new GuestMemory(regions, []);

@@ -421,7 +421,7 @@ export class MicroVm {
     const block: VmMetrics['block'] = {};
     for (const d of this.drives) {
       const m = d.metrics;
-      block[d.driveId] = { read_count: m.reads, write_count: m.writes, read_bytes: m.bytesRead, write_bytes: m.bytesWritten, flush_count: m.flushes, errors: m.ioErrors + m.unsupported };
+      block[d.driveId] = { read_count: m.reads, write_count: m.writes, read_bytes: m.bytesRead, write_bytes: m.bytesWritten, flush_count: m.flushes, errors: m.ioErrors + m.unsupported, immediate_count: m.immediateTransfers };
     }
     return {
       vcpu,

@@ -13,7 +13,7 @@ export interface VmMetrics {
   vcpu: { exits: number; io_exits: number; mmio_exits: number; intr_exits: number };
   uart: { tx_bytes: number; rx_bytes: number };
   /** One entry per drive, by drive_id. */
-  block: Record<string, { read_count: number; write_count: number; read_bytes: number; write_bytes: number; flush_count: number; errors: number }>;
+  block: Record<string, { read_count: number; write_count: number; read_bytes: number; write_bytes: number; flush_count: number; errors: number; /** Reads and writes done at once (page cache, RWF_NOWAIT) rather than on the threadpool. */ immediate_count: number }>;
   entropy?: { requests: number; bytes: number };
   /** One entry per network interface, by iface_id. */
   net: Record<string, { tx_frames: number; tx_bytes: number; tx_dropped: number; rx_frames: number; rx_bytes: number; rx_dropped: number }>;

@@ -15,6 +15,7 @@ import type { MsiSink } from '../../src/devices/pci/msix.js';
 import { PciBus } from '../../src/devices/pci/pci-bus.js';
 import type { VirtioDevice } from '../../src/devices/virtio/device.js';
 import { VirtioPciDevice, type VirtioPciOptions } from '../../src/devices/virtio/pci-transport.js';
+import { MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE, mmap, viewMapping } from '../../src/kvm/libc.js';
 import { GuestMemory } from '../../src/memory/guest-memory.js';
 import type { IrqLine } from '../../src/devices/irq.js';
 
@@ -88,6 +89,12 @@ export interface TestMachineOptions {
   /** RAM regions, as [gpa, size]; adjacent ones form contiguous RAM made of separate host buffers. Default one 1 MiB region at 0. */
   readonly regions?: readonly (readonly [number, number])[];
   readonly intx?: IrqLine;
+  /**
+   * Back RAM (and its guards) with host mappings whose addresses the guest memory knows, as the
+   * VMM's own RAM is: devices may then pass guest addresses to system calls (virtio-blk's
+   * immediate transfers), and the guards check that those calls stay inside RAM too.
+   */
+  readonly hostMapped?: boolean;
 }
 
 /** PCI bus, config ports, ECAM and guarded guest RAM: the VMM's wiring without KVM. */
@@ -106,13 +113,28 @@ export class TestMachine {
 
   constructor(private readonly options: TestMachineOptions = {}) {
     const layout = options.regions ?? [[0, 1 << 20]];
+    const hostAddresses: (bigint | undefined)[] = [];
     this.regions = layout.map(([gpa, size]) => {
-      const backing = new Uint8Array(size + 2 * GUARD_BYTES).fill(GUARD_PATTERN);
+      let backing: Uint8Array;
+      if (options.hostMapped === true) {
+        const mapping = mmap(size + 2 * GUARD_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0, 'map test RAM');
+        backing = new Uint8Array(viewMapping(mapping));
+        hostAddresses.push(mapping.address + BigInt(GUARD_BYTES));
+      } else {
+        backing = new Uint8Array(size + 2 * GUARD_BYTES);
+        hostAddresses.push(undefined);
+      }
+      backing.fill(GUARD_PATTERN);
       const ram = backing.subarray(GUARD_BYTES, GUARD_BYTES + size);
       ram.fill(0);
       return { gpa, size, backing, ram };
     });
-    this.memory = GuestMemory.fromBuffers(this.regions.map((r) => ({ gpa: r.gpa, bytes: r.ram })));
+    this.memory = GuestMemory.fromBuffers(
+      this.regions.map((r, i) => {
+        const hostAddress = hostAddresses[i];
+        return hostAddress === undefined ? { gpa: r.gpa, bytes: r.ram } : { gpa: r.gpa, bytes: r.ram, hostAddress };
+      }),
+    );
     this.pci = new PciBus({ mmio: this.mmio, mmio32Window: TestMachine.MMIO32_WINDOW });
     this.io.insert(PCI_CONFIG_ADDRESS_PORT, PCI_CONFIG_PORT_COUNT, new PciConfigPorts(this.pci), 'pci-config');
     const ecam = new PciEcam(this.pci, 1);

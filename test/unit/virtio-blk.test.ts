@@ -66,9 +66,9 @@ interface Rig {
   errors: string[];
 }
 
-function rig(options: Partial<VirtioBlockOptions> & { bytes?: number; features?: bigint; regions?: [number, number][] } = {}): Rig {
+function rig(options: Partial<VirtioBlockOptions> & { bytes?: number; features?: bigint; regions?: [number, number][]; hostMapped?: boolean } = {}): Rig {
   const path = options.path ?? image(options.bytes ?? 64 * SECTOR);
-  const machine = new TestMachine(options.regions ? { regions: options.regions } : { regions: [[0, 4 << 20]] });
+  const machine = new TestMachine({ regions: options.regions ?? [[0, 4 << 20]], hostMapped: options.hostMapped ?? false });
   const device = new VirtioBlock({ ...options, path });
   const errors: string[] = [];
   const { slot } = machine.addVirtio(device, { onError: (reason) => errors.push(reason) });
@@ -287,6 +287,94 @@ test('scattered data: several descriptors, indirect tables, and a buffer across 
   assert.equal(m.memory.readU8(status), VIRTIO_BLK_S_OK);
   assert.deepEqual(m.memory.read(straddle, 4 * SECTOR), data);
   assert.ok(m.guardsIntact());
+});
+
+/** An image on a memory file system (tmpfs): its transfers are done at once, always. */
+function memoryImage(bytes: number): string {
+  const dir = mkdtempSync(join('/dev/shm', 'tsvmm-blk-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, 'disk.img');
+  writeFileSync(path, new Uint8Array(bytes));
+  return path;
+}
+
+/** The real file operations, with transferNow wrapped: `now` decides what each immediate call does (`real(n)` makes it with the first n iovecs). */
+function immediateIo(now: (real: (count: number) => number, count: number) => number): BlockFileIo & { nowCalls: number } {
+  const io = {
+    ...nodeBlockFileIo,
+    nowCalls: 0,
+    transferNow: (fd: number, write: boolean, iovecs: Uint8Array, count: number, position: number, flags: number): number => {
+      io.nowCalls++;
+      return now((n) => nodeBlockFileIo.transferNow!(fd, write, iovecs, n, position, flags), count);
+    },
+  };
+  return io;
+}
+
+/** OUT then IN of scattered data (3 and 4 pieces, one straddling two host regions), checked in the file, the guest and the guards. */
+async function roundTrip(r: Rig): Promise<void> {
+  const data = pattern(4 * SECTOR, 11);
+  assert.equal((await run(r, VIRTIO_BLK_T_OUT, 8, { data, split: 3 })).status, VIRTIO_BLK_S_OK);
+  assert.deepEqual(new Uint8Array(readFileSync(r.path).subarray(8 * SECTOR, 12 * SECTOR)), data);
+  const rd = await run(r, VIRTIO_BLK_T_IN, 8, { dataLength: 4 * SECTOR, split: 4, indirect: true });
+  assert.equal(rd.status, VIRTIO_BLK_S_OK);
+  assert.deepEqual(r.machine.memory.read(rd.data, 4 * SECTOR), data);
+  const m = r.machine;
+  const header = m.allocator.alloc(16);
+  m.memory.writeU32(header, VIRTIO_BLK_T_IN);
+  m.memory.writeU64(header + 8, 8n);
+  const status = m.allocator.alloc(1);
+  const straddle = (1 << 20) - 1000;
+  const head = r.queue.addChain([
+    { addr: header, len: 16, writable: false },
+    { addr: straddle, len: 4 * SECTOR, writable: true },
+    { addr: status, len: 1, writable: true },
+  ]);
+  r.queue.publish(head);
+  r.queue.kick();
+  assert.deepEqual(await used(r.queue, 1), [{ id: head, len: 4 * SECTOR + 1 }]);
+  assert.equal(m.memory.readU8(status), VIRTIO_BLK_S_OK);
+  assert.deepEqual(m.memory.read(straddle, 4 * SECTOR), data);
+  assert.ok(m.guardsIntact(), 'the system calls wrote only inside guest RAM');
+}
+
+test('an image in memory: reads and writes are done at once into guest RAM by address, with the same results', async () => {
+  const half = 1 << 20;
+  const r = rig({ path: memoryImage(64 * SECTOR), regions: [[0, half], [half, half]], hostMapped: true });
+  await roundTrip(r);
+  // Three requests, each one call, none through the threadpool.
+  assert.equal(r.device.metrics.immediateTransfers, 3);
+  assert.equal(r.device.metrics.bytesRead, 8 * SECTOR);
+  assert.equal(r.device.metrics.bytesWritten, 4 * SECTOR);
+});
+
+test('immediate transfers that would wait, move part, or are refused fall back to the threadpool correctly', async () => {
+  const half = 1 << 20;
+  // EAGAIN every time (data not in the page cache): all through the threadpool, nothing lost.
+  const waiting = immediateIo(() => -11);
+  const r1 = rig({ path: memoryImage(64 * SECTOR), regions: [[0, half], [half, half]], hostMapped: true, io: waiting });
+  await roundTrip(r1);
+  assert.equal(r1.device.metrics.immediateTransfers, 0);
+  assert.equal(waiting.nowCalls, 3, 'tried once per request');
+  // Only the first iovec each time (a partial transfer): the request goes on from where it stopped.
+  const partial = immediateIo((real) => real(1));
+  const r2 = rig({ path: memoryImage(64 * SECTOR), regions: [[0, half], [half, half]], hostMapped: true, io: partial });
+  await roundTrip(r2);
+  // Guest-contiguous descriptors merge into one piece: the write and the read are one call each,
+  // the buffer straddling two host regions two.
+  assert.equal(r2.device.metrics.immediateTransfers, 1 + 1 + 2);
+  assert.equal(partial.nowCalls, 4);
+  // EOPNOTSUPP (a file system without RWF_NOWAIT): not tried again for that direction.
+  const refused = immediateIo(() => -95);
+  const r3 = rig({ path: memoryImage(64 * SECTOR), regions: [[0, half], [half, half]], hostMapped: true, io: refused });
+  await roundTrip(r3);
+  assert.equal(refused.nowCalls, 2, 'one refusal for writes, one for reads, then the threadpool only');
+  assert.equal(r3.device.metrics.immediateTransfers, 0);
+  // Guest memory without host addresses (no mapping to name): never tried.
+  const unmapped = immediateIo((real, count) => real(count));
+  const r4 = rig({ path: memoryImage(64 * SECTOR), regions: [[0, half], [half, half]], io: unmapped });
+  await roundTrip(r4);
+  assert.equal(unmapped.nowCalls, 0);
 });
 
 test('header, data and status framed freely (§2.6.4): one readable buffer for header + data', async () => {

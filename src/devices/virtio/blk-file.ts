@@ -5,10 +5,24 @@
  * Every operation is asynchronous and runs on libuv's threadpool (node's fs calls, and koffi's
  * async call for fallocate), so a slow disk delays only the request, never the event loop or a
  * vCPU. Buffers are views of guest memory: data moves between the file and the guest with no
- * copy in between.
+ * copy in between. Reads and writes can first be tried at once on the main thread (transferNow):
+ * for an image in memory (tmpfs, ramfs) always, elsewhere with RWF_NOWAIT, so data already in the
+ * host's page cache moves without the two thread switches of a threadpool call and anything that
+ * would wait still goes to the threadpool. (A tmpfs page swapped out is read back synchronously:
+ * the price of treating memory-backed files as memory.)
  */
 import { fdatasync, read, readv, write, writev } from 'node:fs';
-import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, fallocateAsync } from '../../kvm/libc.js';
+import {
+  FALLOC_FL_KEEP_SIZE,
+  FALLOC_FL_PUNCH_HOLE,
+  FALLOC_FL_ZERO_RANGE,
+  RAMFS_MAGIC,
+  RWF_NOWAIT,
+  TMPFS_MAGIC,
+  fallocateAsync,
+  fileSystemType,
+  transferIovecsNow,
+} from '../../kvm/libc.js';
 
 /** Completion of a transfer: an error, or how many bytes moved (fewer than asked only at end of file or on a full disk). */
 export type TransferCallback = (error: NodeJS.ErrnoException | null, bytes: number) => void;
@@ -24,6 +38,22 @@ export interface BlockFileIo {
   readv(fd: number, buffers: readonly Uint8Array[], position: number, done: TransferCallback): void;
   /** pwritev(2) from the buffers in order. */
   writev(fd: number, buffers: readonly Uint8Array[], position: number, done: TransferCallback): void;
+  /**
+   * Optional, with transferNow: the preadv2/pwritev2 flags that make a transfer on `fd` safe to do
+   * at once on the main thread, or undefined when none does. A file in memory (tmpfs, ramfs) needs
+   * none: its reads and writes are memory copies (0). Elsewhere RWF_NOWAIT: the call fails with
+   * EAGAIN rather than wait for the disk or a lock.
+   */
+  immediateFlags?(fd: number): number | undefined;
+  /**
+   * Optional: the transfer done at once on the calling thread with `flags` (see immediateFlags):
+   * preadv2/pwritev2 of `count` struct iovecs (IOVEC_SIZE bytes each: host address, length) in
+   * `iovecs`. Returns the bytes moved (fewer than asked when only part was at hand), or a negative
+   * errno: EAGAIN when it would have to wait (data not in the page cache, a lock taken),
+   * EOPNOTSUPP when the file system does not do RWF_NOWAIT (for that direction). The caller then
+   * uses the asynchronous call, which also reports real errors.
+   */
+  transferNow?(fd: number, write: boolean, iovecs: Uint8Array, count: number, position: number, flags: number): number;
   /** fdatasync(2): written data (and the metadata needed to read it back) reaches the disk. */
   fdatasync(fd: number, done: DoneCallback): void;
   /** Deallocate [position, position + length) keeping the file size; it then reads as zeroes. Fails where the file system cannot. */
@@ -66,6 +96,11 @@ export const nodeBlockFileIo: BlockFileIo = {
   write: (fd, buffer, offset, length, position, done) => write(fd, buffer, offset, length, position, done),
   readv: (fd, buffers, position, done) => readv(fd, buffers, position, done),
   writev: (fd, buffers, position, done) => writev(fd, buffers, position, done),
+  immediateFlags: (fd) => {
+    const type = fileSystemType(fd);
+    return type === TMPFS_MAGIC || type === RAMFS_MAGIC ? 0 : RWF_NOWAIT;
+  },
+  transferNow: (fd, write, iovecs, count, position, flags) => transferIovecsNow(fd, write, iovecs, count, position, flags),
   fdatasync: (fd, done) => fdatasync(fd, done),
   punchHole: (fd, position, length, done) =>
     fallocateAsync(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, position, length, (ok) => done(ok ? null : fallocateFailed('PUNCH_HOLE'))),
