@@ -270,6 +270,21 @@ export function transferIovecsNow(fd: number, write: boolean, iovecs: Uint8Array
   return n >= 0 ? n : -koffi.errno();
 }
 
+const readvFn = lib.func('intptr_t readv(int fd, void *iov, int iovcnt)');
+const writevFn = lib.func('intptr_t writev(int fd, void *iov, int iovcnt)');
+
+/**
+ * readv(2) (or writev(2) when `write`) of `count` struct iovecs in `iovecs`: the bytes moved, or
+ * the negative errno (-EAGAIN on a non-blocking descriptor with nothing to read or no room).
+ */
+export function readvOrWritevNow(fd: number, write: boolean, iovecs: Uint8Array, count: number): number {
+  const n = (write ? writevFn : readvFn)(fd, iovecs, count) as number;
+  return n >= 0 ? n : -koffi.errno();
+}
+
+/** errno: try again (non-blocking descriptor not ready), asm-generic/errno-base.h. */
+export const EAGAIN = 11;
+
 /**
  * epoll_wait(2) with a zero timeout, on the calling thread: the events ready now (at most as many
  * as `events` holds), 0 when none, -1 on failure. For a caller that already knows the epoll fd is

@@ -61,7 +61,7 @@ class RecordingVm implements VmControl {
     return {
       vcpu: { exits: 11, io_exits: 5, mmio_exits: 3, intr_exits: 2 },
       uart: { tx_bytes: 1234, rx_bytes: 0 },
-      block: { rootfs: { read_count: 7, write_count: 1, read_bytes: 28672, write_bytes: 4096, flush_count: 1, errors: 0 } },
+      block: { rootfs: { read_count: 7, write_count: 1, read_bytes: 28672, write_bytes: 4096, flush_count: 1, errors: 0, immediate_count: 5 } },
       net: {},
       virtio: { doorbell_wakeups: 9 },
     } as VmMetrics;
@@ -1043,7 +1043,7 @@ test('FlushMetrics needs PUT /metrics, then appends a JSON line with the API and
     assert.ok((second['api_server'] as Json)['requests'] as number > ((first['api_server'] as Json)['requests'] as number));
     assert.ok(((second['api_server'] as Json)['bad_requests'] as number) >= 2, 'the two refusals above count');
     assert.deepEqual(second['vcpu'], { exits: 11, io_exits: 5, mmio_exits: 3, intr_exits: 2 });
-    assert.deepEqual((second['block'] as Json)['rootfs'], { read_count: 7, write_count: 1, read_bytes: 28672, write_bytes: 4096, flush_count: 1, errors: 0 });
+    assert.deepEqual((second['block'] as Json)['rootfs'], { read_count: 7, write_count: 1, read_bytes: 28672, write_bytes: 4096, flush_count: 1, errors: 0, immediate_count: 5 });
     assert.ok(second['utc_timestamp_ms'] as number >= (first['utc_timestamp_ms'] as number));
   });
 });

@@ -169,10 +169,16 @@ interface NetOptions {
   queueSize?: number;
   manual?: boolean;
   bringUp?: boolean;
+  /**
+   * Guest RAM without host addresses, as plain buffers: the device then reads and writes frames
+   * through Node's readv/writev with views. By default RAM is host-mapped, as the VMM's is, and
+   * frames go by address (HostIovecs).
+   */
+  viewsOnly?: boolean;
 }
 
 function net(t: TestContext, options: NetOptions = {}) {
-  const machine = new TestMachine({ regions: [[0, RAM_BYTES]] });
+  const machine = new TestMachine({ regions: [[0, RAM_BYTES]], hostMapped: options.viewsOnly !== true });
   const backend = new SocketBackend(options.offloads ?? 0);
   const manual = options.manual ? new ManualReadiness() : undefined;
   const poller = manual === undefined ? new EventFdPoller() : undefined;
@@ -321,23 +327,25 @@ test('a malformed MAC or MTU is refused when the device is made', () => {
 
 // ---- transmit
 
-test('TX: frames reach the backend byte for byte with their header, whatever the descriptor layout', (t) => {
-  const n = net(t);
-  const frames = [frame(60, 1), frame(1500, 2), frame(3000, 3), frame(MAX_FRAME_BYTES - VIRTIO_NET_HDR_SIZE, 4)];
-  const heads = [
-    queueTx(n, frames[0]!),
-    queueTx(n, frames[1]!, { split: [12, 700, 800] }),
-    queueTx(n, frames[2]!, { split: [5, 1000, 2007], indirect: true }),
-    queueTx(n, frames[3]!, { split: [VIRTIO_NET_HDR_SIZE, MAX_FRAME_BYTES - VIRTIO_NET_HDR_SIZE] }),
-  ];
-  n.tx.kick();
-  assert.deepEqual(n.backend.received(), frames);
-  assert.deepEqual(n.tx.takeUsed(), heads.map((id) => ({ id, len: 0 })));
-  assert.equal(n.device.metrics.txFrames, 4);
-  assert.equal(n.device.metrics.txBytes, 60 + 1500 + 3000 + MAX_FRAME_BYTES - VIRTIO_NET_HDR_SIZE);
-  assert.ok(n.machine.msi.messages.length >= 1, 'used buffer notification');
-  assert.ok(n.machine.guardsIntact());
-});
+for (const [path, viewsOnly] of [['by address', false], ['views (RAM without host addresses)', true]] as const) {
+  test(`${path}: TX: frames reach the backend byte for byte with their header, whatever the descriptor layout`, (t) => {
+    const n = net(t, { viewsOnly });
+    const frames = [frame(60, 1), frame(1500, 2), frame(3000, 3), frame(MAX_FRAME_BYTES - VIRTIO_NET_HDR_SIZE, 4)];
+    const heads = [
+      queueTx(n, frames[0]!),
+      queueTx(n, frames[1]!, { split: [12, 700, 800] }),
+      queueTx(n, frames[2]!, { split: [5, 1000, 2007], indirect: true }),
+      queueTx(n, frames[3]!, { split: [VIRTIO_NET_HDR_SIZE, MAX_FRAME_BYTES - VIRTIO_NET_HDR_SIZE] }),
+    ];
+    n.tx.kick();
+    assert.deepEqual(n.backend.received(), frames);
+    assert.deepEqual(n.tx.takeUsed(), heads.map((id) => ({ id, len: 0 })));
+    assert.equal(n.device.metrics.txFrames, 4);
+    assert.equal(n.device.metrics.txBytes, 60 + 1500 + 3000 + MAX_FRAME_BYTES - VIRTIO_NET_HDR_SIZE);
+    assert.ok(n.machine.msi.messages.length >= 1, 'used buffer notification');
+    assert.ok(n.machine.guardsIntact());
+  });
+}
 
 test('TX: malformed chains come back unused, the backend sees nothing of them, the device goes on', (t) => {
   const n = net(t);
@@ -363,76 +371,82 @@ test('TX: malformed chains come back unused, the backend sees nothing of them, t
   assert.ok(n.machine.guardsIntact());
 });
 
-test('TX: EAGAIN keeps the frame and waits for EPOLLOUT; everything arrives in order', async (t) => {
-  const n = net(t);
-  const frames = Array.from({ length: 12 }, (_, i) => frame(60000, i));
-  const heads = frames.map((f) => queueTx(n, f));
-  n.tx.kick();
-  const early = n.tx.takeUsed();
-  assert.ok(n.device.metrics.txBlocked >= 1, 'the socket buffer filled up');
-  assert.ok(early.length < frames.length, `only ${early.length} sent before EAGAIN`);
-  const got: Uint8Array[] = [];
-  const used = [...early];
-  const done = await waitUntil(() => {
-    got.push(...n.backend.received()); // reading makes the socket writable again: EPOLLOUT
-    used.push(...n.tx.takeUsed());
-    return got.length === frames.length && used.length === frames.length;
-  }, 5000);
-  assert.ok(done, `${got.length} frames arrived, ${used.length} used`);
-  assert.deepEqual(got, frames);
-  assert.deepEqual(used.map((u) => u.id), heads);
-  assert.equal(n.device.metrics.txDropped, 0);
-});
-
-// ---- receive
-
-test('RX: frames land in guest buffers; num_buffers is 1, flags are cleared without GUEST_CSUM', async (t) => {
-  const n = net(t);
-  const buffers = postRx(n, 8, 2048);
-  n.rx.kick();
-  const frames = [frame(100, 1, { flags: VIRTIO_NET_HDR_F_DATA_VALID }), frame(1514, 2), frame(60, 3), frame(1000, 4)];
-  for (const f of frames) assert.ok(n.backend.send(f));
-  const used = await waitForUsed(n.rx, frames.length);
-  assert.equal(used.length, frames.length);
-  used.forEach((u, i) => {
-    const f = frames[i]!;
-    assert.equal(u.len, f.length);
-    const got = n.memory.read(buffers.get(u.id)!, f.length);
-    assert.deepEqual(got.subarray(0, VIRTIO_NET_HDR_SIZE), expectedHeader(f, 1, false));
-    assert.deepEqual(got.subarray(VIRTIO_NET_HDR_SIZE), f.subarray(VIRTIO_NET_HDR_SIZE));
+for (const [path, viewsOnly] of [['by address', false], ['views (RAM without host addresses)', true]] as const) {
+  test(`${path}: TX: EAGAIN keeps the frame and waits for EPOLLOUT; everything arrives in order`, async (t) => {
+    const n = net(t, { viewsOnly });
+    const frames = Array.from({ length: 12 }, (_, i) => frame(60000, i));
+    const heads = frames.map((f) => queueTx(n, f));
+    n.tx.kick();
+    const early = n.tx.takeUsed();
+    assert.ok(n.device.metrics.txBlocked >= 1, 'the socket buffer filled up');
+    assert.ok(early.length < frames.length, `only ${early.length} sent before EAGAIN`);
+    const got: Uint8Array[] = [];
+    const used = [...early];
+    const done = await waitUntil(() => {
+      got.push(...n.backend.received()); // reading makes the socket writable again: EPOLLOUT
+      used.push(...n.tx.takeUsed());
+      return got.length === frames.length && used.length === frames.length;
+    }, 5000);
+    assert.ok(done, `${got.length} frames arrived, ${used.length} used`);
+    assert.deepEqual(got, frames);
+    assert.deepEqual(used.map((u) => u.id), heads);
+    assert.equal(n.device.metrics.txDropped, 0);
   });
-  assert.deepEqual(used.map((u) => u.id), [...buffers.keys()].slice(0, frames.length), 'buffers used in order');
-  assert.equal(n.device.metrics.rxFrames, frames.length);
-  assert.ok(n.machine.msi.messages.length >= 1);
-  assert.ok(n.machine.guardsIntact());
-});
 
-test('RX mergeable buffers: a frame spans several chains and num_buffers counts them', async (t) => {
-  const n = net(t);
-  const buffers = postRx(n, 16, 256);
-  const heads = [...buffers.keys()];
-  n.rx.kick();
-  const big = frame(1000 - VIRTIO_NET_HDR_SIZE, 5);
-  assert.ok(n.backend.send(big));
-  const used = await waitForUsed(n.rx, 4);
-  assert.deepEqual(used, [
-    { id: heads[0]!, len: 256 },
-    { id: heads[1]!, len: 256 },
-    { id: heads[2]!, len: 256 },
-    { id: heads[3]!, len: 1000 - 3 * 256 },
-  ]);
-  const got = new Uint8Array(1000);
-  used.forEach((u, i) => got.set(n.memory.read(buffers.get(u.id)!, u.len), i * 256));
-  assert.deepEqual(got.subarray(0, VIRTIO_NET_HDR_SIZE), expectedHeader(big, 4, false));
-  assert.deepEqual(got.subarray(VIRTIO_NET_HDR_SIZE), big.subarray(VIRTIO_NET_HDR_SIZE));
-  // The chains the device already held for the first frame serve the next one, in order.
-  const small = frame(50, 6);
-  assert.ok(n.backend.send(small));
-  const next = await waitForUsed(n.rx, 1);
-  assert.deepEqual(next, [{ id: heads[4]!, len: small.length }]);
-  assert.deepEqual(n.memory.read(buffers.get(heads[4]!)! + 10, 2), Uint8Array.of(1, 0));
-  assert.ok(n.machine.guardsIntact());
-});
+  // ---- receive
+}
+
+for (const [path, viewsOnly] of [['by address', false], ['views (RAM without host addresses)', true]] as const) {
+  test(`${path}: RX: frames land in guest buffers; num_buffers is 1, flags are cleared without GUEST_CSUM`, async (t) => {
+    const n = net(t, { viewsOnly });
+    const buffers = postRx(n, 8, 2048);
+    n.rx.kick();
+    const frames = [frame(100, 1, { flags: VIRTIO_NET_HDR_F_DATA_VALID }), frame(1514, 2), frame(60, 3), frame(1000, 4)];
+    for (const f of frames) assert.ok(n.backend.send(f));
+    const used = await waitForUsed(n.rx, frames.length);
+    assert.equal(used.length, frames.length);
+    used.forEach((u, i) => {
+      const f = frames[i]!;
+      assert.equal(u.len, f.length);
+      const got = n.memory.read(buffers.get(u.id)!, f.length);
+      assert.deepEqual(got.subarray(0, VIRTIO_NET_HDR_SIZE), expectedHeader(f, 1, false));
+      assert.deepEqual(got.subarray(VIRTIO_NET_HDR_SIZE), f.subarray(VIRTIO_NET_HDR_SIZE));
+    });
+    assert.deepEqual(used.map((u) => u.id), [...buffers.keys()].slice(0, frames.length), 'buffers used in order');
+    assert.equal(n.device.metrics.rxFrames, frames.length);
+    assert.ok(n.machine.msi.messages.length >= 1);
+    assert.ok(n.machine.guardsIntact());
+  });
+}
+
+for (const [path, viewsOnly] of [['by address', false], ['views (RAM without host addresses)', true]] as const) {
+  test(`${path}: RX mergeable buffers: a frame spans several chains and num_buffers counts them`, async (t) => {
+    const n = net(t, { viewsOnly });
+    const buffers = postRx(n, 16, 256);
+    const heads = [...buffers.keys()];
+    n.rx.kick();
+    const big = frame(1000 - VIRTIO_NET_HDR_SIZE, 5);
+    assert.ok(n.backend.send(big));
+    const used = await waitForUsed(n.rx, 4);
+    assert.deepEqual(used, [
+      { id: heads[0]!, len: 256 },
+      { id: heads[1]!, len: 256 },
+      { id: heads[2]!, len: 256 },
+      { id: heads[3]!, len: 1000 - 3 * 256 },
+    ]);
+    const got = new Uint8Array(1000);
+    used.forEach((u, i) => got.set(n.memory.read(buffers.get(u.id)!, u.len), i * 256));
+    assert.deepEqual(got.subarray(0, VIRTIO_NET_HDR_SIZE), expectedHeader(big, 4, false));
+    assert.deepEqual(got.subarray(VIRTIO_NET_HDR_SIZE), big.subarray(VIRTIO_NET_HDR_SIZE));
+    // The chains the device already held for the first frame serve the next one, in order.
+    const small = frame(50, 6);
+    assert.ok(n.backend.send(small));
+    const next = await waitForUsed(n.rx, 1);
+    assert.deepEqual(next, [{ id: heads[4]!, len: small.length }]);
+    assert.deepEqual(n.memory.read(buffers.get(heads[4]!)! + 10, 2), Uint8Array.of(1, 0));
+    assert.ok(n.machine.guardsIntact());
+  });
+}
 
 test('RX mergeable with guest TSO: a ring too small for a 64 KiB frame is used rather than waited on for ever', async (t) => {
   const features = BASIC | bit(VIRTIO_NET_F_GUEST_CSUM) | bit(VIRTIO_NET_F_GUEST_TSO4);
@@ -484,37 +498,39 @@ test('RX with GUEST_CSUM: the header flags pass through (DATA_VALID, NEEDS_CSUM)
   assert.deepEqual(n.memory.read(buffers.get(u.id)!, VIRTIO_NET_HDR_SIZE), expectedHeader(f, 1, true));
 });
 
-test('RX back-pressure: without buffers frames stay queued, nothing spins, and they arrive once the guest adds buffers', async (t) => {
-  const n = net(t);
-  const frames = [frame(100, 1), frame(200, 2), frame(300, 3)];
-  for (const f of frames) assert.ok(n.backend.send(f));
-  assert.ok(await waitUntil(() => n.device.metrics.rxStalls >= 1), 'the device saw the frames and no buffers');
-  assert.equal(n.rx.availEvent(), 0, 'a kick is wanted for the first buffer');
-  const wakeups = n.poller!.wakeups;
-  await new Promise((resolve) => setTimeout(resolve, 150));
-  assert.ok(n.poller!.wakeups - wakeups <= 1, `the poller woke ${n.poller!.wakeups - wakeups} times while the device had no buffers`);
-  assert.equal(n.rx.takeUsed().length, 0);
-  assert.equal(n.device.metrics.rxDropped, 0);
-  // Transmit still works meanwhile.
-  const out = frame(64, 8);
-  queueTx(n, out);
-  n.tx.kick();
-  assert.deepEqual(n.backend.received(), [out]);
+for (const [path, viewsOnly] of [['by address', false], ['views (RAM without host addresses)', true]] as const) {
+  test(`${path}: RX back-pressure: without buffers frames stay queued, nothing spins, and they arrive once the guest adds buffers`, async (t) => {
+    const n = net(t, { viewsOnly });
+    const frames = [frame(100, 1), frame(200, 2), frame(300, 3)];
+    for (const f of frames) assert.ok(n.backend.send(f));
+    assert.ok(await waitUntil(() => n.device.metrics.rxStalls >= 1), 'the device saw the frames and no buffers');
+    assert.equal(n.rx.availEvent(), 0, 'a kick is wanted for the first buffer');
+    const wakeups = n.poller!.wakeups;
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    assert.ok(n.poller!.wakeups - wakeups <= 1, `the poller woke ${n.poller!.wakeups - wakeups} times while the device had no buffers`);
+    assert.equal(n.rx.takeUsed().length, 0);
+    assert.equal(n.device.metrics.rxDropped, 0);
+    // Transmit still works meanwhile.
+    const out = frame(64, 8);
+    queueTx(n, out);
+    n.tx.kick();
+    assert.deepEqual(n.backend.received(), [out]);
 
-  const buffers = postRx(n, 8, 2048);
-  n.rx.kick();
-  const used = await waitForUsed(n.rx, frames.length);
-  assert.deepEqual(used.map((u) => u.len), frames.map((f) => f.length));
-  used.forEach((u, i) => assert.deepEqual(n.memory.read(buffers.get(u.id)! + VIRTIO_NET_HDR_SIZE, frames[i]!.length - VIRTIO_NET_HDR_SIZE), frames[i]!.subarray(VIRTIO_NET_HDR_SIZE)));
-  // Out of buffers again after 8 frames (one chain each: 2048 bytes hold the 1530 a frame may need).
-  for (let i = 0; i < 7; i++) assert.ok(n.backend.send(frame(100, 10 + i)));
-  assert.ok(await waitUntil(() => n.device.metrics.rxStalls >= 2));
-  assert.equal(n.device.metrics.rxFrames, 8);
-  assert.equal(n.rx.availEvent(), 8, 'EVENT_IDX: the device asks for a kick at the very next buffer (§2.7.10)');
-  postRx(n, 2, 2048);
-  n.rx.kick();
-  assert.equal((await waitForUsed(n.rx, 7)).length, 7);
-});
+    const buffers = postRx(n, 8, 2048);
+    n.rx.kick();
+    const used = await waitForUsed(n.rx, frames.length);
+    assert.deepEqual(used.map((u) => u.len), frames.map((f) => f.length));
+    used.forEach((u, i) => assert.deepEqual(n.memory.read(buffers.get(u.id)! + VIRTIO_NET_HDR_SIZE, frames[i]!.length - VIRTIO_NET_HDR_SIZE), frames[i]!.subarray(VIRTIO_NET_HDR_SIZE)));
+    // Out of buffers again after 8 frames (one chain each: 2048 bytes hold the 1530 a frame may need).
+    for (let i = 0; i < 7; i++) assert.ok(n.backend.send(frame(100, 10 + i)));
+    assert.ok(await waitUntil(() => n.device.metrics.rxStalls >= 2));
+    assert.equal(n.device.metrics.rxFrames, 8);
+    assert.equal(n.rx.availEvent(), 8, 'EVENT_IDX: the device asks for a kick at the very next buffer (§2.7.10)');
+    postRx(n, 2, 2048);
+    n.rx.kick();
+    assert.equal((await waitForUsed(n.rx, 7)).length, 7);
+  });
+}
 
 test('RX: a receive chain too short for the header comes back unused; a device-readable one needs a reset', async (t) => {
   const n = net(t);
@@ -656,7 +672,8 @@ test(`fuzz: malformed chains, random frames, kicks, readiness and resets never t
     [HALF, HALF],
     [4 * HALF, 128 * 1024],
   ];
-  const machine = new TestMachine({ regions });
+  // Host-mapped like the VMM's RAM: frames go to readv/writev by address, and the guards check those calls too.
+  const machine = new TestMachine({ regions, hostMapped: true });
   const backend = new SocketBackend(ALL_TUN_OFFLOADS);
   const readiness = new ManualReadiness();
   const device = new VirtioNet({ backend, readiness, mac: MAC, mtu: 1500 });

@@ -54,9 +54,10 @@
  * memory it must `await close()`, which waits for every file call that may still write into it.
  */
 import { closeSync, close as closeFile, constants as fsConstants, fstatSync, openSync } from 'node:fs';
-import { EOPNOTSUPP, IOVEC_SIZE } from '../../kvm/libc.js';
+import { EOPNOTSUPP } from '../../kvm/libc.js';
 import { nodeBlockFileIo, type BlockFileIo, type DoneCallback, type TransferCallback } from './blk-file.js';
 import { VIRTIO_ID_BLOCK, featureBit, hasFeature, type VirtioActivation, type VirtioDevice } from './device.js';
+import { HostIovecs } from './host-iovecs.js';
 import { DescriptorChain, type SplitQueue } from './queue.js';
 
 // Feature bits (virtio 1.2 §5.2.3).
@@ -325,15 +326,12 @@ export class VirtioBlock implements VirtioDevice {
   private readonly starved: boolean[] = [];
   private closed = false;
   private idleWaiters: (() => void)[] = [];
-  /** Host address of each guest RAM region's bytes, for transferNow's iovecs (set at activation; empty for memory without host addresses). */
-  private hostAddresses = new Map<Uint8Array, number>();
   /** The pieces of the transfer being issued (transfer() fills them; used before it returns). */
   private readonly pieceBuffers: Uint8Array[] = [];
   private readonly pieceOffsets = new Float64Array(IOV_MAX);
   private readonly pieceLengths = new Float64Array(IOV_MAX);
-  /** One struct iovec array for transferNow: its calls are synchronous, one at a time. */
-  private readonly iovecs = new Uint8Array(IOV_MAX * IOVEC_SIZE);
-  private readonly iovecView = new DataView(this.iovecs.buffer);
+  /** The pieces by host address for transferNow (its calls are synchronous, one at a time). */
+  private readonly iovecs = new HostIovecs(IOV_MAX);
 
   constructor(options: VirtioBlockOptions) {
     this.name = options.name ?? 'virtio-blk';
@@ -483,11 +481,7 @@ export class VirtioBlock implements VirtioDevice {
     }
     this.epoch++;
     this.activation = activation;
-    this.hostAddresses = new Map();
-    for (const region of activation.memory.regions) {
-      // User-space addresses are below 2^47: exact as numbers, and no BigInt per request.
-      if (region.hostAddress !== undefined) this.hostAddresses.set(region.bytes, Number(region.hostAddress));
-    }
+    this.iovecs.useMemory(activation.memory);
     // §5.2.6.2 case 1: FLUSH offered but not negotiated means writes must be stable on completion.
     this.writeThrough = this.cacheType === 'Writeback' && !hasFeature(activation.features, VIRTIO_BLK_F_FLUSH);
   }
@@ -680,19 +674,13 @@ export class VirtioBlock implements VirtioDevice {
     const file = request.file!;
     const write = request.type !== VIRTIO_BLK_T_IN;
     const flags = write ? file.writeNowFlags : file.readNowFlags;
-    if (transferNow === undefined || flags === undefined || this.hostAddresses.size === 0) return false;
-    const v = this.iovecView;
+    const iovecs = this.iovecs;
+    if (transferNow === undefined || flags === undefined || !iovecs.usable) return false;
+    iovecs.reset();
     for (let i = 0; i < pieces; i++) {
-      const base = this.hostAddresses.get(this.pieceBuffers[i]!);
-      if (base === undefined) return false;
-      const address = base + this.pieceOffsets[i]!;
-      const at = i * IOVEC_SIZE;
-      v.setUint32(at, address % FOUR_GIB, true);
-      v.setUint32(at + 4, Math.floor(address / FOUR_GIB), true);
-      v.setUint32(at + 8, this.pieceLengths[i]!, true);
-      v.setUint32(at + 12, 0, true);
+      if (!iovecs.add(this.pieceBuffers[i]!, this.pieceOffsets[i]!, this.pieceLengths[i]!)) return false;
     }
-    const n = transferNow(file.fd, write, this.iovecs, pieces, request.position, flags);
+    const n = transferNow(file.fd, write, iovecs.bytes, iovecs.count, request.position, flags);
     if (n === -EOPNOTSUPP) {
       // This file system does not take RWF_NOWAIT this way: the threadpool from now on.
       if (write) file.writeNowFlags = undefined;

@@ -25,9 +25,10 @@
  * asks for the guest's next kick (§2.7.10); the kick turns reading back on. Nothing polls.
  *
  * Reads and writes are synchronous system calls on the main thread: on a non-blocking descriptor
- * they only copy between kernel and guest memory. Buffers and arrays are reused; what is allocated
- * per frame is one view per guest buffer when a frame spans more than one (readv/writev take
- * views), and one exception object when a read finds nothing more (node's EAGAIN).
+ * they only copy between kernel and guest memory. They name guest buffers by host address
+ * (HostIovecs: one readv(2)/writev(2) over an iovec array filled in place), so nothing is allocated
+ * per frame and EAGAIN is a return value, not an exception. Guest memory without host addresses
+ * (unit tests over plain buffers) goes through Node's readv/writev with views instead.
  *
  * A hostile guest: a transmit chain with a device-writable buffer, shorter than the header, longer
  * than 65562 bytes, or asking for an offload it did not negotiate, and a receive chain shorter
@@ -37,9 +38,10 @@
  * bounds-checked descriptor chains of queue.ts.
  */
 import { readSync, readvSync, writeSync, writevSync } from 'node:fs';
-import { EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN, TUN_F_UFO } from '../../kvm/libc.js';
+import { EAGAIN, EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN, TUN_F_UFO, errnoName, readvOrWritevNow } from '../../kvm/libc.js';
 import { VIRTIO_ID_NET, featureBit, hasFeature, type VirtioActivation, type VirtioDevice } from './device.js';
 import { DescriptorChain, type SplitQueue } from './queue.js';
+import { HostIovecs } from './host-iovecs.js';
 
 // Feature bits (virtio 1.2 §5.1.3).
 export const VIRTIO_NET_F_CSUM = 0;
@@ -266,6 +268,8 @@ export class VirtioNet implements VirtioDevice {
   /** Out of receive buffers: not watching readability, waiting for a kick. */
   private rxStalled = false;
   private readonly rxIov: Uint8Array[] = [];
+  /** Frames by host address (readv/writev with no views and no exceptions), when guest memory has host addresses. */
+  private readonly iovecs = new HostIovecs(IOV_MAX);
   private readonly numBuffers = new Uint8Array(2);
   private readonly zeroByte = new Uint8Array(1);
 
@@ -301,6 +305,7 @@ export class VirtioNet implements VirtioDevice {
     if (this.closed) return;
     this.clear();
     this.activation = activation;
+    this.iovecs.useMemory(activation.memory);
     const features = activation.features;
     this.mergeable = hasFeature(features, VIRTIO_NET_F_MRG_RXBUF);
     this.guestCsum = hasFeature(features, VIRTIO_NET_F_GUEST_CSUM);
@@ -441,6 +446,7 @@ export class VirtioNet implements VirtioDevice {
       this.metrics.txDropped++;
       return 0;
     }
+    if (this.iovecs.usable) return this.sendByAddress(chain, length);
     let written: number;
     try {
       if (chain.readableSegments === 1) {
@@ -458,6 +464,33 @@ export class VirtioNet implements VirtioDevice {
       if (!this.warnedTx) {
         this.warnedTx = true;
         this.onWarning(`${this.name}: the backend refused a frame (${(e as NodeJS.ErrnoException).code ?? String(e)}); frames are dropped while this lasts (is the tap up?)`);
+      }
+      return 0;
+    }
+    this.metrics.txFrames++;
+    this.metrics.txBytes += length - VIRTIO_NET_HDR_SIZE;
+    return written;
+  }
+
+  /** send() through an iovec array of host addresses: one writev(2), nothing allocated. */
+  private sendByAddress(chain: DescriptorChain, length: number): number {
+    const iovecs = this.iovecs;
+    iovecs.reset();
+    for (let s = 0; s < chain.readableSegments; s++) {
+      if (!iovecs.add(chain.buffers[s]!, chain.offsets[s]!, chain.lengths[s]!)) {
+        // More pieces than IOV_MAX (the kernel's limit too): a frame no writev can take.
+        this.metrics.txDropped++;
+        return 0;
+      }
+    }
+    const written = readvOrWritevNow(this.fd, true, iovecs.bytes, iovecs.count);
+    if (written === -EAGAIN) return AGAIN;
+    if (written < 0) {
+      // EIO while the tap is down, EINVAL for a header the kernel refuses: that frame is lost, as on a wire.
+      this.metrics.txDropped++;
+      if (!this.warnedTx) {
+        this.warnedTx = true;
+        this.onWarning(`${this.name}: the backend refused a frame (${errnoName(-written)}); frames are dropped while this lasts (is the tap up?)`);
       }
       return 0;
     }
@@ -509,19 +542,28 @@ export class VirtioNet implements VirtioDevice {
         }
         queue.disableNotification();
       }
-      const capacity = this.fillIov();
+      let capacity: number;
       let n: number;
-      try {
-        n = this.rxIov.length === 1 ? readSync(this.fd, this.rxIov[0]!) : readvSync(this.fd, this.rxIov);
-      } catch (e) {
+      if (this.iovecs.usable) {
+        capacity = this.fillIovecs();
+        n = readvOrWritevNow(this.fd, false, this.iovecs.bytes, this.iovecs.count);
+        if (n === -EAGAIN) break;
+        if (n < 0) {
+          this.readFailed(errnoName(-n));
+          break;
+        }
+      } else {
+        capacity = this.fillIov();
+        try {
+          n = this.rxIov.length === 1 ? readSync(this.fd, this.rxIov[0]!) : readvSync(this.fd, this.rxIov);
+        } catch (e) {
+          this.rxIov.length = 0;
+          if ((e as NodeJS.ErrnoException).code === 'EAGAIN') break;
+          this.readFailed((e as NodeJS.ErrnoException).code ?? String(e));
+          break;
+        }
         this.rxIov.length = 0;
-        if ((e as NodeJS.ErrnoException).code === 'EAGAIN') break;
-        this.backendGone = true;
-        this.updateInterest();
-        this.onWarning(`${this.name}: reading from the backend failed (${(e as NodeJS.ErrnoException).code ?? String(e)}); no more frames until the device is reset`);
-        break;
       }
-      this.rxIov.length = 0;
       // The tap returns a truncated frame's full length: more than the buffers held means it did not fit.
       if (n < VIRTIO_NET_HDR_SIZE || n > capacity) {
         this.metrics.rxDropped++;
@@ -530,6 +572,12 @@ export class VirtioNet implements VirtioDevice {
       this.deliver(queue, n);
     }
     if (queue.needsNotification()) activation.interrupt.signalQueue(NET_RX_QUEUE);
+  }
+
+  private readFailed(why: string): void {
+    this.backendGone = true;
+    this.updateInterest();
+    this.onWarning(`${this.name}: reading from the backend failed (${why}); no more frames until the device is reset`);
   }
 
   /**
@@ -579,6 +627,20 @@ export class VirtioNet implements VirtioDevice {
       capacity += this.gather(chain, chain.readableSegments, chain.segmentCount, iov, IOV_MAX);
     }
     return capacity;
+  }
+
+  /** fillIov() by host address: the held chains' buffers into the iovec array. Returns their total length. */
+  private fillIovecs(): number {
+    const iovecs = this.iovecs;
+    iovecs.reset();
+    const chains = this.mergeable ? this.rxCount : 1;
+    for (let c = 0; c < chains; c++) {
+      const chain = this.rxChains[(this.rxStart + c) % NET_QUEUE_SIZE]!;
+      for (let s = chain.readableSegments; s < chain.segmentCount; s++) {
+        if (!iovecs.add(chain.buffers[s]!, chain.offsets[s]!, chain.lengths[s]!)) return iovecs.length;
+      }
+    }
+    return iovecs.length;
   }
 
   /**
