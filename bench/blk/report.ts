@@ -248,8 +248,9 @@ export function writeReport(result: BlkResult, dir: string, base: string): strin
   L.push(...commandRows(result.runs, vmms));
   L.push('');
   L.push(
-    'Drive settings, side by side: tsvmm `--disk IMG,cache=unsafe` (its default) reads and writes the image with buffered pread/pwrite on libuv\'s ' +
-      'thread pool and does not offer FLUSH; QEMU `cache=writeback,aio=threads` does buffered I/O on its own thread pool and offers FLUSH. ' +
+    'Drive settings, side by side: tsvmm `--disk IMG,cache=unsafe` (its default) does buffered I/O, at once on its main thread ' +
+      'where that cannot block (an image on tmpfs always, elsewhere RWF_NOWAIT page-cache hits; since f2291c8, before which everything went ' +
+      'through libuv\'s thread pool) and on libuv\'s thread pool otherwise, and does not offer FLUSH; QEMU `cache=writeback,aio=threads` does buffered I/O on its own thread pool and offers FLUSH. ' +
       'fio writes with O_DIRECT and never fsyncs, so the guest sends no flush to either (see *flushes* above): both do the same buffered I/O ' +
       'into the host page cache. One request queue per vCPU on both, queue size 256 on both. QEMU runs `-M q35` because virtio-blk-pci needs a PCI machine.',
     '',
