@@ -254,6 +254,8 @@ export class VirtioNet implements VirtioDevice {
   private readonly txChain = new DescriptorChain(16);
   /** txChain holds a frame the backend refused with EAGAIN: send it before taking another. */
   private txPending = false;
+  /** A kick's transmit waits for setImmediate (scheduleTransmit). */
+  private txScheduled = false;
   /** Waiting for EPOLLOUT. */
   private txBlocked = false;
   private readonly txHeader = new Uint8Array(VIRTIO_NET_HDR_SIZE);
@@ -350,7 +352,7 @@ export class VirtioNet implements VirtioDevice {
       this.updateInterest();
       this.receive();
     } else if (index === NET_TX_QUEUE) {
-      this.transmit();
+      this.scheduleTransmit();
     }
   }
 
@@ -411,6 +413,24 @@ export class VirtioNet implements VirtioDevice {
   }
 
   // ---- transmit
+
+  /**
+   * A kick: transmit from setImmediate, with the queue's notifications off meanwhile, so frames the
+   * guest queues in between ride along without kicks of their own: QEMU's tx=bh does the same
+   * (transmit in a bottom half). Measured in the nested host with bench/net (two A/B pairs, 5 s
+   * iperf3 tests): guest → host +30–60 %, host → guest (the guest's ACKs) +5–45 %, ping no worse.
+   */
+  private scheduleTransmit(): void {
+    if (this.txScheduled) return;
+    this.txScheduled = true;
+    this.activation?.queues[NET_TX_QUEUE]?.disableNotification();
+    setImmediate(this.runScheduledTransmit);
+  }
+
+  private readonly runScheduledTransmit = (): void => {
+    this.txScheduled = false;
+    this.transmit();
+  };
 
   private transmit(): void {
     const activation = this.activation;
