@@ -22,7 +22,7 @@ import { measureMain } from './result-lines.js';
 import type { OuterEnvironment } from './run-helpers.js';
 import type { BlkEnvironment, BlkResult, MeasuringEnvironment, RunSampleBase, VmmKind, VmmRunSample } from './samples.js';
 import { runVmm } from './vmm-run.js';
-import { type GuestSpec, qemuInvocation, tsvmmInvocation } from './vmms.js';
+import { type GuestSpec, profileNodeArgs, qemuInvocation, tsvmmInvocation } from './vmms.js';
 
 export interface BlkMeasureSpec {
   readonly kernel: string;
@@ -43,6 +43,8 @@ export interface BlkMeasureSpec {
   readonly vmms: readonly VmmKind[];
   readonly qemu: string;
   readonly out?: string;
+  /** Where tsvmm writes its main thread's CPU profiles (--profile-vmm). */
+  readonly vmmProfileDir?: string;
   readonly outer?: OuterEnvironment;
   readonly outerSummary?: string;
   readonly tsvmmRevision?: string;
@@ -128,7 +130,7 @@ export async function measure(spec: BlkMeasureSpec): Promise<BlkResult> {
     log(`writing the ${spec.imageMib} MiB raw image ${image} (${fsTypeOf(image)})`);
     imageFillSeconds = writeImage(image, spec.imageMib);
     log(`  written in ${imageFillSeconds.toFixed(1)} s`);
-    const guest: GuestSpec = { kernel, initrd, cmdline, vcpus: spec.vcpus, memoryMib: spec.memoryMib, image };
+    const guest: GuestSpec = { kernel, initrd, cmdline, vcpus: spec.vcpus, memoryMib: spec.memoryMib, image, ...(spec.vmmProfileDir !== undefined ? { nodeArgs: profileNodeArgs(spec.vmmProfileDir) } : {}) };
     const timeoutMs = BOOT_ALLOWANCE_MS + jobs.length * (spec.runtimeSeconds * 1000 + JOB_ALLOWANCE_MS);
     const qemuCpu = { model: QEMU_CPU_MODELS[0]! };
     for (let round = 0; round < spec.rounds; round++) {

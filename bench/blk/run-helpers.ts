@@ -24,7 +24,20 @@ export const COMMON_OPTIONS = {
   only: { type: 'string' },
   'out-dir': { type: 'string' },
   report: { type: 'string' },
+  /** Profile the tsvmm processes' main thread and leave their .cpuprofile files in this folder. */
+  'profile-vmm': { type: 'string' },
 } as const;
+
+/**
+ * --profile-vmm DIR: DIR made absolute and created, to be shared writable with the nested host;
+ * the tsvmm processes write their main thread's CPU profiles there (bench/profile/main-thread.ts).
+ */
+export function vmmProfileDir(dir: string | undefined): string | undefined {
+  if (dir === undefined) return undefined;
+  const abs = resolve(dir);
+  mkdirSync(abs, { recursive: true });
+  return abs;
+}
 
 /** --only's VMMs (default both). */
 export function selectVmms(only: string | undefined): VmmKind[] {

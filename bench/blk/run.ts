@@ -4,7 +4,7 @@
  * bench/results/blk-<date>.md (with the raw result as JSON and the charts as SVG).
  *
  *   node dist/bench/blk/run.js [--cpus N] [--mem MIB] [--runtime S] [--idle S] [--rounds N] [--image-mib MIB]
- *                              [--jobs NAME,…] [--only tsvmm,qemu] [--image-dir DIR] [--out-dir DIR]
+ *                              [--jobs NAME,…] [--only tsvmm,qemu] [--image-dir DIR] [--out-dir DIR] [--profile-vmm DIR]
  *   node dist/bench/blk/run.js --report FILE.json [--out-dir DIR]      (re-render a report)
  *
  * Where KVM boots stock Linux (hardware virtualization) it measures right here. Otherwise the
@@ -22,7 +22,7 @@ import { ensureBenchInitramfs } from './initramfs.js';
 import { selectJobs } from './jobs.js';
 import type { BlkMeasureSpec } from './measure.js';
 import { writeReport } from './report.js';
-import { COMMON_OPTIONS, measureHereOrNested, outputDir, positiveInt, rerender, revision, selectVmms, runDriver, finishRun } from './run-helpers.js';
+import { COMMON_OPTIONS, measureHereOrNested, outputDir, positiveInt, rerender, revision, selectVmms, runDriver, finishRun, vmmProfileDir } from './run-helpers.js';
 import type { BlkResult } from './samples.js';
 
 /** Where tsc put src/ and bench/ (dist/, or any --outDir). */
@@ -65,6 +65,7 @@ async function main(): Promise<number> {
   const initramfs = ensureBenchInitramfs(guest.initrd, stderrProgress);
   const frozen = freeze(COMPILED_ROOT, guest.kernel, initramfs.path);
   say(`measuring a frozen copy of the compiled tsvmm and of the guest in ${frozen.dir}`);
+  const profileDir = vmmProfileDir(values['profile-vmm']);
   const spec: BlkMeasureSpec = {
     kernel: frozen.kernel,
     kernelRelease: guest.kernelRelease,
@@ -81,6 +82,7 @@ async function main(): Promise<number> {
     vmms,
     qemu: QEMU,
     tsvmmRevision: revision([pkg, process.cwd()]),
+    ...(profileDir !== undefined ? { vmmProfileDir: profileDir } : {}),
   };
 
   let result: BlkResult;
@@ -92,7 +94,7 @@ async function main(): Promise<number> {
       // The measurement prints a line per job at least; this long without one means it hangs.
       stallTimeoutMs: perBootMs,
       memoryMiB: NESTED_MEMORY_MIB,
-      ...(values['image-dir'] !== undefined ? { writable: [resolve(values['image-dir'])] } : {}),
+      writable: [...(values['image-dir'] !== undefined ? [resolve(values['image-dir'])] : []), ...(profileDir !== undefined ? [profileDir] : [])],
     }, say);
   } finally {
     frozen.remove();

@@ -22,6 +22,8 @@ export interface GuestSpec {
   readonly vcpus: number;
   readonly memoryMib: number;
   readonly image: string;
+  /** node flags for the tsvmm process (bench --profile-vmm). */
+  readonly nodeArgs?: readonly string[];
 }
 
 export interface Invocation {
@@ -32,9 +34,16 @@ export interface Invocation {
 /** The guest without its drive: what every benchmark's guest has. */
 export type BootSpec = Omit<GuestSpec, 'image'>;
 
+/** node flags that profile tsvmm's main thread into `dir` (bench/profile/main-thread.ts). */
+export function profileNodeArgs(dir: string): string[] {
+  const url = new URL('../profile/main-thread.js', import.meta.url);
+  url.searchParams.set('dir', dir);
+  return ['--import', url.href];
+}
+
 /** `tsvmm run` for `g` without devices; a benchmark appends its own (--disk, --net). */
 export function tsvmmRunArgs(cli: string, g: BootSpec): string[] {
-  return [cli, 'run', '--kernel', g.kernel, '--initrd', g.initrd, '--cmdline', g.cmdline, '--cpus', String(g.vcpus), '--mem', `${g.memoryMib}M`];
+  return [...(g.nodeArgs ?? []), cli, 'run', '--kernel', g.kernel, '--initrd', g.initrd, '--cmdline', g.cmdline, '--cpus', String(g.vcpus), '--mem', `${g.memoryMib}M`];
 }
 
 export function tsvmmInvocation(node: string, cli: string, g: GuestSpec): Invocation {

@@ -20,7 +20,7 @@ import { commandCmdlineArg } from '../../src/image/guest-protocol.js';
 import { bootQemu, measuringEnvironment, QEMU_CPU_MODELS, versionLine } from '../blk/measure.js';
 import { measureMain } from '../blk/result-lines.js';
 import type { OuterEnvironment } from '../blk/run-helpers.js';
-import { type BootSpec, type Invocation, qemuMachineArgs, tsvmmRunArgs } from '../blk/vmms.js';
+import { type BootSpec, type Invocation, profileNodeArgs, qemuMachineArgs, tsvmmRunArgs } from '../blk/vmms.js';
 import { GUEST_SCRIPT_PATH, guestCommand, guestScript, IPERF_PORT, testNames } from './guest-script.js';
 import type { NetEnvironment, NetResult, NetRunSample, VmmKind } from './samples.js';
 import { runVmm } from './vmm-run.js';
@@ -46,6 +46,8 @@ export interface NetMeasureSpec {
   readonly qemu: string;
   readonly iperf3: string;
   readonly out?: string;
+  /** Where tsvmm writes its main thread's CPU profiles (--profile-vmm). */
+  readonly vmmProfileDir?: string;
   readonly outer?: OuterEnvironment;
   readonly outerSummary?: string;
   readonly tsvmmRevision?: string;
@@ -126,7 +128,7 @@ export async function measure(spec: NetMeasureSpec): Promise<NetResult> {
     appendFileSync(initrd, new CpioWriter().file(GUEST_SCRIPT_PATH, guestScript(), 0o755).finish());
     makeTap();
     log(`tap ${TAP}: host ${HOST_ADDRESS}/${PREFIX_LEN}, guest ${GUEST_ADDRESS} (${GUEST_MAC})`);
-    const guest: BootSpec = { kernel, initrd, cmdline, vcpus: spec.vcpus, memoryMib: spec.memoryMib };
+    const guest: BootSpec = { kernel, initrd, cmdline, vcpus: spec.vcpus, memoryMib: spec.memoryMib, ...(spec.vmmProfileDir !== undefined ? { nodeArgs: profileNodeArgs(spec.vmmProfileDir) } : {}) };
     const timeoutMs = BOOT_ALLOWANCE_MS + spec.pings * spec.pingIntervalSeconds * 1000 + tests.length * (spec.seconds * 1000 + TEST_ALLOWANCE_MS);
     const qemuCpu = { model: QEMU_CPU_MODELS[0]! };
     for (let round = 0; round < spec.rounds; round++) {

@@ -5,7 +5,7 @@
  * result as JSON and the charts as SVG).
  *
  *   node dist/bench/net/run.js [--cpus N] [--mem MIB] [--time S] [--reps N] [--rounds N] [--pings N]
- *                              [--ping-interval S] [--only tsvmm,qemu] [--quick] [--out-dir DIR]
+ *                              [--ping-interval S] [--only tsvmm,qemu] [--quick] [--out-dir DIR] [--profile-vmm DIR]
  *   node dist/bench/net/run.js --report FILE.json [--out-dir DIR]      (re-render a report)
  *
  * Where KVM boots stock Linux (hardware virtualization) it measures right here. Otherwise the
@@ -20,7 +20,7 @@ import { ensureDefaultGuest } from '../../src/image/default-guest.js';
 import { ensureToolsInitramfs, IPERF3 } from '../../src/image/guest-tools.js';
 import { stderrProgress } from '../../src/util/progress.js';
 import { freeze, packageRoot } from '../blk/freeze.js';
-import { COMMON_OPTIONS, measureHereOrNested, outputDir, positiveInt, rerender, revision, selectVmms, runDriver, finishRun } from '../blk/run-helpers.js';
+import { COMMON_OPTIONS, measureHereOrNested, outputDir, positiveInt, rerender, revision, selectVmms, runDriver, finishRun, vmmProfileDir } from '../blk/run-helpers.js';
 import type { NetMeasureSpec } from './measure.js';
 import { writeReport } from './report.js';
 import type { NetResult } from './samples.js';
@@ -78,6 +78,7 @@ async function main(): Promise<number> {
   const frozen = freeze(COMPILED_ROOT, guest.kernel, initrd);
   const measureJs = joinPath(frozen.dir, 'dist', 'bench', 'net', 'measure.js');
   say(`measuring a frozen copy of the compiled tsvmm and of the guest in ${frozen.dir}`);
+  const profileDir = vmmProfileDir(values['profile-vmm']);
   const spec: NetMeasureSpec = {
     kernel: frozen.kernel,
     kernelRelease: guest.kernelRelease,
@@ -94,6 +95,7 @@ async function main(): Promise<number> {
     qemu: QEMU,
     iperf3: IPERF3.program,
     tsvmmRevision: revision([pkg, process.cwd()]),
+    ...(profileDir !== undefined ? { vmmProfileDir: profileDir } : {}),
   };
 
   let result: NetResult;
@@ -106,6 +108,7 @@ async function main(): Promise<number> {
       // boot recorded and the run goes on; only the measurement itself hanging stops it.
       stallTimeoutMs: perBootMs + 60_000,
       memoryMiB: NESTED_MEMORY_MIB,
+      ...(profileDir !== undefined ? { writable: [profileDir] } : {}),
     }, say);
   } finally {
     frozen.remove();

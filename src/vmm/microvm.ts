@@ -435,7 +435,11 @@ export class MicroVm {
         }),
       ),
       ...(this.vsock !== undefined ? { vsock: { tx_packets: this.vsock.metrics.txPackets, rx_packets: this.vsock.metrics.rxPackets, connections: this.vsock.connectionCount, malformed: this.vsock.metrics.malformed } } : {}),
-      virtio: { doorbell_wakeups: this.virtio.doorbellWakeups + this.virtioMmio.doorbellWakeups },
+      virtio: {
+        doorbell_wakeups: this.virtio.doorbellWakeups + this.virtioMmio.doorbellWakeups,
+        notifications: [...this.virtio.transports, ...this.virtioMmio.transports].reduce((n, t) => n + t.notifications, 0),
+        interrupts: this.virtio.interrupts.irqfd + this.virtio.interrupts.signalMsi + this.virtio.intxRaises + this.virtioMmio.interrupts,
+      },
     };
   }
 

@@ -18,8 +18,12 @@ export interface VmMetrics {
   /** One entry per network interface, by iface_id. */
   net: Record<string, { tx_frames: number; tx_bytes: number; tx_dropped: number; rx_frames: number; rx_bytes: number; rx_dropped: number }>;
   vsock?: { tx_packets: number; rx_packets: number; connections: number; malformed: number };
-  /** Queue notifications that reached the VMM through ioeventfds (all virtio devices). */
-  virtio: { doorbell_wakeups: number };
+  /**
+   * All virtio devices: queue notifications the transports took (ioeventfd wake-ups coalesce kicks
+   * that come before the VMM wakes; the rest are MMIO exits), the ioeventfd wake-ups alone, and
+   * interrupts sent to the guest (MSI-X messages, INTx / virtio-mmio line assertions).
+   */
+  virtio: { doorbell_wakeups: number; notifications: number; interrupts: number };
 }
 
 /** How a VM ended, without the console tail or the Error object (they stay with the VMM). */

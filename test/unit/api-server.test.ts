@@ -63,7 +63,7 @@ class RecordingVm implements VmControl {
       uart: { tx_bytes: 1234, rx_bytes: 0 },
       block: { rootfs: { read_count: 7, write_count: 1, read_bytes: 28672, write_bytes: 4096, flush_count: 1, errors: 0, immediate_count: 5 } },
       net: {},
-      virtio: { doorbell_wakeups: 9 },
+      virtio: { doorbell_wakeups: 9, notifications: 11, interrupts: 7 },
     } as VmMetrics;
   }
   stop(detail = 'stopped from the host'): void {

@@ -353,6 +353,27 @@ for (const [path, viewsOnly] of [['by address', false], ['views (RAM without hos
   });
 }
 
+test('TX: the driver hears of each sent frame at once, not after the whole batch (EVENT_IDX respected)', async (t) => {
+  const n = net(t);
+  const frames = [frame(1000, 1), frame(1000, 2), frame(1000, 3), frame(1000, 4)];
+  // used_event 0: the driver wants an interrupt once used->idx passes 0, i.e. after the first frame (§2.7.7.2).
+  n.tx.setUsedEvent(0);
+  const heads = frames.map((f) => queueTx(n, f));
+  const sentAtInterrupt: number[] = [];
+  const messages = n.machine.msi.messages;
+  const record = messages.push.bind(messages);
+  messages.push = (...m) => {
+    sentAtInterrupt.push(n.device.metrics.txFrames);
+    return record(...m);
+  };
+  await kickTx(n);
+  assert.deepEqual(n.backend.received(), frames);
+  assert.deepEqual(n.tx.takeUsed(), heads.map((id) => ({ id, len: 0 })));
+  // One interrupt, the one asked for, raised while three frames were still to go (a Linux guest
+  // frees the first socket buffer and queues more meanwhile); none for frames 2–4.
+  assert.deepEqual(sentAtInterrupt, [1]);
+});
+
 test('TX: malformed chains come back unused, the backend sees nothing of them, the device goes on', async (t) => {
   const n = net(t);
   const good = frame(100, 9);

@@ -453,6 +453,11 @@ export class VirtioNet implements VirtioDevice {
         }
         // Transmit buffers are device-readable: the device wrote nothing (§2.7.8 used length).
         queue.addUsed(chain.head, 0);
+        // Tell the driver at once, not after the batch (QEMU's virtio_net_flush_tx does the same):
+        // it frees the frame's socket buffer and queues more while the next frames go out, instead
+        // of stalling on its per-socket limit of bytes in flight (TCP small queues). EVENT_IDX keeps
+        // this to the interrupts the driver asked for.
+        if (queue.needsNotification()) activation.interrupt.signalQueue(NET_TX_QUEUE);
       }
       if (!queue.enableNotification()) break;
     }
