@@ -126,16 +126,13 @@ const TMPFS_INSIDE = ['/tmp', '/run'];
  * `quiet loglevel=1`: only emergencies reach the console, so kernel chatter stays out of command
  * output; panics still print.
  *
- * `clocksource=tsc tsc=reliable`: left alone, the nested kernel distrusts the emulated CPU's TSC
- * and falls back to the HPET, whose every read is an emulated MMIO access: clock_gettime costs
- * several µs instead of going through the vDSO, and KVM, which keeps a stable kvmclock for its
- * guests only on a TSC host clocksource, leaves the inner guests without one too. Real hosts run on
- * the TSC. The emulated TSC is one clock for all vCPUs (QEMU derives it from the host's), so the
- * watchdog has nothing to catch. Measured (fio 4 KiB QD 1 in a tsvmm guest, two boots each): 169
- * and 191 IOPS on the HPET, 362 and 273 on the TSC; QEMU's guest 508–535 either way (the VMM whose
- * event loop reads the clock every iteration paid most).
+ * The nested kernel distrusts the emulated CPU's TSC and runs on the emulated HPET (clock_gettime
+ * 3–8 µs, an emulated MMIO read; KVM then keeps no stable kvmclock for the inner guests).
+ * `clocksource=tsc tsc=reliable` (through TSVMM_NESTED_KERNEL_ARGS) fixes that, but it is not the
+ * default: a full bench/blk run on it lost both VMMs' guests in its first round and then the
+ * nested host to a soft lockup, and an A/B of QD 1 I/O showed no gain that outlasted the noise.
  */
-const KERNEL_CMDLINE = 'console=ttyS0 quiet loglevel=1 panic=-1 clocksource=tsc tsc=reliable';
+const KERNEL_CMDLINE = 'console=ttyS0 quiet loglevel=1 panic=-1';
 
 /** The nested kernel's command line; TSVMM_NESTED_KERNEL_ARGS appends to it (e.g. `loglevel=7` to see why the nested host misbehaves). */
 function kernelCmdline(): string {
