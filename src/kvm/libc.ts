@@ -51,8 +51,6 @@ export const EPOLL_CTL_DEL = 2;
 export const EPOLL_CTL_MOD = 3;
 export const EPOLLIN = 0x001;
 export const EPOLLOUT = 0x004;
-/** Edge-triggered: one event per change (for an eventfd, per write), nothing while it merely stays ready (epoll(7)). */
-export const EPOLLET = 0x8000_0000;
 /** Always reported by epoll_wait, whether asked for or not. */
 export const EPOLLERR = 0x008;
 export const EPOLLHUP = 0x010;

@@ -29,7 +29,7 @@
  *
  * Besides eventfds the same epoll instance watches other file descriptors for readiness
  * (watchFd): a virtio-net tap, readable when a frame waits for the guest and writable again after
- * a write met EAGAIN. Such a watch is level-triggered (eventfds are edge-triggered: see add()), and its interest can be
+ * a write met EAGAIN. Such a watch is level-triggered like the rest, and its interest can be
  * switched off and on cheaply (one epoll_ctl, no allocation): a device without guest buffers
  * stops watching readability, so the frames wait in the kernel's queue instead of waking us in a
  * loop, and watches again when the guest adds buffers. Switched off, the fd is out of the epoll
@@ -44,8 +44,6 @@ import {
   EPOLL_CTL_MOD,
   EPOLL_EVENT_DATA_OFFSET,
   EPOLL_EVENT_SIZE,
-  EPOLLET,
-  EPOLLIN,
   SystemCallError,
   close,
   epollCreate,
@@ -125,10 +123,8 @@ export class EventFdPoller {
   private readonly watches: (Watch | undefined)[] = [undefined];
   private running = false;
   private paused = false;
-  /** Not waiting because paused (on the main loop: the loop's watch stopped; on the threadpool: a wait returned while paused). */
+  /** An epoll_wait returned while paused: its events were left for the next one (all are level-triggered). */
   private parked = false;
-  /** Events a threadpool epoll_wait returned while paused, still in `events`, handled on resume(). */
-  private parkedBatch = 0;
   private closing = false;
   private closed = false;
   private failures = 0;
@@ -156,21 +152,12 @@ export class EventFdPoller {
     return this.loopWatch !== undefined ? 'main-loop' : 'threadpool';
   }
 
-  /**
-   * Call `onSignal` on the main thread each time `eventFd` is signalled (coalesced: once per batch
-   * of signals that came before the poller woke).
-   *
-   * Edge-triggered: each write to the eventfd (each guest kick KVM forwards) queues one event,
-   * and taking it with epoll_wait is all the acknowledging it needs, so the counter is never read
-   * back: one system call less per wake-up (with the TCG-emulated nested host's cost per system
-   * call on the main thread, 0.1 ms of a 4 KiB QD 1 read's 1.3 ms there). The counter only grows,
-   * by one per kick; an eventfd holds 2^64 − 2, and KVM's signal saturates instead of failing.
-   */
+  /** Call `onSignal` on the main thread each time `eventFd` is signalled (coalesced: once per batch of signals). */
   add(eventFd: EventFd, onSignal: () => void): void {
     if (this.closing) throw new Error('the eventfd poller is closed');
     const token = this.watches.length;
     this.watches.push({ kind: 'eventfd', eventFd, onSignal });
-    epollCtl(this.epfd, EPOLL_CTL_ADD, eventFd.fd, token, EPOLLIN | EPOLLET);
+    epollCtl(this.epfd, EPOLL_CTL_ADD, eventFd.fd, token);
   }
 
   /** Stop watching `eventFd` (the caller still owns and closes it). */
@@ -216,9 +203,8 @@ export class EventFdPoller {
 
   /**
    * Hold every handler until resume() (a paused VM's devices stay quiet: no kick is served, no tap
-   * frame read into guest memory). Nothing is lost: doorbell edges stay queued in the epoll
-   * instance until an epoll_wait takes them (or wait in the batch a threadpool wait returned), and
-   * fd readiness is level-triggered, so what arrived meanwhile is handled after resume().
+   * frame read into guest memory). Nothing is lost: eventfd counters and fd readiness are
+   * level-triggered, so what arrived meanwhile is reported by the first epoll_wait after resume().
    */
   pause(): void {
     this.paused = true;
@@ -235,11 +221,7 @@ export class EventFdPoller {
     if (this.parked && !this.closing) {
       this.parked = false;
       if (this.loopWatch !== undefined) this.loopWatch.start();
-      else {
-        const batch = this.parkedBatch;
-        this.parkedBatch = 0;
-        if (batch === 0 || this.handle(batch)) this.waitOnThreadpool();
-      }
+      else this.waitOnThreadpool();
     }
   }
 
@@ -293,10 +275,8 @@ export class EventFdPoller {
       return;
     }
     if (this.paused) {
-      // Wait again only on resume(). The fds' level-triggered readiness would be reported again,
-      // but the doorbells' edges were taken by this epoll_wait: keep the batch to handle then.
+      // Leave the events where they are (nothing was consumed) and wait again only on resume().
       this.parked = true;
-      this.parkedBatch = n > 0 ? n : 0;
       return;
     }
     if (this.handle(n)) this.waitOnThreadpool();
@@ -336,7 +316,8 @@ export class EventFdPoller {
             if (watch.events !== 0) watch.onReady(events.readUInt32LE(i * EPOLL_EVENT_SIZE));
             continue;
           }
-          // Edge-triggered (see add()): a signal arriving while the handler runs queues a new event.
+          // Reset the counter first: a signal arriving while the handler runs then wakes us again.
+          watch.eventFd.consume();
           watch.onSignal();
         } catch (e) {
           // A level-triggered fd whose handler keeps throwing would wake us forever: stop watching it.
