@@ -104,27 +104,14 @@ export function close(fd: number): void {
   check(c.close(fd) as number, 'close', `close fd ${fd}`);
 }
 
-/** errno EINTR (asm-generic/errno-base.h): a signal arrived before the call did anything. */
-const EINTR = 4;
-
-/**
- * ioctl with a pointer argument (a Buffer or typed array the kernel reads and/or writes). Throws on
- * failure. Retried on EINTR: a signal (a profiler's SIGPROF, a child's SIGCHLD) can interrupt
- * KVM_CREATE_VM and friends before they do anything.
- */
+/** ioctl with a pointer argument (a Buffer or typed array the kernel reads and/or writes). Throws on failure. */
 export function ioctl(fd: number, request: number, arg: Uint8Array | null, what: string): number {
-  for (;;) {
-    const rc = c.ioctlPtr(fd, request, arg) as number;
-    if (rc >= 0 || koffi.errno() !== EINTR) return check(rc, 'ioctl', what);
-  }
+  return check(c.ioctlPtr(fd, request, arg) as number, 'ioctl', what);
 }
 
 /** ioctl with an integer argument. Throws on failure. */
 export function ioctlValue(fd: number, request: number, arg: number | bigint, what: string): number {
-  for (;;) {
-    const rc = c.ioctlInt(fd, request, arg) as number;
-    if (rc >= 0 || koffi.errno() !== EINTR) return check(rc, 'ioctl', what);
-  }
+  return check(c.ioctlInt(fd, request, arg) as number, 'ioctl', what);
 }
 
 /**
