@@ -136,7 +136,7 @@ export async function measure(spec: NetMeasureSpec): Promise<NetResult> {
       const order = round % 2 === 0 ? [...spec.vmms] : [...spec.vmms].reverse();
       for (const vmm of order) {
         log(`round ${round + 1}/${spec.rounds}: ${vmm}`);
-        const base = { vmm, round, tests, guestAddress: GUEST_ADDRESS, pings: spec.pings, pingIntervalSeconds: spec.pingIntervalSeconds, timeoutMs, log };
+        const base = { vmm, round, tests, tap: TAP, guestAddress: GUEST_ADDRESS, pings: spec.pings, pingIntervalSeconds: spec.pingIntervalSeconds, timeoutMs, log };
         const server = startIperfServer(spec.iperf3);
         let s: NetRunSample;
         try {

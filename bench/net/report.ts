@@ -20,7 +20,7 @@ export const TARGET_RATIO = 1.0;
 const VMM_LABELS: Record<VmmKind, string> = { tsvmm: 'tsvmm virtio-net (PCI, tap)', qemu: 'QEMU q35 virtio-net-pci (tap, vhost=off)' };
 const COLORS: Record<VmmKind, string> = { tsvmm: '#2b7bb9', qemu: '#d9822b' };
 
-type ThroughputMetric = 'mbps' | 'cpuSecPerGb' | 'vmmSecPerGb' | 'guestSecPerGb' | 'vcpuHostSecPerGb' | 'otherSecPerGb' | 'vmmCpuPct' | 'retransmits' | 'guestIperfCpuPct';
+type ThroughputMetric = 'mbps' | 'cpuSecPerGb' | 'vmmSecPerGb' | 'guestSecPerGb' | 'vcpuHostSecPerGb' | 'otherSecPerGb' | 'vmmCpuPct' | 'retransmits' | 'tapDropped' | 'guestIperfCpuPct';
 type DirectionSummaries = { readonly [M in ThroughputMetric]?: Summary };
 
 function testValues(t: IperfSample): { readonly [M in ThroughputMetric]?: number } {
@@ -38,6 +38,7 @@ function testValues(t: IperfSample): { readonly [M in ThroughputMetric]?: number
     otherSecPerGb: perGb(c?.otherThreadsMs),
     ...(c !== undefined && t.windowMs !== undefined && t.windowMs > 0 ? { vmmCpuPct: (100 * c.totalMs) / t.windowMs } : {}),
     ...(i.retransmits !== undefined ? { retransmits: i.retransmits } : {}),
+    ...(t.tapDropped !== undefined ? { tapDropped: t.tapDropped } : {}),
     ...(i.guestIperfCpuPct !== undefined ? { guestIperfCpuPct: i.guestIperfCpuPct } : {}),
   };
 }
@@ -49,7 +50,7 @@ export function summarizeThroughput(result: NetResult): Record<VmmKind, Record<D
     for (const d of DIRECTIONS) {
       const values = result.runs.filter((r) => r.vmm === vmm).flatMap((r) => r.tests.filter((t) => t.direction === d)).map(testValues);
       const sums: { [M in ThroughputMetric]?: Summary } = {};
-      for (const m of ['mbps', 'cpuSecPerGb', 'vmmSecPerGb', 'guestSecPerGb', 'vcpuHostSecPerGb', 'otherSecPerGb', 'vmmCpuPct', 'retransmits', 'guestIperfCpuPct'] as const) {
+      for (const m of ['mbps', 'cpuSecPerGb', 'vmmSecPerGb', 'guestSecPerGb', 'vcpuHostSecPerGb', 'otherSecPerGb', 'vmmCpuPct', 'retransmits', 'tapDropped', 'guestIperfCpuPct'] as const) {
         const s = summarize(values.map((v) => v[m]));
         if (s !== undefined) sums[m] = s;
       }
@@ -175,11 +176,12 @@ export function writeReport(result: NetResult, dir: string, base: string): strin
   L.push(
     'iperf3 in the guest is the client of an iperf3 server on the host\'s end of the tap: *guest → host* is `iperf3 -c`, *host → guest* is `iperf3 -c -R` ' +
       '(the host\'s server sends). The figure is the receiver\'s goodput over the test (`end.sum_received`). Retransmits are the sender\'s; ' +
+      '*tap drops* are frames the host sent into the tap that the tap discarded because its queue to the VMM was full (its `tx_dropped` counter over the test); ' +
       '*guest iperf3 CPU* is the guest\'s own iperf3 process (its share of one guest CPU).',
     '',
   );
-  L.push('| direction | VMM | Mbit/s | retransmits | guest iperf3 CPU % |', '|---|---|---:|---:|---:|');
-  for (const d of DIRECTIONS) for (const v of vmms) L.push(`| ${DIRECTION_LABELS[d]} | ${v} | ${f1(tp[v][d].mbps)} | ${f0(tp[v][d].retransmits)} | ${f0(tp[v][d].guestIperfCpuPct)} |`);
+  L.push('| direction | VMM | Mbit/s | retransmits | tap drops | guest iperf3 CPU % |', '|---|---|---:|---:|---:|---:|');
+  for (const d of DIRECTIONS) for (const v of vmms) L.push(`| ${DIRECTION_LABELS[d]} | ${v} | ${f1(tp[v][d].mbps)} | ${f0(tp[v][d].retransmits)} | ${f0(tp[v][d].tapDropped)} | ${f0(tp[v][d].guestIperfCpuPct)} |`);
   L.push('');
 
   L.push('## Latency', '');

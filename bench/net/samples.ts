@@ -31,6 +31,8 @@ export interface IperfSample {
   /** The VMM process's CPU between the test's BEGIN and END markers. */
   readonly cpu?: CpuDelta;
   readonly windowMs?: number;
+  /** Frames the tap dropped on the way to the VMM during the test (its tx_dropped counter). */
+  readonly tapDropped?: number;
 }
 
 export interface PingSample {

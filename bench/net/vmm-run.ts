@@ -8,6 +8,7 @@
  * process (tsvmm's CLI or QEMU), so /proc/PID counts the VMM alone, not this harness.
  */
 import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { promisify } from 'node:util';
 import { type Mark, runConsole, type Sections } from '../blk/console-run.js';
@@ -27,6 +28,8 @@ export interface NetRunOptions {
   readonly tests: readonly string[];
   readonly guestAddress: string;
   readonly pings: number;
+  /** The tap both VMMs use: its drop counter is read around each test. */
+  readonly tap?: string;
   readonly pingIntervalSeconds: number;
   readonly timeoutMs: number;
   readonly cpuModel?: string;
@@ -36,6 +39,23 @@ export interface NetRunOptions {
 interface TestState extends Sections {
   begin?: Mark;
   end?: Mark & { status: number };
+  tapDroppedBegin?: number;
+  tapDroppedEnd?: number;
+}
+
+/**
+ * Frames the host sent into the tap that never reached the VMM (tun's tx_dropped: its queue to the
+ * VMM was full because the VMM did not read it in time). A sysfs read, so cheap enough to do
+ * synchronously at a marker; undefined when the counter cannot be read.
+ */
+function tapTxDropped(tap: string | undefined): number | undefined {
+  if (tap === undefined) return undefined;
+  try {
+    const n = Number(readFileSync(`/sys/class/net/${tap}/statistics/tx_dropped`, 'utf8').trim());
+    return Number.isFinite(n) ? n : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -98,12 +118,16 @@ export async function runVmm(o: NetRunOptions): Promise<NetRunSample> {
       const s = test(MARK.begin);
       if (s !== undefined) {
         s.begin = mark();
+        s.tapDroppedBegin = tapTxDropped(o.tap);
         o.log(`  ${o.vmm}: ${line.slice(MARK.begin.length)} running`);
       }
     } else if (line.startsWith(MARK.end)) {
       const m = mark();
       const s = test(MARK.end);
-      if (s !== undefined) s.end = { ...m, status: Number(line.split(' ')[2]) };
+      if (s !== undefined) {
+        s.end = { ...m, status: Number(line.split(' ')[2]) };
+        s.tapDroppedEnd = tapTxDropped(o.tap);
+      }
     } else if (line === MARK.pingBegin) {
       pingTask ??= runPing(mark);
     }
@@ -162,5 +186,6 @@ function testSample(name: string, s: TestState): IperfSample {
     ...(iperf !== undefined ? { iperf } : {}),
     ...(cpu !== undefined ? { cpu } : {}),
     ...(s.begin !== undefined && s.end !== undefined ? { windowMs: s.end.at - s.begin.at } : {}),
+    ...(s.tapDroppedBegin !== undefined && s.tapDroppedEnd !== undefined ? { tapDropped: s.tapDroppedEnd - s.tapDroppedBegin } : {}),
   };
 }
