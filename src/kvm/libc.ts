@@ -18,6 +18,10 @@ const c = {
   ioctlInt: lib.func('int ioctl(int fd, unsigned long req, uintptr_t arg)'),
   mmap: lib.func('void *mmap(void *addr, size_t len, int prot, int flags, int fd, int64_t off)'),
   munmap: lib.func('int munmap(void *addr, size_t len)'),
+  // The same two by numeric address, for placing a mapping inside a reservation (mmapAligned).
+  mmapAt: lib.func('void *mmap(uintptr_t addr, size_t len, int prot, int flags, int fd, int64_t off)'),
+  munmapAt: lib.func('int munmap(uintptr_t addr, size_t len)'),
+  madvise: lib.func('int madvise(void *addr, size_t len, int advice)'),
   eventfd: lib.func('int eventfd(unsigned int initval, int flags)'),
   read: lib.func('intptr_t read(int fd, void *buf, size_t n)'),
   write: lib.func('intptr_t write(int fd, const void *buf, size_t n)'),
@@ -138,6 +142,48 @@ export function mmap(length: number, prot: number, flags: number, fd: number, of
     throw new SystemCallError('mmap', koffi.errno(), what);
   }
   return { pointer, address, length };
+}
+
+/** mmap(2)'s MAP_FIXED: place the mapping exactly at addr, replacing what was there (asm-generic/mman-common.h). */
+export const MAP_FIXED = 0x10;
+
+/**
+ * An anonymous mapping of `length` bytes whose address is a multiple of `alignment` (a power of
+ * two): a PROT_NONE reservation `alignment` bytes longer, the mapping placed at its first aligned
+ * address with MAP_FIXED, and the unused head and tail of the reservation unmapped. Guest RAM uses
+ * it so that guest-physical and host-virtual addresses agree modulo 2 MiB, which KVM needs before it
+ * maps guest memory with 2 MiB pages (Documentation/virt/kvm/api.rst, KVM_SET_USER_MEMORY_REGION:
+ * "it is recommended that the lower 21 bits of guest_phys_addr and userspace_addr be identical").
+ */
+export function mmapAligned(length: number, alignment: number, prot: number, flags: number, what: string): HostMapping {
+  const reserved = mmap(length + alignment, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0, what);
+  const align = BigInt(alignment);
+  const start = (reserved.address + align - 1n) & ~(align - 1n);
+  const end = start + BigInt(length);
+  const reservedEnd = reserved.address + BigInt(reserved.length);
+  let pointer: unknown;
+  try {
+    pointer = c.mmapAt(start, length, prot, flags | MAP_FIXED, -1, 0);
+    if (pointer === null || koffi.address(pointer) !== start) throw new SystemCallError('mmap', koffi.errno(), what);
+  } catch (e) {
+    munmap(reserved);
+    throw e;
+  }
+  // Give back the reservation around the mapping (failures would only leave PROT_NONE address space behind).
+  if (start > reserved.address) c.munmapAt(reserved.address, Number(start - reserved.address));
+  if (reservedEnd > end) c.munmapAt(end, Number(reservedEnd - end));
+  return { pointer, address: start, length };
+}
+
+/** madvise(2) advice MADV_HUGEPAGE (asm-generic/mman-common.h): back this range with transparent huge pages. */
+export const MADV_HUGEPAGE = 14;
+
+/**
+ * Ask for transparent huge pages over the mapping. Returns false where the kernel has none
+ * (EINVAL: built without THP) or refuses; the memory works the same, with 4 KiB pages.
+ */
+export function adviseHugePages(mapping: HostMapping): boolean {
+  return (c.madvise(mapping.pointer, mapping.length, MADV_HUGEPAGE) as number) === 0;
 }
 
 export function munmap(mapping: HostMapping): void {

@@ -7,7 +7,7 @@
  * It works over plain ArrayBuffers (unit tests) or anonymous mmaps (real VMs, `GuestMemory.anonymous`);
  * registering the mapped regions as KVM memory slots is the separate step `registerWith(vm)`.
  */
-import { MAP_ANONYMOUS, MAP_NORESERVE, MAP_PRIVATE, PROT_READ, PROT_WRITE, mmap, munmap, viewMapping, type HostMapping } from '../kvm/libc.js';
+import { MAP_ANONYMOUS, MAP_NORESERVE, MAP_PRIVATE, PROT_READ, PROT_WRITE, adviseHugePages, mmapAligned, munmap, viewMapping, type HostMapping } from '../kvm/libc.js';
 import type { Vm } from '../kvm/vm.js';
 import { GiB, PAGE_SIZE, ramRanges, type GpaRange } from './layout.js';
 
@@ -43,6 +43,8 @@ export interface GuestRegion {
  * as one ArrayBuffer, and koffi aborts the process beyond that.
  */
 export const MAX_REGION_BYTES = 1 * GiB;
+/** A transparent huge page on x86-64 (a PMD mapping): guest RAM pieces start on this boundary. */
+export const HUGE_PAGE_BYTES = 2 * 1024 * 1024;
 
 export class GuestMemory {
   readonly regions: readonly GuestRegion[];
@@ -87,8 +89,15 @@ export class GuestMemory {
   /**
    * Anonymous, lazily-populated host memory for `ranges` (see layout.ts ramRanges), cut into
    * pieces of at most MAX_REGION_BYTES. MAP_NORESERVE: a large guest costs only what it touches.
+   *
+   * Each piece starts on a 2 MiB boundary and, unless `transparentHugePages` is false, is advised
+   * MADV_HUGEPAGE, as QEMU and Cloud Hypervisor do with guest RAM: where the host has transparent
+   * huge pages (enabled "always" or "madvise"), KVM then maps the guest with 2 MiB pages and every
+   * guest TLB miss walks a shorter two-dimensional page table. (Firecracker's huge_pages "2M",
+   * explicit hugetlbfs pages, is something else and not supported.)
    */
-  static anonymous(ranges: readonly GpaRange[]): GuestMemory {
+  static anonymous(ranges: readonly GpaRange[], options: { readonly transparentHugePages?: boolean } = {}): GuestMemory {
+    const hugePages = options.transparentHugePages ?? true;
     const regions: GuestRegion[] = [];
     const mappings: HostMapping[] = [];
     try {
@@ -98,8 +107,9 @@ export class GuestMemory {
         }
         for (let off = 0; off < range.size; off += MAX_REGION_BYTES) {
           const size = Math.min(MAX_REGION_BYTES, range.size - off);
-          const m = mmap(size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0, `allocate ${size} bytes of guest RAM`);
+          const m = mmapAligned(size, HUGE_PAGE_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, `allocate ${size} bytes of guest RAM`);
           mappings.push(m);
+          if (hugePages) adviseHugePages(m);
           const ab = viewMapping(m);
           regions.push({ gpa: range.start + off, size, bytes: new Uint8Array(ab), view: new DataView(ab), hostAddress: m.address });
         }
@@ -112,8 +122,8 @@ export class GuestMemory {
   }
 
   /** `ramBytes` of anonymous RAM laid out around the MMIO hole (default [3 GiB, 4 GiB)). */
-  static create(ramBytes: number, hole?: GpaRange): GuestMemory {
-    return GuestMemory.anonymous(ramRanges(ramBytes, hole));
+  static create(ramBytes: number, hole?: GpaRange, options: { readonly transparentHugePages?: boolean } = {}): GuestMemory {
+    return GuestMemory.anonymous(ramRanges(ramBytes, hole), options);
   }
 
   /**

@@ -1,7 +1,8 @@
 /** Guest memory: layout around the MMIO hole and exhaustive bounds checks, without KVM. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { GuestMemory, GuestMemoryError } from '../../src/memory/guest-memory.js';
+import { existsSync, readFileSync } from 'node:fs';
+import { GuestMemory, GuestMemoryError, HUGE_PAGE_BYTES } from '../../src/memory/guest-memory.js';
 import { DEFAULT_MMIO_HOLE, GiB, MiB, ramRanges } from '../../src/memory/layout.js';
 
 test('ramRanges keeps small guests below the hole and splits large ones around it', () => {
@@ -170,4 +171,33 @@ test('anonymous memory maps lazily, splits large ranges, and reports closed acce
     mem.close();
   }
   assert.throws(() => mem.readU8(0), /closed/);
+});
+
+/** The VmFlags line of the /proc/self/smaps entry that starts at `address`, or undefined. */
+function vmFlagsAt(address: bigint): string[] | undefined {
+  const entry = readFileSync('/proc/self/smaps', 'utf8')
+    .split(/\n(?=[0-9a-f]+-[0-9a-f]+ )/)
+    .find((e) => BigInt(`0x${e.slice(0, e.indexOf('-'))}`) === address);
+  return entry?.match(/^VmFlags:(.*)$/m)?.[1]?.trim().split(/\s+/);
+}
+
+test('guest RAM starts on 2 MiB boundaries and asks for transparent huge pages unless told not to', () => {
+  const advised = GuestMemory.create(64 * MiB);
+  const plain = GuestMemory.create(64 * MiB, undefined, { transparentHugePages: false });
+  try {
+    for (const mem of [advised, plain]) {
+      for (const r of mem.regions) assert.equal(r.hostAddress! % BigInt(HUGE_PAGE_BYTES), 0n, `region at GPA ${r.gpa} is not 2 MiB aligned`);
+    }
+    // "hg" in VmFlags is MADV_HUGEPAGE (fs/proc/task_mmu.c); the kernel records it even where THP is
+    // "never", and refuses the advice (EINVAL) only when built without THP, which has no such file.
+    const thpBuiltIn = existsSync('/sys/kernel/mm/transparent_hugepage/enabled');
+    assert.equal(vmFlagsAt(advised.regions[0]!.hostAddress!)?.includes('hg'), thpBuiltIn);
+    assert.equal(vmFlagsAt(plain.regions[0]!.hostAddress!)?.includes('hg'), false);
+    // The whole mapping is usable, to its last byte.
+    advised.writeU32(64 * MiB - 4, 0xfeedf00d);
+    assert.equal(advised.readU32(64 * MiB - 4), 0xfeedf00d);
+  } finally {
+    advised.close();
+    plain.close();
+  }
 });
