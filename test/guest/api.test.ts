@@ -131,10 +131,12 @@ test("HTTP on the API socket boots a guest in firecracker-go-sdk's order; pause 
 
     const flush = await http(socket, 'PUT', '/actions', { action_type: 'FlushMetrics' });
     assert.equal(flush.status, 204, JSON.stringify(flush.body));
-    const lines = readFileSync(metrics, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { api_server: { requests: number }; vcpu: { exits: number }; uart: { tx_bytes: number }; block: Record<string, { read_count: number }> });
+    const lines = readFileSync(metrics, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { api_server: { requests: number }; vcpu: { exits: number }; uart: { tx_bytes: number }; block: Record<string, { read_count: number }>; virtio: { doorbell_wakeups: number; notifications: number; interrupts: number } });
     const last = lines[lines.length - 1]!;
     assert.ok(last.vcpu.exits > 0 && last.uart.tx_bytes > 0 && last.api_server.requests >= 10, JSON.stringify(last));
     assert.ok(last.block['data']!.read_count > 0, JSON.stringify(last.block));
+    // The guest's virtio drivers kicked their queues (through ioeventfds) and were interrupted back.
+    assert.ok(last.virtio.notifications > 0 && last.virtio.doorbell_wakeups > 0 && last.virtio.interrupts > 0, JSON.stringify(last.virtio));
 
     const cad = await http(socket, 'PUT', '/actions', { action_type: 'SendCtrlAltDel' });
     assert.equal(cad.status, 204, JSON.stringify(cad.body));
