@@ -26,10 +26,10 @@ export interface NetRunOptions {
   readonly invocation: Invocation;
   /** The tests the guest was told to run, in order (testNames). */
   readonly tests: readonly string[];
+  /** The tap both VMMs use: its drop counter is read around each test. */
+  readonly tap: string;
   readonly guestAddress: string;
   readonly pings: number;
-  /** The tap both VMMs use: its drop counter is read around each test. */
-  readonly tap?: string;
   readonly pingIntervalSeconds: number;
   readonly timeoutMs: number;
   readonly cpuModel?: string;
@@ -48,8 +48,7 @@ interface TestState extends Sections {
  * VMM was full because the VMM did not read it in time). A sysfs read, so cheap enough to do
  * synchronously at a marker; undefined when the counter cannot be read.
  */
-function tapTxDropped(tap: string | undefined): number | undefined {
-  if (tap === undefined) return undefined;
+function tapTxDropped(tap: string): number | undefined {
   try {
     const n = Number(readFileSync(`/sys/class/net/${tap}/statistics/tx_dropped`, 'utf8').trim());
     return Number.isFinite(n) ? n : undefined;
