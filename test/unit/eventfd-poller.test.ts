@@ -102,17 +102,27 @@ for (const mode of ['main-loop', 'threadpool'] as const) {
        const one = Buffer.alloc(8); one.writeBigUInt64LE(1n);
        for (let i = 1; i <= 2000; i++) {
          fs.writeSync(workerData.fd, one);
-         if (Atomics.wait(ack, 0, i - 1, 5000) === 'timed-out' && Atomics.load(ack, 0) < i) throw new Error('signal ' + i + ' not handled');
+         // Wait until the count reaches i, not for a wake-up: a notify from the previous signal's
+         // handler can land after this wait began (store, then notify), and must not count.
+         const deadline = Date.now() + 5000;
+         for (let seen = Atomics.load(ack, 0); seen < i; seen = Atomics.load(ack, 0)) {
+           if (Date.now() > deadline) throw new Error('signal ' + i + ' not handled');
+           Atomics.wait(ack, 0, seen, 100);
+         }
        }`,
       { eval: true, workerData: { fd: fd.fd, ack: ack.buffer } },
     );
-    const exit = await new Promise<number>((resolve, reject) => {
-      writer.once('error', reject);
-      writer.once('exit', resolve);
-    });
-    assert.equal(exit, 0);
-    assert.equal(handled, 2000);
-    await poller.close();
-    fd.close();
+    try {
+      const exit = await new Promise<number>((resolve, reject) => {
+        writer.once('error', reject);
+        writer.once('exit', resolve);
+      });
+      assert.equal(exit, 0);
+      assert.equal(handled, 2000);
+    } finally {
+      // A started poller keeps the process alive: a failed assertion must not hang the file.
+      await poller.close();
+      fd.close();
+    }
   });
 }
