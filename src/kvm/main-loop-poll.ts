@@ -50,7 +50,8 @@ function libuv(): LibuvBinding | null {
     // The running executable and the libraries it loaded (dlopen(NULL)): libuv is node's own.
     const self = koffi.load(null as unknown as string);
     const libc = koffi.load('libc.so.6');
-    const pollCallback = koffi.proto('void tsvmm_uv_poll_cb(void *handle, int status, int events)');
+    // The handle as an integer: unused, and a pointer would cost a new JavaScript object per call.
+    const pollCallback = koffi.proto('void tsvmm_uv_poll_cb(uintptr_t handle, int status, int events)');
     const closeCallback = koffi.proto('void tsvmm_uv_close_cb(void *handle)');
     const defaultLoop = self.func('void *uv_default_loop(void)');
     const handleSize = self.func('size_t uv_handle_size(int type)');
@@ -82,6 +83,11 @@ export interface MainLoopFdWatch {
   stop(): void;
   /** Stop for good and release the handle; resolves once libuv has let go of it. The fd stays open. */
   close(): Promise<void>;
+}
+
+/** Whether this process can watch fds on the main thread's loop (watchFdOnMainLoop gives a watch). */
+export function canWatchOnMainLoop(): boolean {
+  return libuv() !== null;
 }
 
 /**

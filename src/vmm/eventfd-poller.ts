@@ -9,10 +9,14 @@
  * I/O, or deadlock it. So tsvmm keeps one epoll instance holding every eventfd and fd, and waits
  * on it in one of two ways:
  *
- * - main loop (the default, on the main thread): Node's own event loop watches the epoll fd
- *   (a libuv poll handle, src/kvm/main-loop-poll.ts); when it is readable, an epoll_wait with a
- *   zero timeout takes the ready events on the main thread. The kernel wakes the main thread
- *   directly: one wake-up per event, as in QEMU's main loop.
+ * - main loop (the default, on the main thread): Node's own event loop watches each eventfd
+ *   itself (a libuv poll handle per eventfd, src/kvm/main-loop-poll.ts), so a queue notification
+ *   reaches its handler with one native call into JavaScript and one read of the counter; the
+ *   other fds stay in the epoll instance, whose fd the loop watches the same way (a zero-timeout
+ *   epoll_wait then takes their events). The kernel wakes the main thread directly: one wake-up
+ *   per event, as in QEMU's main loop. (With the eventfds in the epoll set too, every doorbell
+ *   also cost the zero-timeout epoll_wait, one more native call: the main thread's instructions
+ *   per eventfd round trip went from 12,700 to 8,900 without it, counted with callgrind.)
  * - threadpool (the fallback, e.g. a VM run from a worker thread): one epoll_wait at a time on a
  *   libuv threadpool thread (koffi's asynchronous call): two wake-ups per event (that thread, then
  *   the main thread) and a new asynchronous call to wait again.
@@ -37,7 +41,7 @@
  * interest set and a hung-up socket would otherwise wake the poller forever.
  */
 import { EventFd } from '../kvm/eventfd.js';
-import { type MainLoopFdWatch, watchFdOnMainLoop } from '../kvm/main-loop-poll.js';
+import { type MainLoopFdWatch, canWatchOnMainLoop, watchFdOnMainLoop } from '../kvm/main-loop-poll.js';
 import {
   EPOLL_CTL_ADD,
   EPOLL_CTL_DEL,
@@ -63,6 +67,8 @@ interface EventFdWatch {
   readonly kind: 'eventfd';
   readonly eventFd: EventFd;
   readonly onSignal: () => void;
+  /** The main loop's own watch of this eventfd (main-loop mode); undefined when it is in the epoll set. */
+  readonly loopWatch: MainLoopFdWatch | undefined;
 }
 
 /** Called on the main thread with the ready events (EPOLLIN, EPOLLOUT, EPOLLERR, EPOLLHUP bits). */
@@ -114,7 +120,7 @@ class FdWatchEntry implements FdWatch {
 type Watch = EventFdWatch | FdWatchEntry;
 
 export class EventFdPoller {
-  /** Times epoll_wait returned with work (for metrics and tests). */
+  /** Wake-ups that found work: an epoll_wait with events, or a doorbell the loop reported (for metrics and tests). */
   wakeups = 0;
   private readonly epfd: number;
   private readonly events = Buffer.alloc(MAX_EVENTS_PER_WAKE * EPOLL_EVENT_SIZE);
@@ -132,6 +138,8 @@ export class EventFdPoller {
   private resolveStopped: (() => void) | undefined;
   /** The main loop's watch of the epoll fd, when this process can have one (see start()). */
   private loopWatch: MainLoopFdWatch | undefined;
+  /** Eventfds get a main-loop watch of their own (decided once, in the constructor). */
+  private readonly eventFdsOnLoop: boolean;
 
   /**
    * `wait` chooses how the poller waits: 'main-loop' (the default) has Node's own event loop watch
@@ -145,6 +153,7 @@ export class EventFdPoller {
   ) {
     this.epfd = epollCreate();
     epollCtl(this.epfd, EPOLL_CTL_ADD, this.stopFd.fd, STOP_TOKEN);
+    this.eventFdsOnLoop = wait === 'main-loop' && canWatchOnMainLoop();
   }
 
   /** How the poller waits for events now: on the main loop, or on a threadpool thread (once started). */
@@ -156,16 +165,32 @@ export class EventFdPoller {
   add(eventFd: EventFd, onSignal: () => void): void {
     if (this.closing) throw new Error('the eventfd poller is closed');
     const token = this.watches.length;
-    this.watches.push({ kind: 'eventfd', eventFd, onSignal });
+    if (this.eventFdsOnLoop) {
+      const watch: EventFdWatch = {
+        kind: 'eventfd',
+        eventFd,
+        onSignal,
+        loopWatch: watchFdOnMainLoop(eventFd.fd, (status) => this.onEventFdReadable(watch, status), (e) => this.onError(e)),
+      };
+      if (watch.loopWatch !== undefined) {
+        this.watches.push(watch);
+        if (this.running && !this.paused) watch.loopWatch.start();
+        return;
+      }
+    }
+    this.watches.push({ kind: 'eventfd', eventFd, onSignal, loopWatch: undefined });
     epollCtl(this.epfd, EPOLL_CTL_ADD, eventFd.fd, token);
   }
 
-  /** Stop watching `eventFd` (the caller still owns and closes it). */
+  /** Stop watching `eventFd` (the caller still owns and closes it; it may do so at once). */
   remove(eventFd: EventFd): void {
     const token = this.watches.findIndex((w) => w?.kind === 'eventfd' && w.eventFd === eventFd);
     if (token <= STOP_TOKEN) return;
+    const watch = this.watches[token] as EventFdWatch;
     this.watches[token] = undefined;
-    if (!this.closed) epollCtl(this.epfd, EPOLL_CTL_DEL, eventFd.fd, token);
+    // uv_close takes the fd out of the loop's epoll set at once; only freeing the handle waits.
+    if (watch.loopWatch !== undefined) void watch.loopWatch.close();
+    else if (!this.closed) epollCtl(this.epfd, EPOLL_CTL_DEL, eventFd.fd, token);
   }
 
   /**
@@ -209,8 +234,9 @@ export class EventFdPoller {
   pause(): void {
     this.paused = true;
     if (this.loopWatch !== undefined && this.running && !this.closing) {
-      // The loop would report the (level-triggered) epoll fd again and again: stop watching it.
+      // The loop would report the (level-triggered) fds again and again: stop watching them.
       this.loopWatch.stop();
+      this.forEachLoopWatch((w) => w.stop());
       this.parked = true;
     }
   }
@@ -220,8 +246,10 @@ export class EventFdPoller {
     this.paused = false;
     if (this.parked && !this.closing) {
       this.parked = false;
-      if (this.loopWatch !== undefined) this.loopWatch.start();
-      else this.waitOnThreadpool();
+      if (this.loopWatch !== undefined) {
+        this.loopWatch.start();
+        this.forEachLoopWatch((w) => w.start());
+      } else this.waitOnThreadpool();
     }
   }
 
@@ -235,7 +263,10 @@ export class EventFdPoller {
     }
     if (this.loopWatch !== undefined) {
       if (this.paused) this.parked = true;
-      else this.loopWatch.start();
+      else {
+        this.loopWatch.start();
+        this.forEachLoopWatch((w) => w.start());
+      }
     } else this.waitOnThreadpool();
   }
 
@@ -243,6 +274,9 @@ export class EventFdPoller {
   async close(): Promise<void> {
     if (this.closing) return this.stopped;
     this.closing = true;
+    const eventFdWatches: Promise<void>[] = [];
+    this.forEachLoopWatch((w) => eventFdWatches.push(w.close()));
+    await Promise.all(eventFdWatches);
     if (this.loopWatch !== undefined) {
       // Nothing blocks anywhere: release the loop's handle and we are done.
       this.parked = false;
@@ -261,6 +295,29 @@ export class EventFdPoller {
     this.closed = true;
     close(this.epfd);
     this.stopFd.close();
+  }
+
+  private forEachLoopWatch(f: (w: MainLoopFdWatch) => void): void {
+    for (const w of this.watches) if (w?.kind === 'eventfd' && w.loopWatch !== undefined) f(w.loopWatch);
+  }
+
+  /** The main loop saw an eventfd with a watch of its own readable: reset it and call its handler. */
+  private onEventFdReadable(watch: EventFdWatch, status: number): void {
+    if (this.closing || this.paused) return;
+    if (status < 0) {
+      // The fd went bad (libuv error): stop rather than be called again and again.
+      watch.loopWatch?.stop();
+      this.onError(new Error(`watching an eventfd failed (libuv error ${status}); its queue notifications now arrive only through MMIO exits`));
+      return;
+    }
+    this.wakeups++;
+    // Reset the counter first: a signal arriving while the handler runs then wakes us again.
+    watch.eventFd.reset();
+    try {
+      watch.onSignal();
+    } catch (e) {
+      this.onError(e instanceof Error ? e : new Error(String(e)));
+    }
   }
 
   private waitOnThreadpool(): void {
@@ -307,7 +364,7 @@ export class EventFdPoller {
         const watch = this.watches[token];
         if (watch === undefined) {
           // epoll is level-triggered: drain what nobody handles (a stray stop signal) or it fires forever.
-          if (token === STOP_TOKEN) this.stopFd.consume();
+          if (token === STOP_TOKEN) this.stopFd.reset();
           continue;
         }
         try {
@@ -317,7 +374,7 @@ export class EventFdPoller {
             continue;
           }
           // Reset the counter first: a signal arriving while the handler runs then wakes us again.
-          watch.eventFd.consume();
+          watch.eventFd.reset();
           watch.onSignal();
         } catch (e) {
           // A level-triggered fd whose handler keeps throwing would wake us forever: stop watching it.
