@@ -25,6 +25,9 @@ const c = {
   eventfd: lib.func('int eventfd(unsigned int initval, int flags)'),
   read: lib.func('intptr_t read(int fd, void *buf, size_t n)'),
   write: lib.func('intptr_t write(int fd, const void *buf, size_t n)'),
+  // The same two on native memory named by address: no buffer to look up and check per call.
+  readAt: lib.func('intptr_t read(int fd, uintptr_t buf, size_t n)'),
+  writeAt: lib.func('intptr_t write(int fd, uintptr_t buf, size_t n)'),
   pthreadSelf: lib.func('uint64_t pthread_self(void)'),
   pthreadKill: lib.func('int pthread_kill(uint64_t thread, int sig)'),
   epollCreate1: lib.func('int epoll_create1(int flags)'),
@@ -108,14 +111,25 @@ export function close(fd: number): void {
   check(c.close(fd) as number, 'close', `close fd ${fd}`);
 }
 
+/**
+ * A signal arriving during an ioctl can fail it with EINTR before it did anything (KVM_CREATE_VM
+ * did so under a profiler's SIGPROF): such calls are simply made again, as QEMU's kvm_init does
+ * for KVM_CREATE_VM. Bounded, so a signal storm gives an error instead of a spin.
+ */
+const MAX_EINTR_RETRIES = 100;
+
 /** ioctl with a pointer argument (a Buffer or typed array the kernel reads and/or writes). Throws on failure. */
 export function ioctl(fd: number, request: number, arg: Uint8Array | null, what: string): number {
-  return check(c.ioctlPtr(fd, request, arg) as number, 'ioctl', what);
+  let rc = c.ioctlPtr(fd, request, arg) as number;
+  for (let i = 0; rc < 0 && i < MAX_EINTR_RETRIES && koffi.errno() === errno.EINTR; i++) rc = c.ioctlPtr(fd, request, arg) as number;
+  return check(rc, 'ioctl', what);
 }
 
 /** ioctl with an integer argument. Throws on failure. */
 export function ioctlValue(fd: number, request: number, arg: number | bigint, what: string): number {
-  return check(c.ioctlInt(fd, request, arg) as number, 'ioctl', what);
+  let rc = c.ioctlInt(fd, request, arg) as number;
+  for (let i = 0; rc < 0 && i < MAX_EINTR_RETRIES && koffi.errno() === errno.EINTR; i++) rc = c.ioctlInt(fd, request, arg) as number;
+  return check(rc, 'ioctl', what);
 }
 
 /**
@@ -220,6 +234,35 @@ export function write(fd: number, buf: Uint8Array): number {
   return check(Number(c.write(fd, buf, buf.length)), 'write', `write fd ${fd}`);
 }
 
+/**
+ * Native memory of `bytes` bytes that never moves, for the by-address calls below: its address
+ * (a plain number, below 2^47 on x86-64) and a view of it. Never freed; allocate once per module.
+ */
+export function nativeCells(bytes: number): { readonly pointer: unknown; readonly address: number; readonly view: DataView } {
+  // koffi.alloc memory stays until koffi.free; the caller keeps `pointer` referenced all the same.
+  const pointer: unknown = koffi.alloc('uint8_t', bytes);
+  return { pointer, address: Number(koffi.address(pointer)), view: new DataView(koffi.view(pointer, bytes)) };
+}
+
+/**
+ * read(2) into native memory at `address` (from nativeCells): returns bytes read, or -EAGAIN on a
+ * non-blocking fd with nothing to read. The doorbell path's read: an integer-only call.
+ */
+export function readAt(fd: number, address: number, n: number): number {
+  const r = c.readAt(fd, address, n) as number;
+  if (r < 0) {
+    const e = koffi.errno();
+    if (e === errno.EAGAIN) return -e;
+    throw new SystemCallError('read', e, `read fd ${fd}`);
+  }
+  return r;
+}
+
+/** write(2) from native memory at `address` (from nativeCells). Throws on failure. */
+export function writeAt(fd: number, address: number, n: number): number {
+  return check(c.writeAt(fd, address, n) as number, 'write', `write fd ${fd}`);
+}
+
 /** The calling thread's pthread_t, as a bigint (glibc: the address of its thread descriptor). */
 export function pthreadSelf(): bigint {
   return BigInt(c.pthreadSelf() as number | bigint);
@@ -289,8 +332,9 @@ export const RWF_NOWAIT = 0x08;
 /** struct iovec on x86_64: void *iov_base, size_t iov_len. */
 export const IOVEC_SIZE = 16;
 
-const preadv2Fn = lib.func('intptr_t preadv2(int fd, void *iov, int iovcnt, int64_t offset, int flags)');
-const pwritev2Fn = lib.func('intptr_t pwritev2(int fd, void *iov, int iovcnt, int64_t offset, int flags)');
+// The iovec arrays are native memory named by address (HostIovecs, nativeCells): integer arguments only.
+const preadv2Fn = lib.func('intptr_t preadv2(int fd, uintptr_t iov, int iovcnt, int64_t offset, int flags)');
+const pwritev2Fn = lib.func('intptr_t pwritev2(int fd, uintptr_t iov, int iovcnt, int64_t offset, int flags)');
 
 const fstatfsFn = lib.func('int fstatfs(int fd, void *buf)');
 /** struct statfs on x86_64 is 120 bytes; f_type (a long) comes first. */
@@ -311,20 +355,20 @@ export function fileSystemType(fd: number): number | undefined {
  * `position`, on the calling thread: the bytes moved, or the negative errno. With RWF_NOWAIT it
  * never waits for the disk, so the main thread may call it.
  */
-export function transferIovecsNow(fd: number, write: boolean, iovecs: Uint8Array, count: number, position: number, flags: number): number {
-  const n = (write ? pwritev2Fn : preadv2Fn)(fd, iovecs, count, position, flags) as number;
+export function transferIovecsNow(fd: number, write: boolean, iovecsAddress: number, count: number, position: number, flags: number): number {
+  const n = (write ? pwritev2Fn : preadv2Fn)(fd, iovecsAddress, count, position, flags) as number;
   return n >= 0 ? n : -koffi.errno();
 }
 
-const readvFn = lib.func('intptr_t readv(int fd, void *iov, int iovcnt)');
-const writevFn = lib.func('intptr_t writev(int fd, void *iov, int iovcnt)');
+const readvFn = lib.func('intptr_t readv(int fd, uintptr_t iov, int iovcnt)');
+const writevFn = lib.func('intptr_t writev(int fd, uintptr_t iov, int iovcnt)');
 
 /**
  * readv(2) (or writev(2) when `write`) of `count` struct iovecs in `iovecs`: the bytes moved, or
  * the negative errno (-EAGAIN on a non-blocking descriptor with nothing to read or no room).
  */
-export function readvOrWritevNow(fd: number, write: boolean, iovecs: Uint8Array, count: number): number {
-  const n = (write ? writevFn : readvFn)(fd, iovecs, count) as number;
+export function readvOrWritevNow(fd: number, write: boolean, iovecsAddress: number, count: number): number {
+  const n = (write ? writevFn : readvFn)(fd, iovecsAddress, count) as number;
   return n >= 0 ? n : -koffi.errno();
 }
 

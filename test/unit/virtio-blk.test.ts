@@ -274,9 +274,9 @@ function immediateIo(now: (real: (count: number) => number, count: number) => nu
   const io = {
     ...nodeBlockFileIo,
     nowCalls: 0,
-    transferNow: (fd: number, write: boolean, iovecs: Uint8Array, count: number, position: number, flags: number): number => {
+    transferNow: (fd: number, write: boolean, iovecsAddress: number, count: number, position: number, flags: number): number => {
       io.nowCalls++;
-      return now((n) => nodeBlockFileIo.transferNow!(fd, write, iovecs, n, position, flags), count);
+      return now((n) => nodeBlockFileIo.transferNow!(fd, write, iovecsAddress, n, position, flags), count);
     },
   };
   return io;

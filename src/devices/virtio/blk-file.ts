@@ -48,12 +48,12 @@ export interface BlockFileIo {
   /**
    * Optional: the transfer done at once on the calling thread with `flags` (see immediateFlags):
    * preadv2/pwritev2 of `count` struct iovecs (IOVEC_SIZE bytes each: host address, length) in
-   * `iovecs`. Returns the bytes moved (fewer than asked when only part was at hand), or a negative
+   * native memory at `iovecsAddress` (HostIovecs.address). Returns the bytes moved (fewer than asked when only part was at hand), or a negative
    * errno: EAGAIN when it would have to wait (data not in the page cache, a lock taken),
    * EOPNOTSUPP when the file system does not do RWF_NOWAIT (for that direction). The caller then
    * uses the asynchronous call, which also reports real errors.
    */
-  transferNow?(fd: number, write: boolean, iovecs: Uint8Array, count: number, position: number, flags: number): number;
+  transferNow?(fd: number, write: boolean, iovecsAddress: number, count: number, position: number, flags: number): number;
   /** fdatasync(2): written data (and the metadata needed to read it back) reaches the disk. */
   fdatasync(fd: number, done: DoneCallback): void;
   /** Deallocate [position, position + length) keeping the file size; it then reads as zeroes. Fails where the file system cannot. */

@@ -680,7 +680,7 @@ export class VirtioBlock implements VirtioDevice {
     for (let i = 0; i < pieces; i++) {
       if (!iovecs.add(this.pieceBuffers[i]!, this.pieceOffsets[i]!, this.pieceLengths[i]!)) return false;
     }
-    const n = transferNow(file.fd, write, iovecs.bytes, iovecs.count, request.position, flags);
+    const n = transferNow(file.fd, write, iovecs.address, iovecs.count, request.position, flags);
     if (n === -EOPNOTSUPP) {
       // This file system does not take RWF_NOWAIT this way: the threadpool from now on.
       if (write) file.writeNowFlags = undefined;

@@ -11,14 +11,18 @@
  * without host addresses (plain buffers in unit tests) has no regions here: `usable` is false and
  * the device keeps its view-based path.
  */
-import { IOVEC_SIZE } from '../../kvm/libc.js';
+import { IOVEC_SIZE, nativeCells } from '../../kvm/libc.js';
 import type { GuestMemory } from '../../memory/guest-memory.js';
 
 const FOUR_GIB = 2 ** 32;
 
 export class HostIovecs {
-  /** The struct iovec array (IOVEC_SIZE bytes each), for the system call. */
+  /** The struct iovec array (IOVEC_SIZE bytes each), in native memory that never moves. */
   readonly bytes: Uint8Array;
+  /** Its address, what the system call takes (libc.ts: an integer argument, nothing to look up per call). */
+  readonly address: number;
+  /** The native memory's handle, kept referenced as long as this array lives. */
+  readonly native: unknown;
   /** Entries filled since reset(). */
   count = 0;
   /** Bytes named by the entries since reset(). */
@@ -31,8 +35,11 @@ export class HostIovecs {
   private lastEnd = 0;
 
   constructor(readonly capacity: number) {
-    this.bytes = new Uint8Array(capacity * IOVEC_SIZE);
-    this.view = new DataView(this.bytes.buffer);
+    const cells = nativeCells(capacity * IOVEC_SIZE);
+    this.native = cells.pointer;
+    this.address = cells.address;
+    this.view = cells.view;
+    this.bytes = new Uint8Array(cells.view.buffer, cells.view.byteOffset, cells.view.byteLength);
   }
 
   /** Learn the regions of `memory` (at device activation). */

@@ -508,7 +508,7 @@ export class VirtioNet implements VirtioDevice {
         return 0;
       }
     }
-    const written = readvOrWritevNow(this.fd, true, iovecs.bytes, iovecs.count);
+    const written = readvOrWritevNow(this.fd, true, iovecs.address, iovecs.count);
     if (written === -EAGAIN) return AGAIN;
     if (written < 0) {
       // EIO while the tap is down, EINVAL for a header the kernel refuses: that frame is lost, as on a wire.
@@ -571,7 +571,7 @@ export class VirtioNet implements VirtioDevice {
       let n: number;
       if (this.iovecs.usable) {
         capacity = this.fillIovecs();
-        n = readvOrWritevNow(this.fd, false, this.iovecs.bytes, this.iovecs.count);
+        n = readvOrWritevNow(this.fd, false, this.iovecs.address, this.iovecs.count);
         if (n === -EAGAIN) break;
         if (n < 0) {
           this.readFailed(errnoName(-n));
