@@ -94,28 +94,35 @@ export function canWatchOnMainLoop(): boolean {
  * Watch `fd` for readability on the main thread's loop: `onReadable(status)` runs on the main
  * thread, status 0, or a negative libuv error (the fd went bad). `onReadable` must not throw
  * (its exceptions are reported through `onError` and the watch stopped). Undefined when this
- * process cannot do it; use a threadpool wait then. A started watch keeps the process alive.
+ * process cannot do it (or no koffi callback is left); wait another way then. A started watch
+ * keeps the process alive.
  */
 export function watchFdOnMainLoop(fd: number, onReadable: (status: number) => void, onError: (error: Error) => void): MainLoopFdWatch | undefined {
   const uv = libuv();
   if (uv === null) return undefined;
+  // The callback first: koffi has a fixed number of them, and running out must leave nothing behind.
+  let callback: koffi.IKoffiRegisteredCallback;
+  try {
+    callback = koffi.register((_handle: unknown, status: number) => {
+      try {
+        onReadable(status);
+      } catch (e) {
+        // libuv called us outside any JavaScript frame: an exception must not escape into it.
+        watch.stop();
+        onError(e instanceof Error ? e : new Error(String(e)));
+      }
+    }, uv.pollCallbackType);
+  } catch {
+    return undefined;
+  }
   const handle = uv.malloc(uv.pollSize);
-  if (handle === null) return undefined;
-  if (uv.pollInit(uv.loop, handle, fd) !== 0) {
-    uv.free(handle);
+  if (handle === null || uv.pollInit(uv.loop, handle, fd) !== 0) {
+    if (handle !== null) uv.free(handle);
+    koffi.unregister(callback);
     return undefined;
   }
   let started = false;
   let closed: Promise<void> | undefined;
-  const callback = koffi.register((_handle: unknown, status: number) => {
-    try {
-      onReadable(status);
-    } catch (e) {
-      // libuv called us outside any JavaScript frame: an exception must not escape into it.
-      watch.stop();
-      onError(e instanceof Error ? e : new Error(String(e)));
-    }
-  }, uv.pollCallbackType);
   const watch: MainLoopFdWatch = {
     start() {
       if (started || closed !== undefined) return;

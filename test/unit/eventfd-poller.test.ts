@@ -83,6 +83,29 @@ for (const mode of ['main-loop', 'threadpool'] as const) {
     a.close();
   });
 
+  test(`${mode}: many eventfds each reach their own handler; a removed one is no longer watched`, async () => {
+    const poller = new EventFdPoller(undefined, mode);
+    const fds = Array.from({ length: 64 }, () => new EventFd());
+    const calls = new Array<number>(fds.length).fill(0);
+    fds.forEach((fd, i) => poller.add(fd, () => calls[i]!++));
+    poller.start();
+    try {
+      for (const fd of fds) fd.signal();
+      await until(() => calls.every((c) => c === 1));
+      poller.remove(fds[5]!);
+      fds[5]!.signal();
+      fds[6]!.signal();
+      await until(() => calls[6] === 2);
+      await settle(50);
+      assert.equal(calls[5], 1, 'a removed eventfd calls no handler');
+      assert.equal(fds[5]!.consume(), 1n, 'and its signal stays unread');
+      assert.equal(calls.reduce((a, b) => a + b), 65);
+    } finally {
+      await poller.close();
+      for (const fd of fds) fd.close();
+    }
+  });
+
   test(`${mode}: signals from another thread, 2000 in a row, each handled`, async () => {
     const poller = new EventFdPoller(undefined, mode);
     const fd = new EventFd();
