@@ -7,6 +7,7 @@ import { type Summary, summarize } from '../boot/stats.js';
 import type { FioDirection } from './fio-json.js';
 import type { CpuDelta } from './proc-cpu.js';
 import { FIO_JOBS, type FioJob } from './jobs.js';
+import { KVM_STATS_SHOWN } from './kvm-stats.js';
 import type { BlkResult, JobSample, VmmKind } from './samples.js';
 
 export type BlkMetric =
@@ -105,6 +106,32 @@ export function idleSummaries(result: BlkResult): Record<VmmKind, IdleSummary> {
     const total = pct((c) => c.totalMs);
     if (total === undefined) continue;
     out[vmm] = { total, guest: pct((c) => c.guestMs), vcpuHost: pct((c) => c.vcpuHostMs), other: pct((c) => c.otherThreadsMs) };
+  }
+  return out;
+}
+
+/**
+ * summaries[vmm][job][statistic]: KVM's counters (kvm-stats.ts) per I/O fio completed, over the
+ * rounds; empty where debugfs could not be read.
+ */
+export function kvmStatsPerIo(result: BlkResult): Record<VmmKind, Record<string, Record<string, Summary>>> {
+  const out = { tsvmm: {}, qemu: {} } as Record<VmmKind, Record<string, Record<string, Summary>>>;
+  for (const vmm of result.config.vmms) {
+    for (const job of jobsOf(result)) {
+      const samples = result.runs.filter((r) => r.vmm === vmm).flatMap((r) => r.jobs.filter((s) => s.job === job.name && s.ok && s.kvm !== undefined && s.fio !== undefined));
+      const sums: Record<string, Summary> = {};
+      for (const { name } of KVM_STATS_SHOWN) {
+        const s = summarize(
+          samples.map((x) => {
+            const ios = x.fio!.read.ios + x.fio!.write.ios;
+            const v = x.kvm![name];
+            return v === undefined || ios <= 0 ? undefined : v / ios;
+          }),
+        );
+        if (s !== undefined) sums[name] = s;
+      }
+      if (Object.keys(sums).length > 0) out[vmm][job.name] = sums;
+    }
   }
   return out;
 }

@@ -10,6 +10,7 @@ import { spawn } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
 import { gunzipSync } from 'node:zlib';
 import { type CpuSnapshot, cpuSnapshot } from './proc-cpu.js';
+import { type KvmStats, kvmStatsSnapshot } from './kvm-stats.js';
 import type { RunSampleBase, VmmKind } from './samples.js';
 import type { Invocation } from './vmms.js';
 
@@ -36,6 +37,8 @@ export interface Sections {
 export interface Mark {
   readonly at: number;
   readonly cpu: CpuSnapshot | undefined;
+  /** KVM's counters for the VMM's VM (debugfs), where readable. */
+  readonly kvm: KvmStats | undefined;
 }
 
 export interface ConsoleRunOptions {
@@ -111,7 +114,7 @@ export function runConsole(o: ConsoleRunOptions): Promise<ConsoleRunEnd> {
 
     const child = spawn(o.invocation.command, [...o.invocation.args], { stdio: ['ignore', 'pipe', 'pipe'] });
     const pid = child.pid;
-    const mark = (): Mark => ({ at: since(), cpu: pid === undefined ? undefined : cpuSnapshot(pid) });
+    const mark = (): Mark => ({ at: since(), cpu: pid === undefined ? undefined : cpuSnapshot(pid), kvm: pid === undefined ? undefined : kvmStatsSnapshot(pid) });
 
     const onLine = (raw: string): void => {
       // The protocol's line, wherever it starts: firmware or the kernel may have left text without a newline before it.

@@ -8,7 +8,8 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Summary } from '../boot/stats.js';
 import { type BarChart, barChartSvg } from '../boot/svg.js';
-import { type BlkMetric, headline, idleSummaries, type JobSummaries, jobsOf, summarizeResult } from './analysis.js';
+import { type BlkMetric, headline, idleSummaries, type JobSummaries, jobsOf, kvmStatsPerIo, summarizeResult } from './analysis.js';
+import { KVM_STATS_SHOWN } from './kvm-stats.js';
 import type { FioJob } from './jobs.js';
 import type { BlkResult, MeasuringEnvironment, RunSampleBase, VmmKind } from './samples.js';
 
@@ -182,6 +183,31 @@ export function writeReport(result: BlkResult, dir: string, base: string): strin
       L.push(`| ${j.label} | ${ratioText(ratio(t.cpuUsPerIo, q.cpuUsPerIo))} | ${ratioText(ratio(t.vmmUsPerIo, q.vmmUsPerIo))} |`);
     }
     L.push('', '(Below 1 means tsvmm spends less CPU per I/O.)', '');
+  }
+  const kvm = kvmStatsPerIo(result);
+  if (vmms.some((v) => Object.keys(kvm[v]).length > 0)) {
+    const perIo = (x: Summary | undefined): string => {
+      if (x === undefined) return '–';
+      const f = (v: number): string => v.toFixed(v >= 10 ? 1 : 2);
+      return x.n > 1 && x.min !== x.max ? `${f(x.median)} <sub>(${f(x.min)}–${f(x.max)})</sub>` : f(x.median);
+    };
+    L.push(
+      '### KVM exits per I/O',
+      '',
+      "KVM's own counters for the VM over the same phase (debugfs `/sys/kernel/debug/kvm/PID-FD/`, summed over vCPUs), per I/O fio completed. " +
+        "They count what never reaches the VMM's userspace too: a queue notification through ioeventfd, a halt, a timer. " +
+        `Columns: ${KVM_STATS_SHOWN.map((k) => `\`${k.name}\` (${k.label})`).join(', ')}.`,
+      '',
+      `| job | VMM | ${KVM_STATS_SHOWN.map((k) => k.name).join(' | ')} |`,
+      `|---|---|${KVM_STATS_SHOWN.map(() => '---:|').join('')}`,
+    );
+    for (const j of jobs) {
+      for (const v of vmms) {
+        const k = kvm[v][j.name];
+        if (k !== undefined) L.push(`| ${j.label} | ${v} | ${KVM_STATS_SHOWN.map((x) => perIo(k[x.name])).join(' | ')} |`);
+      }
+    }
+    L.push('');
   }
   // How busy each VMM kept the measuring host: near its CPU count, CPU per I/O mostly mirrors 1 / IOPS.
   const busy = vmms.map((v) => {

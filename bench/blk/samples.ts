@@ -1,6 +1,7 @@
 /** The raw data a block benchmark run produces (written as JSON beside the report) and reads back. */
 import type { FioSummary } from './fio-json.js';
 import type { CpuDelta } from './proc-cpu.js';
+import type { KvmStats } from './kvm-stats.js';
 import type { OuterEnvironment } from './run-helpers.js';
 
 export type VmmKind = 'tsvmm' | 'qemu';
@@ -18,6 +19,8 @@ export interface JobSample {
   readonly fioRaw?: unknown;
   /** The VMM process's CPU time over fio's I/O phase (between the BLK-IO-BEGIN and BLK-IO-END markers). */
   readonly cpu?: CpuDelta;
+  /** KVM's counters for the VM over the same phase (debugfs; kvm-stats.ts), where readable. */
+  readonly kvm?: KvmStats;
   /** Wall time of that phase as the markers reached the harness, ms. */
   readonly ioWindowMs?: number;
   /** The same over the whole job (BLK-JOB-BEGIN to BLK-JOB-END: fio's start-up and exit too). */

@@ -12,6 +12,7 @@ import { parseFioJson } from './fio-json.js';
 import { MARK } from './guest-script.js';
 import { type Mark, runConsole, type Sections } from './console-run.js';
 import { cpuDelta } from './proc-cpu.js';
+import { kvmStatsDelta } from './kvm-stats.js';
 import type { JobSample, VmmKind, VmmRunSample } from './samples.js';
 import type { Invocation } from './vmms.js';
 
@@ -123,6 +124,7 @@ function jobSample(name: string, s: JobState): JobSample {
   }
   // CPU per I/O counts fio's I/O phase only; the whole job's window (with fio's start-up and exit) is kept beside it.
   const cpu = s.ioBegin?.cpu !== undefined && s.ioEnd?.cpu !== undefined ? cpuDelta(s.ioBegin.cpu, s.ioEnd.cpu) : undefined;
+  const kvm = s.ioBegin?.kvm !== undefined && s.ioEnd?.kvm !== undefined ? kvmStatsDelta(s.ioBegin.kvm, s.ioEnd.kvm) : undefined;
   const jobCpu = s.begin?.cpu !== undefined && s.end?.cpu !== undefined ? cpuDelta(s.begin.cpu, s.end.cpu) : undefined;
   if (s.end !== undefined && cpu === undefined) problems.push(s.ioEnd === undefined ? 'fio never reported the end of its I/O (BLK-IO markers missing)' : 'VMM CPU time could not be read');
   return {
@@ -132,6 +134,7 @@ function jobSample(name: string, s: JobState): JobSample {
     ...(s.end !== undefined ? { fioStatus: s.end.status } : {}),
     ...(fio !== undefined ? { fio: fio.summary, fioRaw: fio.raw } : {}),
     ...(cpu !== undefined ? { cpu } : {}),
+    ...(kvm !== undefined ? { kvm } : {}),
     ...(s.ioBegin !== undefined && s.ioEnd !== undefined ? { ioWindowMs: s.ioEnd.at - s.ioBegin.at } : {}),
     ...(jobCpu !== undefined ? { jobCpu } : {}),
     ...(s.begin !== undefined && s.end !== undefined ? { windowMs: s.end.at - s.begin.at } : {}),

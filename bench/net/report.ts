@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { type Summary, summarize } from '../boot/stats.js';
 import { type BarChart, barChartSvg } from '../boot/svg.js';
 import type { CpuDelta } from '../blk/proc-cpu.js';
+import { KVM_STATS_SHOWN, type KvmStats } from '../blk/kvm-stats.js';
 import { code, commandRows, machineRows, ratio, ratioText, runRows } from '../blk/report.js';
 import { DIRECTION_LABELS, DIRECTIONS, type Direction } from './guest-script.js';
 import { percentile } from './parse.js';
@@ -232,6 +233,32 @@ export function writeReport(result: NetResult, dir: string, base: string): strin
       `Over all tests, the VMM process's CPU went ${shares.map((s) => `for ${s.v} ${s.guest!.toFixed(0)} % to the guest, ${s.vcpu!.toFixed(0)} % to vCPU threads outside guest mode and ${s.other!.toFixed(0)} % to other threads`).join('; ')}. ` +
         `The measuring host has ${env.cpus} CPUs, which the host's iperf3 and ping share with the VMM: where a VMM keeps close to ${env.cpus * 100} % busy (last column above), ` +
         'CPU per GB is mostly the inverse of throughput, and what the device model takes (other threads) is CPU the guest\'s vCPUs do not get.',
+      '',
+    );
+  }
+  // KVM's counters: exits per MB moved (iperf3) and per ping, the same for both VMMs' guests unless a device model changes what the guest does.
+  const kvmRows: string[] = [];
+  const perUnit = (samples: readonly { kvm?: KvmStats; units: number }[], name: string): Summary | undefined => summarize(samples.map((x) => (x.kvm?.[name] === undefined || x.units <= 0 ? undefined : x.kvm[name] / x.units)));
+  for (const d of DIRECTIONS) {
+    for (const v of vmms) {
+      const samples = result.runs.filter((r) => r.vmm === v).flatMap((r) => r.tests.flatMap((t) => (t.ok && t.direction === d && t.kvm !== undefined && t.iperf !== undefined ? [{ kvm: t.kvm, units: t.iperf.bytesReceived / 1e6 }] : [])));
+      if (samples.length > 0) kvmRows.push(`| ${DIRECTION_LABELS[d]}, per MB | ${v} | ${KVM_STATS_SHOWN.map((k) => f2(perUnit(samples, k.name))).join(' | ')} |`);
+    }
+  }
+  for (const v of vmms) {
+    const samples = result.runs.filter((r) => r.vmm === v).flatMap((r) => (r.ping?.kvm !== undefined ? [{ kvm: r.ping.kvm, units: r.ping.received }] : []));
+    if (samples.length > 0) kvmRows.push(`| ping, per reply (with the idle time between pings) | ${v} | ${KVM_STATS_SHOWN.map((k) => f2(perUnit(samples, k.name))).join(' | ')} |`);
+  }
+  if (kvmRows.length > 0) {
+    L.push(
+      '### KVM exits',
+      '',
+      "KVM's own counters for the VM (debugfs `/sys/kernel/debug/kvm/PID-FD/`, summed over vCPUs, bench/blk/kvm-stats.ts) over each test's window, per MB the receiver got, and over the ping window per reply. " +
+        `Columns: ${KVM_STATS_SHOWN.map((k) => `\`${k.name}\` (${k.label})`).join(', ')}.`,
+      '',
+      `| window | VMM | ${KVM_STATS_SHOWN.map((k) => k.name).join(' | ')} |`,
+      `|---|---|${KVM_STATS_SHOWN.map(() => '---:|').join('')}`,
+      ...kvmRows,
       '',
     );
   }

@@ -1,5 +1,6 @@
 /** The network benchmark's raw result: what one run measured, as saved in bench/results/net-<date>.json. */
 import type { CpuDelta } from '../blk/proc-cpu.js';
+import type { KvmStats } from '../blk/kvm-stats.js';
 import type { MeasuringEnvironment, RunSampleBase, VmmKind } from '../blk/samples.js';
 import type { Direction } from './guest-script.js';
 
@@ -30,6 +31,8 @@ export interface IperfSample {
   readonly iperf?: IperfSummary;
   /** The VMM process's CPU between the test's BEGIN and END markers. */
   readonly cpu?: CpuDelta;
+  /** KVM's counters for the VM over the same window (debugfs; bench/blk/kvm-stats.ts), where readable. */
+  readonly kvm?: KvmStats;
   readonly windowMs?: number;
   /** Frames the tap dropped on the way to the VMM during the test (its tx_dropped counter). */
   readonly tapDropped?: number;
@@ -45,6 +48,8 @@ export interface PingSample {
   /** ping's own summary line (rtt min/avg/max/mdev). */
   readonly summary?: string;
   readonly cpu?: CpuDelta;
+  /** KVM's counters for the VM while the pings ran. */
+  readonly kvm?: KvmStats;
   readonly windowMs?: number;
 }
 

@@ -13,6 +13,7 @@ import { connect } from 'node:net';
 import { promisify } from 'node:util';
 import { type Mark, runConsole, type Sections } from '../blk/console-run.js';
 import { cpuDelta } from '../blk/proc-cpu.js';
+import { kvmStatsDelta } from '../blk/kvm-stats.js';
 import type { Invocation } from '../blk/vmms.js';
 import { directionOf, MARK, PING_DONE_PORT } from './guest-script.js';
 import { parseIperfJson, parsePing } from './parse.js';
@@ -102,7 +103,8 @@ export async function runVmm(o: NetRunOptions): Promise<NetRunSample> {
     const p = parsePing(text);
     if (problem === undefined && p.received < p.transmitted) problem = `${p.transmitted - p.received} of ${p.transmitted} pings lost`;
     const cpu = begin.cpu !== undefined && end.cpu !== undefined ? cpuDelta(begin.cpu, end.cpu) : undefined;
-    ping = { ok: problem === undefined && p.rttMs.length > 0, ...(problem !== undefined ? { problem } : {}), ...p, ...(cpu !== undefined ? { cpu } : {}), windowMs: end.at - begin.at };
+    const kvm = begin.kvm !== undefined && end.kvm !== undefined ? kvmStatsDelta(begin.kvm, end.kvm) : undefined;
+    ping = { ok: problem === undefined && p.rttMs.length > 0, ...(problem !== undefined ? { problem } : {}), ...p, ...(cpu !== undefined ? { cpu } : {}), ...(kvm !== undefined ? { kvm } : {}), windowMs: end.at - begin.at };
     o.log(`  ${o.vmm}: ping ${p.received}/${p.transmitted}${p.summary !== undefined ? `, ${p.summary}` : ''}`);
     try {
       await releaseGuest(o.guestAddress);
@@ -176,6 +178,7 @@ function testSample(name: string, s: TestState): IperfSample {
   }
   const cpu = s.begin?.cpu !== undefined && s.end?.cpu !== undefined ? cpuDelta(s.begin.cpu, s.end.cpu) : undefined;
   if (s.end !== undefined && cpu === undefined) problems.push('VMM CPU time could not be read');
+  const kvm = s.begin?.kvm !== undefined && s.end?.kvm !== undefined ? kvmStatsDelta(s.begin.kvm, s.end.kvm) : undefined;
   return {
     name,
     direction: directionOf(name),
@@ -184,6 +187,7 @@ function testSample(name: string, s: TestState): IperfSample {
     ...(s.end !== undefined ? { iperfStatus: s.end.status } : {}),
     ...(iperf !== undefined ? { iperf } : {}),
     ...(cpu !== undefined ? { cpu } : {}),
+    ...(kvm !== undefined ? { kvm } : {}),
     ...(s.begin !== undefined && s.end !== undefined ? { windowMs: s.end.at - s.begin.at } : {}),
     ...(s.tapDroppedBegin !== undefined && s.tapDroppedEnd !== undefined ? { tapDropped: s.tapDroppedEnd - s.tapDroppedBegin } : {}),
   };

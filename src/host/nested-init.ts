@@ -74,6 +74,8 @@ mkdir -p /dev/pts /dev/shm
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144 hostroot /host || fail "cannot mount the machine's root over 9p"
 mount -t proc proc /host/proc || fail "cannot mount /proc in the machine's root"
 mount -t sysfs sys /host/sys || fail "cannot mount /sys in the machine's root"
+# KVM's per-VM counters (exits, halts, injections) live in debugfs; the benchmarks read them for both VMMs.
+mount -t debugfs debugfs /host/sys/kernel/debug 2>/dev/null || true
 mount --bind /dev /host/dev || fail "cannot bind /dev into the machine's root"
 mount -t devpts -o newinstance,ptmxmode=0666 devpts /host/dev/pts || fail "cannot mount /dev/pts"
 mount -t tmpfs -o mode=1777 shm /host/dev/shm || fail "cannot mount /dev/shm"
