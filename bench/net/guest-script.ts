@@ -14,6 +14,7 @@
  *   NET-PING-END                      the host connected: ping is over
  *   NET-RUN-BEGIN name                iperf3 -c is about to start (name: g2h-N or h2g-N)
  *   NET-RUN-END name status           iperf3 has exited
+ *   NET-STAT name before|after k=v …  the guest's counters around a test (eth0 drops, TCP: GUEST_COUNTERS)
  *   NET-JSON-BEGIN name / NET-JSON-END name   iperf3's -J output, gzip + base64, between them
  *   NET-ERR-BEGIN name / NET-ERR-END name     iperf3's messages when it failed
  *   NET-DONE                          every test ran
@@ -38,7 +39,28 @@ export const MARK = {
   errEnd: 'NET-ERR-END ',
   done: 'NET-DONE',
   error: 'NET-ERROR ',
+  stat: 'NET-STAT ',
 } as const;
+
+/**
+ * The guest's own counters read around each test, to tell where frames were lost: eth0's drops
+ * (/sys/class/net/eth0/statistics) and TCP's (Tcp from /proc/net/snmp, TcpExt from
+ * /proc/net/netstat; names as Linux's include/uapi/linux/snmp.h prints them).
+ */
+export const GUEST_COUNTERS = [
+  'rx_dropped',
+  'rx_errors',
+  'Tcp.RetransSegs',
+  'Tcp.InErrs',
+  'TcpExt.TCPTimeouts',
+  'TcpExt.TCPLossProbes',
+  'TcpExt.TCPOFOQueue',
+  'TcpExt.TCPOFODrop',
+  'TcpExt.TCPRcvQDrop',
+  'TcpExt.TCPBacklogDrop',
+  'TcpExt.TCPZeroWindowDrop',
+  'TcpExt.PruneCalled',
+] as const;
 
 export type Direction = 'g2h' | 'h2g';
 export const DIRECTIONS: readonly Direction[] = ['g2h', 'h2g'];
@@ -72,6 +94,17 @@ i=0; until ping -c 1 -W 1 $host >/dev/null 2>&1; do i=$((i + 1)); [ $i -ge 30 ] 
 iperf3 --version >/dev/null 2>&1 || { echo "${MARK.error}iperf3 does not start: $(iperf3 --version 2>&1 | head -n 2 | tr '\\n' ' ')"; exit 5; }
 d=/sys/class/net/eth0
 echo "${MARK.info}iperf3=$(iperf3 --version | head -n 1 | cut -d' ' -f2) kernel=$(uname -r) nproc=$(nproc) mtu=$(cat $d/mtu) mac=$(cat $d/address) features=$(cat $d/device/features) driver=$(basename $(readlink $d/device/driver)) bus=$(basename $(readlink -f $d/device/..)) mem_kb=$(grep MemTotal /proc/meminfo | tr -s ' ' | cut -d' ' -f2) tcp_cc=$(cat /proc/sys/net/ipv4/tcp_congestion_control) tcp_rmem=$(tr '\\t' ',' < /proc/sys/net/ipv4/tcp_rmem) tcp_wmem=$(tr '\\t' ',' < /proc/sys/net/ipv4/tcp_wmem)"
+# NET-STAT: eth0's drop counters and the TCP counters of GUEST_COUNTERS, as name=value.
+gstat() {
+  echo "${MARK.stat}$1 $2 rx_dropped=$(cat $d/statistics/rx_dropped) rx_errors=$(cat $d/statistics/rx_errors) $(awk -v want="${GUEST_COUNTERS.filter((c) => c.includes('.')).join(' ')}" '
+    BEGIN { n = split(want, w, " "); for (j = 1; j <= n; j++) keep[w[j]] = 1 }
+    /^(Tcp|TcpExt):/ {
+      p = substr($1, 1, length($1) - 1)
+      if (!(p in head)) { head[p] = $0; next }
+      m = split(head[p], k, " "); split($0, v, " ")
+      for (i = 2; i <= m; i++) if ((p "." k[i]) in keep) printf "%s.%s=%s ", p, k[i], v[i]
+    }' /proc/net/snmp /proc/net/netstat)"
+}
 echo "${MARK.pingBegin}"
 timeout 600 nc -l -p ${PING_DONE_PORT} >/dev/null 2>&1
 echo "${MARK.pingEnd}"
@@ -80,10 +113,12 @@ r=1
 while [ $r -le $reps ]; do
   for dir in g2h h2g; do
     name=$dir-$r; flag=; [ $dir = h2g ] && flag=-R
+    gstat $name before
     echo "${MARK.begin}$name"
     iperf3 -c $host -p ${IPERF_PORT} -t $secs -J $flag > /tmp/$name.json 2> /tmp/$name.err
     st=$?
     echo "${MARK.end}$name $st"
+    gstat $name after
     echo "${MARK.jsonBegin}$name"; gzip -c /tmp/$name.json | base64; echo "${MARK.jsonEnd}$name"
     if [ $st != 0 ]; then echo "${MARK.errBegin}$name"; tail -n 20 /tmp/$name.err; echo "${MARK.errEnd}$name"; fi
   done

@@ -11,7 +11,7 @@ import { type BarChart, barChartSvg } from '../boot/svg.js';
 import type { CpuDelta } from '../blk/proc-cpu.js';
 import { KVM_STATS_SHOWN, type KvmStats } from '../blk/kvm-stats.js';
 import { code, commandRows, machineRows, ratio, ratioText, runRows } from '../blk/report.js';
-import { DIRECTION_LABELS, DIRECTIONS, type Direction } from './guest-script.js';
+import { DIRECTION_LABELS, DIRECTIONS, type Direction, GUEST_COUNTERS } from './guest-script.js';
 import { percentile } from './parse.js';
 import type { IperfSample, NetResult, VmmKind } from './samples.js';
 
@@ -184,6 +184,27 @@ export function writeReport(result: NetResult, dir: string, base: string): strin
   L.push('| direction | VMM | Mbit/s | retransmits | tap drops | guest iperf3 CPU % |', '|---|---|---:|---:|---:|---:|');
   for (const d of DIRECTIONS) for (const v of vmms) L.push(`| ${DIRECTION_LABELS[d]} | ${v} | ${f1(tp[v][d].mbps)} | ${f0(tp[v][d].retransmits)} | ${f0(tp[v][d].tapDropped)} | ${f0(tp[v][d].guestIperfCpuPct)} |`);
   L.push('');
+
+  // The guest's own counters: where host → guest frames were lost (eth0, TCP's queues) or what made a sender retransmit.
+  const moved = GUEST_COUNTERS.filter((c) => result.runs.some((r) => r.tests.some((t) => (t.guestCounters?.[c] ?? 0) !== 0)));
+  const anyCounters = result.runs.some((r) => r.tests.some((t) => t.guestCounters !== undefined));
+  if (anyCounters) {
+    L.push(
+      "What the guest's network stack counted over each test (guest-script.ts `GUEST_COUNTERS`: eth0's drop counters, TCP's from /proc/net/snmp and /proc/net/netstat), median (min–max) over the tests; " +
+        (moved.length > 0 ? `only counters that moved in some test are shown (${GUEST_COUNTERS.filter((c) => !moved.includes(c)).join(', ') || 'none'} stayed at 0).` : `none moved in any test (${GUEST_COUNTERS.join(', ')}).`),
+      '',
+    );
+    if (moved.length > 0) {
+      L.push(`| direction | VMM | ${moved.map((c) => `\`${c}\``).join(' | ')} |`, `|---|---|${moved.map(() => '---:|').join('')}`);
+      for (const d of DIRECTIONS) {
+        for (const v of vmms) {
+          const tests = result.runs.filter((r) => r.vmm === v).flatMap((r) => r.tests.filter((t) => t.ok && t.direction === d && t.guestCounters !== undefined));
+          if (tests.length > 0) L.push(`| ${DIRECTION_LABELS[d]} | ${v} | ${moved.map((c) => f0(summarize(tests.map((t) => t.guestCounters![c])))).join(' | ')} |`);
+        }
+      }
+      L.push('');
+    }
+  }
 
   L.push('## Latency', '');
   L.push(

@@ -36,6 +36,8 @@ export interface IperfSample {
   readonly windowMs?: number;
   /** Frames the tap dropped on the way to the VMM during the test (its tx_dropped counter). */
   readonly tapDropped?: number;
+  /** How the guest's counters (guest-script.ts GUEST_COUNTERS) moved over the test. */
+  readonly guestCounters?: Readonly<Record<string, number>>;
 }
 
 export interface PingSample {

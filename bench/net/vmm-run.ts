@@ -42,6 +42,27 @@ interface TestState extends Sections {
   end?: Mark & { status: number };
   tapDroppedBegin?: number;
   tapDroppedEnd?: number;
+  guestBefore?: Record<string, number>;
+  guestAfter?: Record<string, number>;
+}
+
+/** after − before for the counters both have. */
+function counterDelta(before: Readonly<Record<string, number>>, after: Readonly<Record<string, number>>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [k, v] of Object.entries(after)) if (before[k] !== undefined) out[k] = v - before[k];
+  return out;
+}
+
+/** `name phase k=v k=v …` of a NET-STAT line. */
+function parseGuestStat(rest: string): { name: string; phase: string; counters: Record<string, number> } {
+  const [name = '', phase = '', ...pairs] = rest.trim().split(/\s+/);
+  const counters: Record<string, number> = {};
+  for (const kv of pairs) {
+    const i = kv.indexOf('=');
+    const v = Number(kv.slice(i + 1));
+    if (i > 0 && kv.slice(i + 1) !== '' && Number.isFinite(v)) counters[kv.slice(0, i)] = v;
+  }
+  return { name, phase, counters };
 }
 
 /**
@@ -129,6 +150,11 @@ export async function runVmm(o: NetRunOptions): Promise<NetRunSample> {
         s.end = { ...m, status: Number(line.split(' ')[2]) };
         s.tapDroppedEnd = tapTxDropped(o.tap);
       }
+    } else if (line.startsWith(MARK.stat)) {
+      const g = parseGuestStat(line.slice(MARK.stat.length));
+      const s = states.get(g.name);
+      if (s !== undefined && g.phase === 'before') s.guestBefore = g.counters;
+      else if (s !== undefined && g.phase === 'after') s.guestAfter = g.counters;
     } else if (line === MARK.pingBegin) {
       pingTask ??= runPing(mark);
     }
@@ -179,6 +205,7 @@ function testSample(name: string, s: TestState): IperfSample {
   const cpu = s.begin?.cpu !== undefined && s.end?.cpu !== undefined ? cpuDelta(s.begin.cpu, s.end.cpu) : undefined;
   if (s.end !== undefined && cpu === undefined) problems.push('VMM CPU time could not be read');
   const kvm = s.begin?.kvm !== undefined && s.end?.kvm !== undefined ? kvmStatsDelta(s.begin.kvm, s.end.kvm) : undefined;
+  const guestCounters = s.guestBefore !== undefined && s.guestAfter !== undefined ? counterDelta(s.guestBefore, s.guestAfter) : undefined;
   return {
     name,
     direction: directionOf(name),
@@ -188,6 +215,7 @@ function testSample(name: string, s: TestState): IperfSample {
     ...(iperf !== undefined ? { iperf } : {}),
     ...(cpu !== undefined ? { cpu } : {}),
     ...(kvm !== undefined ? { kvm } : {}),
+    ...(guestCounters !== undefined ? { guestCounters } : {}),
     ...(s.begin !== undefined && s.end !== undefined ? { windowMs: s.end.at - s.begin.at } : {}),
     ...(s.tapDroppedBegin !== undefined && s.tapDroppedEnd !== undefined ? { tapDropped: s.tapDroppedEnd - s.tapDroppedBegin } : {}),
   };
