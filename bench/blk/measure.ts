@@ -18,7 +18,7 @@ import { commandCmdlineArg } from '../../src/image/guest-protocol.js';
 import { guestCommand } from './guest-script.js';
 import { fsTypeOf, writeImage } from './image.js';
 import { selectJobs } from './jobs.js';
-import { measureMain } from './result-lines.js';
+import { measureMain, type PartialResultSink } from './result-lines.js';
 import type { OuterEnvironment } from './run-helpers.js';
 import type { BlkEnvironment, BlkResult, MeasuringEnvironment, RunSampleBase, VmmKind, VmmRunSample } from './samples.js';
 import { runVmm } from './vmm-run.js';
@@ -110,7 +110,7 @@ export async function bootQemu<S extends RunSampleBase>(cpu: { model: string }, 
   return boot(cpu.model);
 }
 
-export async function measure(spec: BlkMeasureSpec): Promise<BlkResult> {
+export async function measure(spec: BlkMeasureSpec, partial?: PartialResultSink): Promise<BlkResult> {
   const startedAt = new Date().toISOString();
   const loadAverageStart = loadavg();
   const jobs = selectJobs(spec.jobs.join(','));
@@ -155,36 +155,43 @@ export async function measure(spec: BlkMeasureSpec): Promise<BlkResult> {
           log(`    ${j.job}: ${d.iops.toFixed(0)} IOPS, ${(d.bandwidthBps / 1e6).toFixed(1)} MB/s, VMM CPU ${j.cpu !== undefined && ios > 0 ? ((j.cpu.totalMs * 1000) / ios).toFixed(1) : '-'} µs/IO`);
         }
         runs.push(s);
+        partial?.(resultSoFar(false));
       }
     }
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
-  const environment: BlkEnvironment = { ...measuringEnvironment(spec, loadAverageStart), imageFsType: fsTypeOf(image) };
-  return {
-    startedAt,
-    finishedAt: new Date().toISOString(),
-    environment,
-    config: {
-      kernelRelease: spec.kernelRelease,
-      kernelBytes: statSync(spec.kernel).size,
-      initrdBytes: statSync(spec.initrd).size,
-      cmdline,
-      guestCommand: command,
-      vcpus: spec.vcpus,
-      memoryMib: spec.memoryMib,
-      imageMib: spec.imageMib,
-      imagePath: image,
-      runtimeSeconds: spec.runtimeSeconds,
-      idleSeconds: spec.idleSeconds,
-      rounds: spec.rounds,
-      jobs: jobs.map((j) => j.name),
-      vmms: spec.vmms,
-      ...(spec.tsvmmRevision !== undefined ? { tsvmmRevision: spec.tsvmmRevision } : {}),
-      ...(imageFillSeconds !== undefined ? { imageFillSeconds } : {}),
-    },
-    runs,
-  };
+  return resultSoFar(true);
+
+  /** The result with the boots run so far; not `done`, it is marked incomplete (measureMain prints one after every boot). */
+  function resultSoFar(done: boolean): BlkResult {
+    const environment: BlkEnvironment = { ...measuringEnvironment(spec, loadAverageStart), imageFsType: fsTypeOf(image) };
+    return {
+      ...(done ? {} : { incomplete: `${runs.length} of ${spec.rounds * spec.vmms.length} guest boots done` }),
+      startedAt,
+      finishedAt: new Date().toISOString(),
+      environment,
+      config: {
+        kernelRelease: spec.kernelRelease,
+        kernelBytes: statSync(spec.kernel).size,
+        initrdBytes: statSync(spec.initrd).size,
+        cmdline,
+        guestCommand: command,
+        vcpus: spec.vcpus,
+        memoryMib: spec.memoryMib,
+        imageMib: spec.imageMib,
+        imagePath: image,
+        runtimeSeconds: spec.runtimeSeconds,
+        idleSeconds: spec.idleSeconds,
+        rounds: spec.rounds,
+        jobs: jobs.map((j) => j.name),
+        vmms: spec.vmms,
+        ...(spec.tsvmmRevision !== undefined ? { tsvmmRevision: spec.tsvmmRevision } : {}),
+        ...(imageFillSeconds !== undefined ? { imageFillSeconds } : {}),
+      },
+      runs,
+    };
+  }
 }
 
 await measureMain(import.meta.url, measure);

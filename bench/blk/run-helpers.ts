@@ -102,27 +102,52 @@ export interface NestedMeasureOptions {
 /**
  * Run `node measureJs SPEC_BASE64` in one nested-host boot, show its progress live (without the
  * result lines) and return the decoded result, with the outer machine's load after the run added
- * to `environment.outer` when the result has one.
+ * to `environment.outer` when the result has one. Should the nested host fail (a panic, a soft
+ * lockup, a timeout) after some guest boots finished, their partial result comes back marked
+ * `incomplete` with the reason; with none finished, the failure is thrown.
  */
-export async function measureInNestedHost<R extends { readonly environment: { readonly outer?: OuterEnvironment } }>(measureJs: string, spec: unknown, o: NestedMeasureOptions): Promise<R> {
+export async function measureInNestedHost<R extends { readonly environment: { readonly outer?: OuterEnvironment }; readonly incomplete?: string }>(measureJs: string, spec: unknown, o: NestedMeasureOptions): Promise<R> {
   let pending = '';
-  const r = await runInNestedHost([process.execPath, measureJs, Buffer.from(JSON.stringify(spec), 'utf8').toString('base64')], {
-    cwd: o.cwd,
-    timeoutMs: o.timeoutMs,
-    stallTimeoutMs: o.stallTimeoutMs,
-    memoryMiB: o.memoryMiB,
-    progress: stderrProgress,
-    ...(o.writable !== undefined ? { writable: o.writable } : {}),
-    // Show progress live, but not the result's base64 lines.
-    onOutput: (text) => {
-      const parts = (pending + text).split('\n');
-      pending = parts.pop() ?? '';
-      for (const l of parts) if (!l.startsWith(RESULT_PREFIX)) process.stderr.write(`${l}\n`);
-    },
-  });
-  if (r.timedOut) throw new Error(r.stalled ? 'the nested host run stalled' : 'the nested host run timed out');
-  if (r.status !== 0) throw new Error(`the measurement inside the nested host failed with status ${r.status}`);
-  const inside = decodeResultLines(r.output) as R;
+  // Every result line the measurement printed, kept here too: should the nested host die, the
+  // latest partial result (printed after each boot) is what is left of the run.
+  const resultLines: string[] = [];
+  let r: Awaited<ReturnType<typeof runInNestedHost>>;
+  let failure: string | undefined;
+  try {
+    r = await runInNestedHost([process.execPath, measureJs, Buffer.from(JSON.stringify(spec), 'utf8').toString('base64')], {
+      cwd: o.cwd,
+      timeoutMs: o.timeoutMs,
+      stallTimeoutMs: o.stallTimeoutMs,
+      memoryMiB: o.memoryMiB,
+      progress: stderrProgress,
+      ...(o.writable !== undefined ? { writable: o.writable } : {}),
+      // Show progress live, but not the result's base64 lines.
+      onOutput: (text) => {
+        const parts = (pending + text).split('\n');
+        pending = parts.pop() ?? '';
+        for (const l of parts) {
+          if (l.startsWith(RESULT_PREFIX)) resultLines.push(l);
+          else process.stderr.write(`${l}\n`);
+        }
+      },
+    });
+    if (r.timedOut) failure = r.stalled ? 'the nested host run stalled' : 'the nested host run timed out';
+    else if (r.status !== 0) failure = `the measurement inside the nested host failed with status ${r.status}`;
+  } catch (e) {
+    failure = (e as Error).message;
+  }
+  if (pending.startsWith(RESULT_PREFIX)) resultLines.push(pending);
+  let inside: R;
+  try {
+    inside = decodeResultLines(resultLines.join('\n')) as R;
+  } catch (e) {
+    throw new Error(failure ?? (e as Error).message);
+  }
+  if (failure !== undefined) {
+    // What finished before the failure, marked so: the report says the run is incomplete and why.
+    if (inside.incomplete === undefined) throw new Error(failure);
+    inside = { ...inside, incomplete: `${failure.split('; last console lines')[0]} (${inside.incomplete})` };
+  }
   // The outer machine's load after the run: its cores run the nested host and whatever else shares them.
   const outer = inside.environment.outer;
   return outer === undefined ? inside : { ...inside, environment: { ...inside.environment, outer: { ...outer, loadAverageEnd: loadavg() } } };
@@ -132,7 +157,7 @@ export async function measureInNestedHost<R extends { readonly environment: { re
  * Run the frozen `measureJs`'s measure(spec) right here where KVM boots stock Linux, else inside one
  * nested-host boot, with what the result records of this machine (its load, its CPU) added to the spec.
  */
-export async function measureHereOrNested<S extends object, R extends { readonly environment: { readonly outer?: OuterEnvironment } }>(
+export async function measureHereOrNested<S extends object, R extends { readonly environment: { readonly outer?: OuterEnvironment }; readonly incomplete?: string }>(
   measureJs: string,
   spec: S,
   env: VirtualizationEnvironment,
@@ -151,9 +176,10 @@ export async function measureHereOrNested<S extends object, R extends { readonly
 
 /**
  * A benchmark driver's last steps: write the report for `result`, say where it is and how long the
- * whole run took, and return the driver's exit status (0).
+ * whole run took, and return the driver's exit status: 0, or 1 for an incomplete run (the emulated
+ * host died; the report then holds the boots that finished).
  */
-export function finishRun<R extends { readonly startedAt: string }>(
+export function finishRun<R extends { readonly startedAt: string; readonly incomplete?: string }>(
   result: R,
   outDir: string,
   kind: string,
@@ -163,6 +189,10 @@ export function finishRun<R extends { readonly startedAt: string }>(
 ): number {
   const md = write(result, outDir, `${kind}-${result.startedAt.slice(0, 10)}`);
   say(`report: ${md} (${((Date.now() - started) / 60_000).toFixed(1)} min in all)`);
+  if (result.incomplete !== undefined) {
+    say(`error: the run is incomplete: ${result.incomplete}; the report holds the guest boots that finished`);
+    return 1;
+  }
   return 0;
 }
 

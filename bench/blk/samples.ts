@@ -105,6 +105,8 @@ export interface BlkConfig {
 }
 
 export interface BlkResult {
+  /** Set when the run ended early (the emulated host died): why, and how many boots the result holds. */
+  readonly incomplete?: string;
   readonly startedAt: string;
   readonly finishedAt: string;
   readonly environment: BlkEnvironment;

@@ -18,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { CpioWriter } from '../../src/image/cpio.js';
 import { commandCmdlineArg } from '../../src/image/guest-protocol.js';
 import { bootQemu, measuringEnvironment, QEMU_CPU_MODELS, versionLine } from '../blk/measure.js';
-import { measureMain } from '../blk/result-lines.js';
+import { measureMain, type PartialResultSink } from '../blk/result-lines.js';
 import type { OuterEnvironment } from '../blk/run-helpers.js';
 import { type BootSpec, type Invocation, profileNodeArgs, qemuMachineArgs, tsvmmRunArgs } from '../blk/vmms.js';
 import { GUEST_SCRIPT_PATH, guestCommand, guestScript, IPERF_PORT, testNames } from './guest-script.js';
@@ -110,7 +110,7 @@ function stopServer(server: ChildProcess): Promise<void> {
   });
 }
 
-export async function measure(spec: NetMeasureSpec): Promise<NetResult> {
+export async function measure(spec: NetMeasureSpec, partial?: PartialResultSink): Promise<NetResult> {
   const startedAt = new Date().toISOString();
   const loadAverageStart = loadavg();
   const command = guestCommand(`${GUEST_ADDRESS}/${PREFIX_LEN}`, HOST_ADDRESS, spec.seconds, spec.repetitions);
@@ -156,43 +156,50 @@ export async function measure(spec: NetMeasureSpec): Promise<NetResult> {
         }
         if (!s.ok) for (const n of s.notes) log(`    | ${n}`);
         runs.push(s);
+        partial?.(resultSoFar(false));
       }
     }
   } finally {
     spawnSync('ip', ['link', 'del', TAP]);
     rmSync(work, { recursive: true, force: true });
   }
-  const environment: NetEnvironment = {
-    ...measuringEnvironment(spec, loadAverageStart),
-    iperf3Version: versionLine(spec.iperf3, ['--version']),
-    pingVersion: versionLine('ping', ['-V']),
-  };
-  return {
-    startedAt,
-    finishedAt: new Date().toISOString(),
-    environment,
-    config: {
-      kernelRelease: spec.kernelRelease,
-      kernelBytes: statSync(spec.kernel).size,
-      initrdBytes: statSync(spec.initrd).size,
-      cmdline,
-      guestCommand: command,
-      vcpus: spec.vcpus,
-      memoryMib: spec.memoryMib,
-      seconds: spec.seconds,
-      repetitions: spec.repetitions,
-      rounds: spec.rounds,
-      pings: spec.pings,
-      pingIntervalSeconds: spec.pingIntervalSeconds,
-      vmms: spec.vmms,
-      tap: TAP,
-      hostAddress: HOST_ADDRESS,
-      guestAddress: GUEST_ADDRESS,
-      guestMac: GUEST_MAC,
-      ...(spec.tsvmmRevision !== undefined ? { tsvmmRevision: spec.tsvmmRevision } : {}),
-    },
-    runs,
-  };
+  return resultSoFar(true);
+
+  /** The result with the boots run so far; not `done`, it is marked incomplete (measureMain prints one after every boot). */
+  function resultSoFar(done: boolean): NetResult {
+    const environment: NetEnvironment = {
+      ...measuringEnvironment(spec, loadAverageStart),
+      iperf3Version: versionLine(spec.iperf3, ['--version']),
+      pingVersion: versionLine('ping', ['-V']),
+    };
+    return {
+      ...(done ? {} : { incomplete: `${runs.length} of ${spec.rounds * spec.vmms.length} guest boots done` }),
+      startedAt,
+      finishedAt: new Date().toISOString(),
+      environment,
+      config: {
+        kernelRelease: spec.kernelRelease,
+        kernelBytes: statSync(spec.kernel).size,
+        initrdBytes: statSync(spec.initrd).size,
+        cmdline,
+        guestCommand: command,
+        vcpus: spec.vcpus,
+        memoryMib: spec.memoryMib,
+        seconds: spec.seconds,
+        repetitions: spec.repetitions,
+        rounds: spec.rounds,
+        pings: spec.pings,
+        pingIntervalSeconds: spec.pingIntervalSeconds,
+        vmms: spec.vmms,
+        tap: TAP,
+        hostAddress: HOST_ADDRESS,
+        guestAddress: GUEST_ADDRESS,
+        guestMac: GUEST_MAC,
+        ...(spec.tsvmmRevision !== undefined ? { tsvmmRevision: spec.tsvmmRevision } : {}),
+      },
+      runs,
+    };
+  }
 }
 
 await measureMain(import.meta.url, measure);

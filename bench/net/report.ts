@@ -148,6 +148,9 @@ export function writeReport(result: NetResult, dir: string, base: string): strin
       '',
     );
   }
+  if (result.incomplete !== undefined) {
+    L.push(`> **Incomplete run:** ${result.incomplete}. Every table holds only the guest boots that finished; the rounds the run was set for did not all happen.`, '');
+  }
 
   if (both) {
     L.push(`## Targets (issue #6): at least ${TARGET_RATIO.toFixed(1)}× QEMU's throughput, no worse latency`, '');

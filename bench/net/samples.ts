@@ -87,6 +87,8 @@ export interface NetConfig {
 }
 
 export interface NetResult {
+  /** Set when the run ended early (the emulated host died): why, and how many boots the result holds. */
+  readonly incomplete?: string;
   readonly startedAt: string;
   readonly finishedAt: string;
   readonly environment: NetEnvironment;

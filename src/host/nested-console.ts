@@ -9,7 +9,10 @@ import { MARKER_PREFIX } from './nested-init.js';
 
 export type ConsolePhase = 'boot' | 'command' | 'done' | 'setup-failed';
 
-const PANIC = /Kernel panic - not syncing:[^\n]*/;
+/** A panic line, once its end has arrived (a chunk may end mid-line: the reason would be cut short). */
+const PANIC = /Kernel panic - not syncing:[^\n]*\n/;
+/** At the console's end, a panic line without its newline too. */
+const PANIC_AT_END = /Kernel panic - not syncing:[^\n]*$/;
 /** The kernel's soft-lockup watchdog report (kernel/watchdog.c); printed at KERN_EMERG, so `loglevel=1` lets it through. */
 const SOFT_LOCKUP = /BUG: soft lockup - CPU#(\d+) stuck for (\d+)s![^\n]*/g;
 
@@ -88,6 +91,7 @@ export class NestedConsole {
   /** The console closed: release any held-back output. */
   end(): void {
     this.feed(this.decoder.end());
+    this.notePanic(this.phase_ === 'boot' ? this.boot : this.out.slice(-4096) + this.held, true);
     if (this.phase_ === 'command' && this.held !== '') {
       this.emit(this.held);
       this.held = '';
@@ -186,9 +190,9 @@ export class NestedConsole {
     this.lockupScanFrom = end;
   }
 
-  private notePanic(text: string): void {
+  private notePanic(text: string, atEnd = false): void {
     if (this.panic !== undefined) return;
-    const m = PANIC.exec(text);
-    if (m !== null) this.panic = m[0].replace(/\r$/, '');
+    const m = PANIC.exec(text) ?? (atEnd ? PANIC_AT_END.exec(text) : null);
+    if (m !== null) this.panic = m[0].replace(/\r?\n?$/, '');
   }
 }

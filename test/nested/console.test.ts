@@ -41,6 +41,18 @@ test('a kernel panic is noticed', () => {
   assert.match(c.tail(1), /Kernel Offset/);
 });
 
+test('a panic line split across chunks is taken whole; one the console ended in is taken as it is', () => {
+  const c = new NestedConsole(NONCE);
+  c.push(Buffer.from(`${M}begin\nok\n[ 293.6] Kernel panic - not syncing: Fata`));
+  assert.equal(c.kernelPanic, undefined, 'not before the line is complete');
+  c.push(Buffer.from('l exception in interrupt\r\n[ 293.7] Kernel Offset: disabled\r\n'));
+  assert.equal(c.kernelPanic, 'Kernel panic - not syncing: Fatal exception in interrupt');
+  const d = new NestedConsole(NONCE);
+  d.push(Buffer.from('[ 2.1] Kernel panic - not syncing: VFS: Unable to mount root'));
+  d.end();
+  assert.equal(d.kernelPanic, 'Kernel panic - not syncing: VFS: Unable to mount root');
+});
+
 test('soft-lockup reports are noticed in boot and command output, split across chunks; the worst one wins', () => {
   const c = new NestedConsole(NONCE);
   c.push(Buffer.from('[ 9.0] watchdog: BUG: soft lockup - CPU#1 stuck for 22s! [swapper/1:0]\r\n'));
