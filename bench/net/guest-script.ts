@@ -26,6 +26,13 @@ export const GUEST_SCRIPT_PATH = '/bench/net.sh';
 export const PING_DONE_PORT = 5999;
 /** The iperf3 server's port on the host. */
 export const IPERF_PORT = 5201;
+/**
+ * How long past its -t a test may run before the guest gives up on it (busybox `timeout`), so a
+ * test that never ends costs one failed test, not the boot. iperf3 3.12's server can drop a test
+ * whose data keeps arriving 5 s past -t (esnet/iperf#753: "select failed: Bad file descriptor",
+ * seen in the nested host), and the client then waits for its results for ever.
+ */
+export const TEST_GRACE_SECONDS = 60;
 
 export const MARK = {
   info: 'NET-INFO ',
@@ -80,7 +87,8 @@ export function directionOf(name: string): Direction {
  *
  * - eth0 comes up with a link-local address on the tap's subnet; the guest pings the host until it
  *   answers (the tap's carrier, ARP), so the first test does not pay for either.
- * - `iperf3 -c HOST -t S -J` (one TCP stream, iperf3's default 128 KiB writes), `-R` for host → guest.
+ * - `iperf3 -c HOST -t S -J` (one TCP stream, iperf3's default 128 KiB writes), `-R` for host → guest,
+ *   ended by `timeout` TEST_GRACE_SECONDS after it should have finished.
  * - `nc -l -p PORT` (busybox) blocks until the harness connects once its ping is over; `timeout`
  *   bounds it should the harness never come.
  */
@@ -115,7 +123,7 @@ while [ $r -le $reps ]; do
     name=$dir-$r; flag=; [ $dir = h2g ] && flag=-R
     gstat $name before
     echo "${MARK.begin}$name"
-    iperf3 -c $host -p ${IPERF_PORT} -t $secs -J $flag > /tmp/$name.json 2> /tmp/$name.err
+    timeout $((secs + ${TEST_GRACE_SECONDS})) iperf3 -c $host -p ${IPERF_PORT} -t $secs -J $flag > /tmp/$name.json 2> /tmp/$name.err
     st=$?
     echo "${MARK.end}$name $st"
     gstat $name after
