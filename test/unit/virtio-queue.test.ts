@@ -86,6 +86,27 @@ test('used elements, notification suppression flags and the used index', () => {
   assert.equal(queue.enableNotification(), true);
 });
 
+test('staged used elements stay invisible until published, then appear together (a mergeable frame, §5.1.6.4.2)', () => {
+  const { queue, desc, publish, chain, memory } = setup();
+  for (let i = 0; i < 3; i++) {
+    desc(i, 0x8000 + 0x100 * i, 0x100, WRITE);
+    publish(i);
+  }
+  const heads: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    assert.equal(queue.pop(chain), true);
+    heads.push(chain.head);
+  }
+  queue.stageUsed(heads[0]!, 0x100);
+  queue.stageUsed(heads[1]!, 0x100);
+  assert.equal(memory.readU16(USED + 2), 0, 'a driver polling now sees none of the frame');
+  queue.stageUsed(heads[2]!, 0x20);
+  queue.publishUsed();
+  assert.equal(memory.readU16(USED + 2), 3, 'all three at once');
+  assert.deepEqual([0, 1, 2].map((i) => [memory.readU32(USED + 4 + 8 * i), memory.readU32(USED + 8 + 8 * i)]), [[heads[0], 0x100], [heads[1], 0x100], [heads[2], 0x20]]);
+  assert.equal(queue.needsNotification(), true);
+});
+
 test('EVENT_IDX: vring_need_event across the 16-bit wrap', () => {
   const { queue, desc, publish, chain, memory } = setup({ eventIdx: true });
   desc(0, 0x8000, 16, WRITE);

@@ -705,16 +705,18 @@ export class VirtioNet implements VirtioDevice {
     first.writeBytes(this.numBuffers, NET_HDR_NUM_BUFFERS);
     // §5.1.6.4.1: without VIRTIO_NET_F_GUEST_CSUM the device sets flags to zero (the tap may say DATA_VALID).
     if (!this.guestCsum) first.writeBytes(this.zeroByte, NET_HDR_FLAGS);
+    // Every chain of the frame becomes visible at once (§5.1.6.4.2; SplitQueue.stageUsed says why).
     let left = n;
     for (let c = 0; c < count; c++) {
       const chain = this.rxChains[this.rxStart]!;
       const used = Math.min(left, chain.writableBytes);
-      queue.addUsed(chain.head, used);
+      queue.stageUsed(chain.head, used);
       left -= used;
       this.rxCapacity -= chain.writableBytes;
       this.rxStart = (this.rxStart + 1) % NET_QUEUE_SIZE;
       this.rxCount--;
     }
+    queue.publishUsed();
     this.metrics.rxFrames++;
     this.metrics.rxBytes += n - VIRTIO_NET_HDR_SIZE;
   }

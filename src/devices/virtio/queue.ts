@@ -303,15 +303,33 @@ export class SplitQueue {
    * before the index that exposes it).
    */
   addUsed(head: number, len: number): void {
-    if (!this.ready) return;
+    if (this.stageUsed(head, len)) this.publishUsed();
+  }
+
+  /**
+   * Write a used element without exposing it yet: publishUsed() exposes every element staged
+   * since, at once. For what must reach the driver together: with VIRTIO_NET_F_MRG_RXBUF a frame
+   * spread over several buffers (§5.1.6.4.2: the device uses them all together, so the driver
+   * finds num_buffers used buffers; Linux's virtio_net, polling on another vCPU while the device
+   * is mid-frame, otherwise finds the first without the rest and drops the frame: "rx error:
+   * buffers missing"). Returns false when the element was refused (the queue failed).
+   */
+  stageUsed(head: number, len: number): boolean {
+    if (!this.ready) return false;
     if (!Number.isInteger(head) || head < 0 || head >= this.size || !Number.isInteger(len) || len < 0 || len >= FOUR_GIB) {
       this.fail(`device returned an impossible used element (head ${head}, len ${len})`);
-      return;
+      return false;
     }
     const slot = this.nextUsed & this.mask;
     this.used32[USED_RING_U32 + 2 * slot] = head;
     this.used32[USED_RING_U32 + 2 * slot + 1] = len;
     this.nextUsed = (this.nextUsed + 1) & 0xffff;
+    return true;
+  }
+
+  /** Expose the used elements staged so far (one store of used.idx, after the elements: §2.7.8). */
+  publishUsed(): void {
+    if (!this.ready) return;
     Atomics.store(this.used16, USED_IDX, this.nextUsed);
   }
 
