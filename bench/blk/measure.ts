@@ -78,6 +78,23 @@ export function cpuModelName(): string {
   }
 }
 
+/**
+ * How every benchmark result begins: when it ran, and, for a partial result printed after a guest
+ * boot (measureMain), that it holds only `bootsDone` of the `bootsPlanned` boots.
+ */
+export function resultTimes(startedAt: string, done: boolean, bootsDone: number, bootsPlanned: number): { readonly incomplete?: string; readonly startedAt: string; readonly finishedAt: string } {
+  return { ...(done ? {} : { incomplete: `${bootsDone} of ${bootsPlanned} guest boots done` }), startedAt, finishedAt: new Date().toISOString() };
+}
+
+/** The guest both VMMs booted, as every benchmark's config records it. */
+export function guestConfig(
+  spec: { readonly kernel: string; readonly kernelRelease: string; readonly initrd: string; readonly vcpus: number; readonly memoryMib: number },
+  cmdline: string,
+  guestCommand: string,
+): { readonly kernelRelease: string; readonly kernelBytes: number; readonly initrdBytes: number; readonly cmdline: string; readonly guestCommand: string; readonly vcpus: number; readonly memoryMib: number } {
+  return { kernelRelease: spec.kernelRelease, kernelBytes: statSync(spec.kernel).size, initrdBytes: statSync(spec.initrd).size, cmdline, guestCommand, vcpus: spec.vcpus, memoryMib: spec.memoryMib };
+}
+
 /** The measuring host at the end of a run that started at `loadAverageStart`, and the machine under it when `spec` says. */
 export function measuringEnvironment(spec: { readonly qemu: string; readonly outer?: OuterEnvironment; readonly outerSummary?: string }, loadAverageStart: readonly number[]): MeasuringEnvironment {
   return {
@@ -167,18 +184,10 @@ export async function measure(spec: BlkMeasureSpec, partial?: PartialResultSink)
   function resultSoFar(done: boolean): BlkResult {
     const environment: BlkEnvironment = { ...measuringEnvironment(spec, loadAverageStart), imageFsType: fsTypeOf(image) };
     return {
-      ...(done ? {} : { incomplete: `${runs.length} of ${spec.rounds * spec.vmms.length} guest boots done` }),
-      startedAt,
-      finishedAt: new Date().toISOString(),
+      ...resultTimes(startedAt, done, runs.length, spec.rounds * spec.vmms.length),
       environment,
       config: {
-        kernelRelease: spec.kernelRelease,
-        kernelBytes: statSync(spec.kernel).size,
-        initrdBytes: statSync(spec.initrd).size,
-        cmdline,
-        guestCommand: command,
-        vcpus: spec.vcpus,
-        memoryMib: spec.memoryMib,
+        ...guestConfig(spec, cmdline, command),
         imageMib: spec.imageMib,
         imagePath: image,
         runtimeSeconds: spec.runtimeSeconds,

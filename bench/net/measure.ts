@@ -11,13 +11,13 @@
  * the console is the only way out.
  */
 import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
-import { appendFileSync, copyFileSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { appendFileSync, copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CpioWriter } from '../../src/image/cpio.js';
 import { commandCmdlineArg } from '../../src/image/guest-protocol.js';
-import { bootQemu, measuringEnvironment, QEMU_CPU_MODELS, versionLine } from '../blk/measure.js';
+import { bootQemu, guestConfig, measuringEnvironment, QEMU_CPU_MODELS, resultTimes, versionLine } from '../blk/measure.js';
 import { measureMain, type PartialResultSink } from '../blk/result-lines.js';
 import type { OuterEnvironment } from '../blk/run-helpers.js';
 import { type BootSpec, type Invocation, profileNodeArgs, qemuMachineArgs, tsvmmRunArgs } from '../blk/vmms.js';
@@ -173,18 +173,10 @@ export async function measure(spec: NetMeasureSpec, partial?: PartialResultSink)
       pingVersion: versionLine('ping', ['-V']),
     };
     return {
-      ...(done ? {} : { incomplete: `${runs.length} of ${spec.rounds * spec.vmms.length} guest boots done` }),
-      startedAt,
-      finishedAt: new Date().toISOString(),
+      ...resultTimes(startedAt, done, runs.length, spec.rounds * spec.vmms.length),
       environment,
       config: {
-        kernelRelease: spec.kernelRelease,
-        kernelBytes: statSync(spec.kernel).size,
-        initrdBytes: statSync(spec.initrd).size,
-        cmdline,
-        guestCommand: command,
-        vcpus: spec.vcpus,
-        memoryMib: spec.memoryMib,
+        ...guestConfig(spec, cmdline, command),
         seconds: spec.seconds,
         repetitions: spec.repetitions,
         rounds: spec.rounds,
