@@ -23,8 +23,11 @@ import koffi from 'koffi';
 
 /** uv_handle_type's UV_POLL (uv.h, UV_HANDLE_TYPE_MAP order). */
 const UV_POLL = 8;
-/** uv_poll_event's UV_READABLE (uv.h). */
-const UV_READABLE = 1;
+/** uv_poll_event's bits (uv.h): what a watch asks for, and what its callback reports. */
+export const UV_READABLE = 1;
+export const UV_WRITABLE = 2;
+/** The peer hung up (EPOLLRDHUP); reported only when asked for. */
+export const UV_DISCONNECT = 4;
 
 interface LibuvBinding {
   loop: unknown;
@@ -75,11 +78,15 @@ function libuv(): LibuvBinding | null {
   return binding;
 }
 
-/** A file descriptor watched for readability by the main thread's event loop. */
+/** A file descriptor watched for readiness by the main thread's event loop. */
 export interface MainLoopFdWatch {
-  /** Call onReadable while the fd is readable (level-triggered), from the next loop iteration on. Idempotent. */
-  start(): void;
-  /** Stop calling onReadable until start(). Idempotent. */
+  /**
+   * Call onReady while the fd is ready for any of `events` (UV_READABLE by default, or a mask of
+   * UV_READABLE, UV_WRITABLE and UV_DISCONNECT), level-triggered, from the next loop iteration on.
+   * Called again with other events it changes the interest; with the same ones it does nothing.
+   */
+  start(events?: number): void;
+  /** Stop calling onReady until start(). Idempotent. */
   stop(): void;
   /** Stop for good and release the handle; resolves once libuv has let go of it. The fd stays open. */
   close(): Promise<void>;
@@ -91,21 +98,22 @@ export function canWatchOnMainLoop(): boolean {
 }
 
 /**
- * Watch `fd` for readability on the main thread's loop: `onReadable(status)` runs on the main
- * thread, status 0, or a negative libuv error (the fd went bad). `onReadable` must not throw
- * (its exceptions are reported through `onError` and the watch stopped). Undefined when this
- * process cannot do it (or no koffi callback is left); wait another way then. A started watch
- * keeps the process alive.
+ * Watch `fd` on the main thread's loop: `onReady(status, events)` runs on the main thread with
+ * status 0 and the ready uv_poll_event bits, or a negative libuv error (the fd went bad; libuv has
+ * stopped the watch then). `onReady` must not throw (its exceptions are reported through
+ * `onError` and the watch stopped). Undefined when this process cannot do it (or no koffi
+ * callback is left); wait another way then. A started watch keeps the process alive.
  */
-export function watchFdOnMainLoop(fd: number, onReadable: (status: number) => void, onError: (error: Error) => void): MainLoopFdWatch | undefined {
+export function watchFdOnMainLoop(fd: number, onReady: (status: number, events: number) => void, onError: (error: Error) => void): MainLoopFdWatch | undefined {
   const uv = libuv();
   if (uv === null) return undefined;
   // The callback first: koffi has a fixed number of them, and running out must leave nothing behind.
   let callback: koffi.IKoffiRegisteredCallback;
   try {
-    callback = koffi.register((_handle: unknown, status: number) => {
+    callback = koffi.register((_handle: unknown, status: number, events: number) => {
       try {
-        onReadable(status);
+        if (status < 0) watch.stop();
+        onReady(status, events);
       } catch (e) {
         // libuv called us outside any JavaScript frame: an exception must not escape into it.
         watch.stop();
@@ -121,19 +129,22 @@ export function watchFdOnMainLoop(fd: number, onReadable: (status: number) => vo
     koffi.unregister(callback);
     return undefined;
   }
-  let started = false;
+  /** The events being watched; 0 when stopped. */
+  let watching = 0;
   let closed: Promise<void> | undefined;
   const watch: MainLoopFdWatch = {
-    start() {
-      if (started || closed !== undefined) return;
-      const r = uv.pollStart(handle, UV_READABLE, callback);
+    start(events = UV_READABLE) {
+      if (events === watching || closed !== undefined) return;
+      if (events === 0) return watch.stop();
+      // On an active handle uv_poll_start only changes the interest (libuv docs, uv_poll_start).
+      const r = uv.pollStart(handle, events, callback);
       if (r !== 0) throw new Error(`uv_poll_start on fd ${fd} failed (libuv error ${r})`);
-      started = true;
+      watching = events;
     },
     stop() {
-      if (!started) return;
+      if (watching === 0) return;
       uv.pollStop(handle);
-      started = false;
+      watching = 0;
     },
     close() {
       if (closed !== undefined) return closed;

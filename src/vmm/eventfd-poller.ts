@@ -31,18 +31,24 @@
  * Events are read into one reused buffer and dispatched to handlers registered up front, so nothing else is allocated per
  * notification. A started poller keeps the event loop (and so the process) alive: close() it.
  *
- * Besides eventfds the same epoll instance watches other file descriptors for readiness
- * (watchFd): a virtio-net tap, readable when a frame waits for the guest and writable again after
- * a write met EAGAIN. Such a watch is level-triggered like the rest, and its interest can be
- * switched off and on cheaply (one epoll_ctl, no allocation): a device without guest buffers
- * stops watching readability, so the frames wait in the kernel's queue instead of waking us in a
- * loop, and watches again when the guest adds buffers. Switched off, the fd is out of the epoll
- * set altogether (EPOLL_CTL_DEL), since epoll reports EPOLLERR and EPOLLHUP even for an empty
- * interest set and a hung-up socket would otherwise wake the poller forever.
+ * Besides eventfds the poller watches other file descriptors for readiness (watchFd): a
+ * virtio-net tap, readable when a frame waits for the guest and writable again after a write met
+ * EAGAIN. On the main loop such an fd gets a poll handle of its own too (a received frame then
+ * costs no epoll_wait of ours); otherwise it sits in the epoll instance. Either way the watch is
+ * level-triggered like the rest, and its interest can be switched off and on cheaply (one call,
+ * no allocation): a device without guest buffers stops watching readability, so the frames wait
+ * in the kernel's queue instead of waking us in a loop, and watches again when the guest adds
+ * buffers. Switched off, the fd is out of the epoll set altogether (uv_poll_stop, or
+ * EPOLL_CTL_DEL), since epoll reports EPOLLERR and EPOLLHUP even for an empty interest set and a
+ * hung-up socket would otherwise wake the poller forever.
  */
 import { EventFd } from '../kvm/eventfd.js';
-import { type MainLoopFdWatch, canWatchOnMainLoop, watchFdOnMainLoop } from '../kvm/main-loop-poll.js';
+import { type MainLoopFdWatch, UV_DISCONNECT, UV_READABLE, UV_WRITABLE, canWatchOnMainLoop, watchFdOnMainLoop } from '../kvm/main-loop-poll.js';
 import {
+  EPOLLERR,
+  EPOLLHUP,
+  EPOLLIN,
+  EPOLLOUT,
   EPOLL_CTL_ADD,
   EPOLL_CTL_DEL,
   EPOLL_CTL_MOD,
@@ -92,6 +98,8 @@ class FdWatchEntry implements FdWatch {
   readonly kind = 'fd';
   events = 0;
   removed = false;
+  /** The main loop's own watch of this fd (main-loop mode); undefined when it goes through the epoll set. */
+  loopWatch: MainLoopFdWatch | undefined;
 
   constructor(
     private readonly poller: EventFdPoller,
@@ -114,10 +122,20 @@ class FdWatchEntry implements FdWatch {
     this.setEvents(0);
     this.removed = true;
     this.poller.forget(this.token);
+    // uv_close takes the fd out of the loop's epoll set at once; only freeing the handle waits.
+    if (this.loopWatch !== undefined) void this.loopWatch.close();
   }
 }
 
 type Watch = EventFdWatch | FdWatchEntry;
+
+/**
+ * A watch's epoll interest (EPOLLIN, EPOLLOUT) as uv_poll events, always with UV_DISCONNECT: epoll
+ * reports a hang-up whatever the interest, and a handler must hear of it the same way on either path.
+ */
+function loopEvents(events: number): number {
+  return ((events & EPOLLIN) !== 0 ? UV_READABLE : 0) | ((events & EPOLLOUT) !== 0 ? UV_WRITABLE : 0) | UV_DISCONNECT;
+}
 
 export class EventFdPoller {
   /** Wake-ups that found work: an epoll_wait with events, or a doorbell the loop reported (for metrics and tests). */
@@ -138,7 +156,7 @@ export class EventFdPoller {
   private resolveStopped: (() => void) | undefined;
   /** The main loop's watch of the epoll fd, when this process can have one (see start()). */
   private loopWatch: MainLoopFdWatch | undefined;
-  /** Eventfds get a main-loop watch of their own (decided once, in the constructor). */
+  /** Eventfds and watched fds get a main-loop watch of their own (decided once, in the constructor). */
   private readonly eventFdsOnLoop: boolean;
 
   /**
@@ -203,6 +221,9 @@ export class EventFdPoller {
     if (this.closing) throw new Error('the eventfd poller is closed');
     if (this.watches.some((w) => w?.kind === 'fd' && w.fd === fd)) throw new Error(`fd ${fd} is already watched`);
     const watch = new FdWatchEntry(this, fd, this.watches.length, onReady);
+    // On the main loop the fd gets a poll handle of its own, as the eventfds do: a ready tap then
+    // reaches its handler directly, without the zero-timeout epoll_wait on the shared epoll fd.
+    if (this.eventFdsOnLoop) watch.loopWatch = watchFdOnMainLoop(fd, (status, ready) => this.onFdReady(watch, status, ready), (e) => this.onError(e));
     this.watches.push(watch);
     watch.setEvents(events);
     return watch;
@@ -211,6 +232,12 @@ export class EventFdPoller {
   /** @internal An FdWatch's interest changed from `previous` to `next` (not both 0). */
   updateInterest(watch: FdWatchEntry, previous: number, next: number): void {
     if (this.closed) return;
+    if (watch.loopWatch !== undefined) {
+      // Stopped, the fd is out of the loop's epoll set; started only while the poller runs.
+      if (next === 0) watch.loopWatch.stop();
+      else if (this.running && !this.paused && !this.closing) watch.loopWatch.start(loopEvents(next));
+      return;
+    }
     if (next === 0) {
       try {
         epollCtl(this.epfd, EPOLL_CTL_DEL, watch.fd, watch.token);
@@ -248,7 +275,7 @@ export class EventFdPoller {
       this.parked = false;
       if (this.loopWatch !== undefined) {
         this.loopWatch.start();
-        this.forEachLoopWatch((w) => w.start());
+        this.startLoopWatches();
       } else this.waitOnThreadpool();
     }
   }
@@ -265,7 +292,7 @@ export class EventFdPoller {
       if (this.paused) this.parked = true;
       else {
         this.loopWatch.start();
-        this.forEachLoopWatch((w) => w.start());
+        this.startLoopWatches();
       }
     } else this.waitOnThreadpool();
   }
@@ -297,8 +324,36 @@ export class EventFdPoller {
     this.stopFd.close();
   }
 
+  /** Start every eventfd's and fd's own loop watch, each fd with its interest (none: stays stopped). */
+  private startLoopWatches(): void {
+    for (const w of this.watches) {
+      if (w?.loopWatch === undefined) continue;
+      if (w.kind === 'eventfd') w.loopWatch.start();
+      else if (w.events !== 0) w.loopWatch.start(loopEvents(w.events));
+    }
+  }
+
   private forEachLoopWatch(f: (w: MainLoopFdWatch) => void): void {
-    for (const w of this.watches) if (w?.kind === 'eventfd' && w.loopWatch !== undefined) f(w.loopWatch);
+    for (const w of this.watches) if (w?.loopWatch !== undefined) f(w.loopWatch);
+  }
+
+  /** The main loop saw a watched fd ready (its own loop watch): call its handler with epoll's bits. */
+  private onFdReady(watch: FdWatchEntry, status: number, ready: number): void {
+    if (this.closing || this.paused || watch.removed || watch.events === 0) return;
+    this.wakeups++;
+    let events: number;
+    if (status < 0) {
+      // libuv's report of POLLERR: it stopped the handle, so the watch's interest is none until set again.
+      events = EPOLLERR;
+      watch.events = 0;
+    } else events = (ready & UV_READABLE ? EPOLLIN : 0) | (ready & UV_WRITABLE ? EPOLLOUT : 0) | (ready & UV_DISCONNECT ? EPOLLHUP : 0);
+    try {
+      watch.onReady(events);
+    } catch (e) {
+      // A level-triggered fd whose handler keeps throwing would wake us forever: stop watching it.
+      watch.setEvents(0);
+      this.onError(e instanceof Error ? e : new Error(String(e)));
+    }
   }
 
   /** The main loop saw an eventfd with a watch of its own readable: reset it and call its handler. */

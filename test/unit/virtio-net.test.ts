@@ -626,14 +626,15 @@ test('the backend hanging up stops the device watching it (no spin) until a rese
 
 // ---- the poller's fd watches
 
-test('EventFdPoller.watchFd: level-triggered readiness that can be switched off and on, next to eventfds', async (t) => {
-  const poller = new EventFdPoller();
-  const [a, b] = socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC);
+for (const mode of ['main-loop', 'threadpool'] as const) test(`EventFdPoller.watchFd (${mode}): level-triggered readiness that can be switched off and on, next to eventfds; a hang-up is EPOLLHUP`, async (t) => {
+  const poller = new EventFdPoller(undefined, mode);
+  const [a, peer] = socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC);
+  let b = peer;
   const doorbell = new EventFd();
   t.after(async () => {
     await poller.close();
     closeSync(a);
-    closeSync(b);
+    if (b >= 0) closeSync(b);
     doorbell.close();
   });
   const seen: number[] = [];
@@ -679,7 +680,22 @@ test('EventFdPoller.watchFd: level-triggered readiness that can be switched off 
   writeSync(b, Buffer.from('three'));
   await new Promise((resolve) => setTimeout(resolve, 30));
   assert.equal(seen.length, settled, 'removed');
-  assert.equal(poller.watchFd(a, () => {}).events, 0, 'the fd can be watched again once removed; interest 0 until set');
+  const again: number[] = [];
+  const rewatch = poller.watchFd(a, (events) => {
+    again.push(events);
+    rewatch.setEvents(0);
+  });
+  assert.equal(rewatch.events, 0, 'the fd can be watched again once removed; interest 0 until set');
+  rewatch.setEvents(EPOLLIN);
+  assert.ok(await waitUntil(() => again.length === 1), 'the frame left from before wakes the new watch');
+  assert.equal(again[0], EPOLLIN);
+
+  // The peer goes away: either way of waiting reports the hang-up as epoll would.
+  closeSync(b);
+  b = -1;
+  rewatch.setEvents(EPOLLIN);
+  assert.ok(await waitUntil(() => again.length === 2));
+  assert.ok((again[1]! & EPOLLHUP) !== 0, `events 0x${again[1]!.toString(16)} include EPOLLHUP`);
 });
 
 // ---- fuzz
