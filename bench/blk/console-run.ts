@@ -2,8 +2,9 @@
  * What every benchmark guest boot has in common, whatever it measures: spawn the VMM, split its
  * console into lines, follow the guest script's common markers (the INFO line, DONE, ERROR, and
  * sections of gzip + base64 JSON or error text between BEGIN/END markers named after a job or
- * test), kill it on timeout, and report how the boot ended. The benchmark's own markers go to
- * its `onLine`, which can read the VMM's CPU time at the moment a marker arrives.
+ * test), on timeout describe what the VMM was doing (stall-report.ts) and stop it, and report
+ * how the boot ended. The benchmark's own markers go to its `onLine`, which can read the VMM's
+ * CPU time at the moment a marker arrives.
  * Used by bench/blk/vmm-run.ts and bench/net/vmm-run.ts.
  */
 import { spawn } from 'node:child_process';
@@ -11,6 +12,7 @@ import { performance } from 'node:perf_hooks';
 import { gunzipSync } from 'node:zlib';
 import { type CpuSnapshot, cpuSnapshot } from './proc-cpu.js';
 import { type KvmStats, kvmStatsSnapshot } from './kvm-stats.js';
+import { describeStall } from './stall-report.js';
 import type { RunSampleBase, VmmKind } from './samples.js';
 import type { Invocation } from './vmms.js';
 
@@ -67,6 +69,11 @@ export interface ConsoleRunEnd {
   readonly problems: readonly string[];
 }
 
+/** After SIGTERM on a timeout, how long the VMM may take to stop before SIGKILL. */
+const TERM_GRACE_MS = 5000;
+/** Lines kept from the console and stderr of a boot (a stall report adds one per thread). */
+const NOTES_KEPT = 20;
+
 const ESCAPES = /\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Za-z0-9]|\x1b[=>cM78]/g;
 
 /** The guest's gzip + base64 lines back to text; undefined when they do not decode (the job then reports it). */
@@ -112,7 +119,8 @@ export function runConsole(o: ConsoleRunOptions): Promise<ConsoleRunEnd> {
     let timedOut = false;
     let spawnError: string | undefined;
 
-    const child = spawn(o.invocation.command, [...o.invocation.args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // TSVMM_STOP_REPORT: tsvmm stopped by the timeout's SIGTERM prints its devices' state (QEMU ignores it).
+    const child = spawn(o.invocation.command, [...o.invocation.args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TSVMM_STOP_REPORT: '1' } });
     const pid = child.pid;
     const mark = (): Mark => ({ at: since(), cpu: pid === undefined ? undefined : cpuSnapshot(pid), kvm: pid === undefined ? undefined : kvmStatsSnapshot(pid) });
 
@@ -170,9 +178,17 @@ export function runConsole(o: ConsoleRunOptions): Promise<ConsoleRunEnd> {
     child.on('error', (e) => {
       spawnError = e.message;
     });
+    let killTimer: NodeJS.Timeout | undefined;
     const timer = setTimeout(() => {
       timedOut = true;
-      child.kill('SIGKILL');
+      // First what the process was doing (its threads and KVM's counters), then SIGTERM so it can
+      // say how it stopped, and SIGKILL if it does not.
+      void (pid === undefined ? Promise.resolve([]) : describeStall(pid)).then((lines) => {
+        for (const l of lines) note(l);
+        o.log(`  ${o.vmm}: timed out after ${(o.timeoutMs / 1000).toFixed(0)} s; stopping it (what it was doing goes into the boot's notes)`);
+        child.kill('SIGTERM');
+        killTimer = setTimeout(() => child.kill('SIGKILL'), TERM_GRACE_MS);
+      });
     }, o.timeoutMs);
     let exitMs: number | undefined;
     child.on('exit', () => {
@@ -180,6 +196,7 @@ export function runConsole(o: ConsoleRunOptions): Promise<ConsoleRunEnd> {
     });
     child.on('close', (status, signal) => {
       clearTimeout(timer);
+      clearTimeout(killTimer);
       out.end();
       err.end();
       const problems: string[] = [];
@@ -199,7 +216,7 @@ export function runConsole(o: ConsoleRunOptions): Promise<ConsoleRunEnd> {
           guestInfo,
           argv: [o.invocation.command, ...o.invocation.args],
           ...(o.cpuModel !== undefined ? { cpuModel: o.cpuModel } : {}),
-          notes: notes.slice(-12),
+          notes: notes.slice(-NOTES_KEPT),
         },
         problems,
       });

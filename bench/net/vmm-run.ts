@@ -181,7 +181,7 @@ export async function runVmm(o: NetRunOptions): Promise<NetRunSample> {
     ...end.sample,
     ok: problems.length === 0,
     ...(problems.length > 0 ? { problem: problems.join('; ') } : {}),
-    notes: [...end.sample.notes, ...notes].slice(-12),
+    notes: [...end.sample.notes, ...notes].slice(-20),
     ...(ping !== undefined ? { ping } : {}),
     tests,
   };

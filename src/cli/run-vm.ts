@@ -41,6 +41,10 @@ async function runHere(opts: CliVmOptions): Promise<number> {
   const vm = local.vm;
   let stoppedBy: NodeJS.Signals | undefined;
   const onSignal = (signal: NodeJS.Signals): void => {
+    if (stoppedBy === undefined && process.env['TSVMM_STOP_REPORT'] === '1') {
+      // What the guest's devices were doing when stopped from outside (benchmarks set this to explain a hung boot).
+      for (const line of vm.describeState()) say(`state: ${line}`);
+    }
     stoppedBy ??= signal;
     vm.stop(`stopped by ${signal}`);
   };

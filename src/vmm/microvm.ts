@@ -443,6 +443,19 @@ export class MicroVm {
     };
   }
 
+  /**
+   * What the VM's devices were doing, for a report when it is stopped from outside (`tsvmm run`
+   * with TSVMM_STOP_REPORT=1): the console UART's registers and interrupt line, each vCPU's exits,
+   * and the counters of metrics().
+   */
+  describeState(): string[] {
+    return [
+      `serial COM1: ${this.serial.describeState()}`,
+      ...this.machine.exitCounts().map((c, i) => `vcpu ${i}: exits ${c.total} (io ${c.io}, mmio ${c.mmio}, intr ${c.intr})`),
+      `metrics: ${JSON.stringify(this.metrics())}`,
+    ];
+  }
+
   /** The last console output as text. */
   consoleTail(): string {
     return this.tail.text();

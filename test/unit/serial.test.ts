@@ -68,6 +68,20 @@ test('THRE interrupt: raised on enabling ETBEI, cleared by reading IIR, re-armed
   assert.deepEqual(out, [0x41]);
 });
 
+test('describeState reports the registers and the interrupt line without the side effects of a guest read', () => {
+  const { inb, outb, irq, serial } = uart();
+  outb(FCR, 0x01);
+  outb(IER, 0x02);
+  const state = serial.describeState();
+  assert.match(state, /ier=0x02 iir=0xc2 .*thre_latch=1 irq=high/);
+  assert.equal(serial.describeState(), state, 'describing twice changes nothing');
+  assert.equal(irq.level, true, 'the THRE interrupt is still pending');
+  assert.equal(inb(IIR), 0xc2);
+  assert.match(serial.describeState(), /iir=0xc1 .*thre_latch=0 irq=low/);
+  outb(THR, 0x41);
+  assert.match(serial.describeState(), /tx_buffered=1/);
+});
+
 test('transmit: LSR stays THRE|TEMT, output flushed on newline and on a microtask', async () => {
   const { inb, outb, out } = uart();
   for (const b of ascii('hi\n')) {

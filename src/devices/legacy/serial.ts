@@ -466,6 +466,15 @@ export class Serial16550 implements BusDevice {
     return this.irqLevel;
   }
 
+  /**
+   * The registers and interrupt state in one line, read without the side effects a guest read
+   * has (IIR and LSR reads clear bits): for a VMM's report on a guest that stopped talking.
+   */
+  describeState(): string {
+    const hex = (n: number): string => `0x${n.toString(16).padStart(2, '0')}`;
+    return `ier=${hex(this.ier)} iir=${hex((this.fifoEnabled ? IIR_FIFOS_ENABLED : 0) | this.highestPendingInterrupt())} lcr=${hex(this.lcr)} mcr=${hex(this.mcr)} thre_latch=${this.thrEmptyInterrupt ? 1 : 0} irq=${this.irqLevel ? 'high' : 'low'} rx_fifo=${this.rxCount} rx_queued=${this.inputCount} tx_buffered=${this.txCount}`;
+  }
+
   /** The baud-rate divisor the guest programmed (DLM:DLL). Informational only. */
   get baudDivisor(): number {
     return this.divisor;

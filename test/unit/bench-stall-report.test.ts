@@ -1,0 +1,52 @@
+/**
+ * bench/blk/stall-report.ts: what a process was doing, read from /proc, for a boot that timed out.
+ * Real processes: one asleep, one spinning.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { test } from 'node:test';
+import { describeStall } from '../../bench/blk/stall-report.js';
+
+/** Run `script` in a child node that says 'ready' first, and `body` once it has. */
+async function withChild(script: string, body: (pid: number) => Promise<void>): Promise<void> {
+  const child = spawn(process.execPath, ['-e', `process.stdout.write('ready'); ${script}`], { stdio: ['ignore', 'pipe', 'ignore'] });
+  try {
+    await once(child.stdout!, 'data');
+    // Let its start-up work (module loading, the first GC) settle.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    await body(child.pid!);
+  } finally {
+    child.kill('SIGKILL');
+    await once(child, 'exit');
+  }
+}
+
+test('a sleeping process: its main thread asleep without CPU, its idle threads summed up in one line', async () => {
+  await withChild('setTimeout(() => {}, 60_000)', async (pid) => {
+    const lines = await describeStall(pid, 300);
+    const main = lines.find((l) => l.includes(`thread ${pid} (main)`));
+    assert.ok(main !== undefined, lines.join('\n'));
+    assert.match(main, /: S( in \S+)?, cpu 0 ms of 300 ms$/);
+    assert.ok(lines.some((l) => /^stall: other threads idle \(no CPU\): \d+ S/.test(l)), 'node has idle helper threads');
+    // No VM in that process: KVM's counters cannot say anything about it.
+    assert.ok(lines.some((l) => /^stall: KVM counters unreadable/.test(l)));
+  });
+});
+
+test('a spinning process: its main thread running, with the CPU time of the window', async () => {
+  await withChild('for (;;) {}', async (pid) => {
+    const lines = await describeStall(pid, 500);
+    const main = lines.find((l) => l.includes(`thread ${pid} (main)`));
+    assert.ok(main !== undefined, lines.join('\n'));
+    const cpu = Number(/cpu (\d+) ms of 500 ms/.exec(main)?.[1]);
+    assert.ok(cpu >= 100, `the spinning thread got ${cpu} ms of CPU in 500 ms`);
+  });
+});
+
+test('a process that is gone: nothing to say', async () => {
+  const child = spawn(process.execPath, ['-e', '0'], { stdio: 'ignore' });
+  const pid = child.pid!;
+  await once(child, 'exit');
+  assert.deepEqual(await describeStall(pid, 10), []);
+});
