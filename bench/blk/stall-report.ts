@@ -5,12 +5,22 @@
  * stuck in a loop (a thread busy outside guest mode), a guest spinning (vCPU time in guest mode),
  * and everything asleep waiting for an event that never came (no CPU, no exits) apart.
  *
- * Sources: /proc/PID/task/TID/{stat,comm,wchan} (proc(5)) and KVM's debugfs counters
- * (kvm-stats.ts).
+ * Sources: /proc/PID/task/TID/{stat,comm,wchan} (proc(5)), KVM's debugfs counters
+ * (kvm-stats.ts) and, where the process has a VM and tracefs is there, KVM's trace events.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { type CpuSnapshot, cpuSnapshot } from './proc-cpu.js';
 import { kvmStatsDelta, kvmStatsSnapshot } from './kvm-stats.js';
+
+/** Where the kernel's trace events are: tracefs, or its automount inside debugfs (the nested host mounts debugfs). */
+const TRACEFS_ROOTS = ['/sys/kernel/tracing', '/sys/kernel/debug/tracing'];
+/** KVM's trace events (arch/x86/kvm/trace.h): every exit with its reason and guest RIP, and each instruction KVM emulates. */
+const KVM_TRACE_EVENTS = ['kvm/kvm_exit', 'kvm/kvm_emulate_insn'] as const;
+/** How long the trace events are on: a spinning guest exits thousands of times in that. */
+const TRACE_WINDOW_MS = 100;
+/** Distinct exits and emulated instructions listed per event, most frequent first. */
+const TRACE_TOP = 3;
 
 /** KVM counters worth a word in a stall report, in this order. */
 const KVM_COUNTERS = ['exits', 'halt_exits', 'io_exits', 'mmio_exits', 'irq_injections', 'signal_exits', 'insn_emulation'] as const;
@@ -42,7 +52,61 @@ export async function describeStall(pid: number, windowMs = 2000): Promise<strin
   await new Promise((resolve) => setTimeout(resolve, windowMs));
   const after = cpuSnapshot(pid);
   if (after === undefined) return [];
-  return [...threadLines(pid, before, after, windowMs), ...kvmLine(kvmBefore, kvmStatsSnapshot(pid), windowMs)];
+  const kvmAfter = kvmStatsSnapshot(pid);
+  return [...threadLines(pid, before, after, windowMs), ...kvmLine(kvmBefore, kvmAfter, windowMs), ...(kvmAfter !== undefined ? await traceLines(after) : [])];
+}
+
+/**
+ * Where the guest exits, when it does: KVM's kvm_exit and kvm_emulate_insn trace events for the
+ * process's threads over TRACE_WINDOW_MS, grouped (reason and RIP; the emulated instruction's
+ * bytes) and counted. A guest stuck re-running one instruction shows up as one line with all the
+ * exits. Nothing when tracefs is not there or not writable (only root may trace).
+ */
+async function traceLines(snapshot: CpuSnapshot): Promise<string[]> {
+  const root = TRACEFS_ROOTS.find((r) => existsSync(join(r, 'events', KVM_TRACE_EVENTS[0], 'enable')));
+  if (root === undefined) return [];
+  const enable = (on: boolean): void => {
+    for (const e of KVM_TRACE_EVENTS) writeFileSync(join(root, 'events', e, 'enable'), on ? '1' : '0');
+  };
+  let text: string;
+  try {
+    writeFileSync(join(root, 'trace'), ''); // empties the buffer
+    enable(true);
+    try {
+      await new Promise((resolve) => setTimeout(resolve, TRACE_WINDOW_MS));
+    } finally {
+      enable(false);
+    }
+    text = readFileSync(join(root, 'trace'), 'utf8');
+    writeFileSync(join(root, 'trace'), '');
+  } catch (e) {
+    return [`stall: KVM trace events unusable: ${e instanceof Error ? e.message : String(e)}`];
+  }
+  return summarizeKvmTrace(text, new Set(snapshot.threads.keys()), TRACE_WINDOW_MS);
+}
+
+/**
+ * kvm_exit and kvm_emulate_insn lines of `text` (the tracefs `trace` file) from threads `tids`:
+ * one line per event, its count and its most frequent exits (reason and RIP) or instructions.
+ */
+export function summarizeKvmTrace(text: string, tids: ReadonlySet<number>, windowMs: number): string[] {
+  // A trace line: "<comm>-<tid> [cpu] flags timestamp: event: details" (Documentation/trace/ftrace.rst).
+  const counts = new Map<string, Map<string, number>>();
+  for (const line of text.split('\n')) {
+    const m = /^\s*.+?-(\d+)\s+\[\d+\].*?:\s+(kvm_exit|kvm_emulate_insn):\s+(.*)$/.exec(line);
+    if (m === null || !tids.has(Number(m[1]))) continue;
+    // kvm_exit's info fields vary from exit to exit (addresses, error codes): group by reason and RIP.
+    const key = m[2] === 'kvm_exit' ? m[3]!.replace(/\s+info.*$/, '').replace(/^vcpu \d+ /, '') : m[3]!;
+    const byKey = counts.get(m[2]!) ?? new Map<string, number>();
+    byKey.set(key, (byKey.get(key) ?? 0) + 1);
+    counts.set(m[2]!, byKey);
+  }
+  if (counts.size === 0) return [`stall: KVM trace over ${windowMs} ms: no exits`];
+  return [...counts].map(([event, byKey]) => {
+    const total = [...byKey.values()].reduce((a, b) => a + b, 0);
+    const top = [...byKey].sort((a, b) => b[1] - a[1]).slice(0, TRACE_TOP);
+    return `stall: ${event} over ${windowMs} ms: ${total}; ${top.map(([k, n]) => `${n}× ${k}`).join('; ')}`;
+  });
 }
 
 /**

@@ -49,8 +49,12 @@ test("`tsvmm start -- COMMAND` shows the command's output and exits with its sta
   assert.match(DEFAULT_GUEST_COMMAND, /uname -r/);
 });
 
-test('SIGTERM stops a running VM cleanly: one status line, non-zero exit, no hang', async () => {
-  const child = spawn(process.execPath, [bin, 'start', '--', 'echo READY; sleep 600'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+test('SIGTERM stops a running VM cleanly: a status line, non-zero exit, no hang; with TSVMM_STOP_REPORT=1 the devices\' state first', async () => {
+  const child = spawn(process.execPath, [bin, 'start', '--', 'echo READY; sleep 600'], {
+    cwd: dir,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, TSVMM_STOP_REPORT: '1' },
+  });
   let stdout = '';
   let stderr = '';
   child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
@@ -72,4 +76,10 @@ test('SIGTERM stops a running VM cleanly: one status line, non-zero exit, no han
   assert.equal(signal, null, 'tsvmm handled SIGTERM itself rather than dying of it or being killed');
   assert.notEqual(code, 0);
   assert.match(stderr, /stopped by SIGTERM/);
+  // The guest sleeps with its console quiet: the UART has sent bytes (READY) and nothing waits in it.
+  assert.match(stderr, /state: serial COM1: ier=0x[0-9a-f]{2} iir=0x[0-9a-f]{2} .* tx_buffered=0$/m);
+  assert.match(stderr, /state: vcpu 0: exits [1-9]\d* \(io [1-9]\d*, /);
+  const metrics = /state: metrics: (\{.*\})$/m.exec(stderr);
+  assert.ok(metrics !== null, stderr);
+  assert.ok((JSON.parse(metrics[1]!) as { uart: { tx_bytes: number } }).uart.tx_bytes > 0);
 });
