@@ -86,6 +86,18 @@ async function traceLines(snapshot: CpuSnapshot): Promise<string[]> {
 }
 
 /**
+ * A kvm_exit's reason and guest RIP: its info fields vary from exit to exit (error codes,
+ * interrupt info), except for a nested page fault, whose info2 is the guest-physical address
+ * touched (AMD APM vol. 2, 15.25.6: EXITINFO2), kept as `gpa`: it names the device a guest polls.
+ */
+function exitKey(details: string): string {
+  const m = /reason (\S+)(?: \S+)* rip (0x[0-9a-f]+)/.exec(details);
+  if (m === null) return details;
+  const gpa = m[1] === 'npf' ? / info2 (0x[0-9a-f]+)/.exec(details)?.[1] : undefined;
+  return `reason ${m[1]} rip ${m[2]}${gpa !== undefined ? ` gpa ${gpa}` : ''}`;
+}
+
+/**
  * kvm_exit and kvm_emulate_insn lines of `text` (the tracefs `trace` file) from threads `tids`:
  * one line per event, its count and its most frequent exits (reason and RIP) or instructions.
  */
@@ -95,8 +107,7 @@ export function summarizeKvmTrace(text: string, tids: ReadonlySet<number>, windo
   for (const line of text.split('\n')) {
     const m = /^\s*.+?-(\d+)\s+\[\d+\].*?:\s+(kvm_exit|kvm_emulate_insn):\s+(.*)$/.exec(line);
     if (m === null || !tids.has(Number(m[1]))) continue;
-    // kvm_exit's info fields vary from exit to exit (addresses, error codes): group by reason and RIP.
-    const key = m[2] === 'kvm_exit' ? m[3]!.replace(/\s+info.*$/, '').replace(/^vcpu \d+ /, '') : m[3]!;
+    const key = m[2] === 'kvm_exit' ? exitKey(m[3]!) : m[3]!;
     const byKey = counts.get(m[2]!) ?? new Map<string, number>();
     byKey.set(key, (byKey.get(key) ?? 0) + 1);
     counts.set(m[2]!, byKey);

@@ -63,7 +63,7 @@ test("KVM's trace: exits grouped by reason and RIP, emulated instructions by the
     ' qemu-system-x86-999     [000] d..1.  4511.000030: kvm_exit: vcpu 0 reason io rip 0x1234 info1 0x0 info2 0x0 intr_info 0x00000000 error_code 0x00000000',
   ].join('\n');
   assert.deepEqual(summarizeKvmTrace(trace, new Set([205, 218]), 100), [
-    'stall: kvm_exit over 100 ms: 3; 2× reason npf rip 0xffffffff8106b3c2; 1× reason hlt rip 0xffffffff81c0e1a4',
+    'stall: kvm_exit over 100 ms: 3; 2× reason npf rip 0xffffffff8106b3c2 gpa 0x00000000fec00010; 1× reason hlt rip 0xffffffff81c0e1a4',
     'stall: kvm_emulate_insn over 100 ms: 2; 2× 0:ffffffff8106b3c2: 8b 07 (prot64)',
   ]);
   assert.deepEqual(summarizeKvmTrace(trace, new Set([7]), 100), ['stall: KVM trace over 100 ms: no exits']);
