@@ -15,8 +15,13 @@ import { kvmStatsDelta, kvmStatsSnapshot } from './kvm-stats.js';
 
 /** Where the kernel's trace events are: tracefs, or its automount inside debugfs (the nested host mounts debugfs). */
 const TRACEFS_ROOTS = ['/sys/kernel/tracing', '/sys/kernel/debug/tracing'];
-/** KVM's trace events (arch/x86/kvm/trace.h): every exit with its reason and guest RIP, and each instruction KVM emulates. */
-const KVM_TRACE_EVENTS = ['kvm/kvm_exit', 'kvm/kvm_emulate_insn'] as const;
+/**
+ * KVM's trace events (arch/x86/kvm/trace.h): every exit with its reason and guest RIP, each
+ * instruction KVM emulates, and each MSR access it handles (a guest looping on the x2APIC or the
+ * TSC deadline shows up there: on AMD without NRIPS, as QEMU's emulated AMD-V is, every MSR exit
+ * is also an emulated instruction).
+ */
+const KVM_TRACE_EVENTS = ['kvm/kvm_exit', 'kvm/kvm_emulate_insn', 'kvm/kvm_msr'] as const;
 /** How long the trace events are on: a spinning guest exits thousands of times in that. */
 const TRACE_WINDOW_MS = 100;
 /** Distinct exits and emulated instructions listed per event, most frequent first. */
@@ -57,7 +62,7 @@ export async function describeStall(pid: number, windowMs = 2000): Promise<strin
 }
 
 /**
- * Where the guest exits, when it does: KVM's kvm_exit and kvm_emulate_insn trace events for the
+ * Where the guest exits, when it does: KVM's kvm_exit, kvm_emulate_insn and kvm_msr trace events for the
  * process's threads over TRACE_WINDOW_MS, grouped (reason and RIP; the emulated instruction's
  * bytes) and counted. A guest stuck re-running one instruction shows up as one line with all the
  * exits. Nothing when tracefs is not there or not writable (only root may trace).
@@ -98,16 +103,17 @@ function exitKey(details: string): string {
 }
 
 /**
- * kvm_exit and kvm_emulate_insn lines of `text` (the tracefs `trace` file) from threads `tids`:
+ * kvm_exit, kvm_emulate_insn and kvm_msr lines of `text` (the tracefs `trace` file) from threads `tids`:
  * one line per event, its count and its most frequent exits (reason and RIP) or instructions.
  */
 export function summarizeKvmTrace(text: string, tids: ReadonlySet<number>, windowMs: number): string[] {
   // A trace line: "<comm>-<tid> [cpu] flags timestamp: event: details" (Documentation/trace/ftrace.rst).
   const counts = new Map<string, Map<string, number>>();
   for (const line of text.split('\n')) {
-    const m = /^\s*.+?-(\d+)\s+\[\d+\].*?:\s+(kvm_exit|kvm_emulate_insn):\s+(.*)$/.exec(line);
+    const m = /^\s*.+?-(\d+)\s+\[\d+\].*?:\s+(kvm_exit|kvm_emulate_insn|kvm_msr):\s+(.*)$/.exec(line);
     if (m === null || !tids.has(Number(m[1]))) continue;
-    const key = m[2] === 'kvm_exit' ? exitKey(m[3]!) : m[3]!;
+    // An MSR access by direction and index ("msr_write 6e0"), whatever the value.
+    const key = m[2] === 'kvm_exit' ? exitKey(m[3]!) : m[2] === 'kvm_msr' ? m[3]!.replace(/ = .*$/, '') : m[3]!;
     const byKey = counts.get(m[2]!) ?? new Map<string, number>();
     byKey.set(key, (byKey.get(key) ?? 0) + 1);
     counts.set(m[2]!, byKey);

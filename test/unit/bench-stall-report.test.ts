@@ -59,12 +59,15 @@ test("KVM's trace: exits grouped by reason and RIP, emulated instructions by the
     '            node-218     [001] .....  4511.000002: kvm_emulate_insn: 0:ffffffff8106b3c2: 8b 07 (prot64)',
     '            node-218     [001] d..1.  4511.000011: kvm_exit: vcpu 0 reason npf rip 0xffffffff8106b3c2 info1 0x0000000000000181 info2 0x00000000fec00010 intr_info 0x00000000 error_code 0x00000000',
     '            node-218     [001] .....  4511.000012: kvm_emulate_insn: 0:ffffffff8106b3c2: 8b 07 (prot64)',
+    '            node-218     [001] .....  4511.000013: kvm_msr: msr_write 6e0 = 0x5b1e3a7c21',
+    '            node-218     [001] .....  4511.000014: kvm_msr: msr_write 6e0 = 0x5b1e3a9d00',
     '            node-218     [001] d..1.  4511.000021: kvm_exit: vcpu 0 reason hlt rip 0xffffffff81c0e1a4 info1 0x0000000000000000 info2 0x0000000000000000 intr_info 0x00000000 error_code 0x00000000',
     ' qemu-system-x86-999     [000] d..1.  4511.000030: kvm_exit: vcpu 0 reason io rip 0x1234 info1 0x0 info2 0x0 intr_info 0x00000000 error_code 0x00000000',
   ].join('\n');
   assert.deepEqual(summarizeKvmTrace(trace, new Set([205, 218]), 100), [
     'stall: kvm_exit over 100 ms: 3; 2× reason npf rip 0xffffffff8106b3c2 gpa 0x00000000fec00010; 1× reason hlt rip 0xffffffff81c0e1a4',
     'stall: kvm_emulate_insn over 100 ms: 2; 2× 0:ffffffff8106b3c2: 8b 07 (prot64)',
+    'stall: kvm_msr over 100 ms: 2; 2× msr_write 6e0',
   ]);
   assert.deepEqual(summarizeKvmTrace(trace, new Set([7]), 100), ['stall: KVM trace over 100 ms: no exits']);
 });
