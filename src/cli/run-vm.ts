@@ -59,6 +59,9 @@ async function runHere(opts: CliVmOptions): Promise<number> {
     say(exit.message);
     const tail = exit.consoleTail.trimEnd().split('\n').slice(-15).join('\n');
     if (tail && exit.reason === 'error') process.stderr.write(`--- last console output ---\n${tail}\n`);
+  } else if (exit.reason === 'reboot') {
+    // The VMM ends on a reboot (as Firecracker does); say why, a triple fault above all.
+    say(exit.message);
   } else if (opts.bootTimer || exit.reason === 'stopped') {
     say(`${exit.message} (${(wallMs / 1000).toFixed(2)} s from VMM start)`);
   }

@@ -49,6 +49,13 @@ test("`tsvmm start -- COMMAND` shows the command's output and exits with its sta
   assert.match(DEFAULT_GUEST_COMMAND, /uname -r/);
 });
 
+test('a guest that reboots ends the VM with status 0 and one line saying how it reset', () => {
+  const r = tsvmm('start', '--', 'reboot -f');
+  assert.equal(r.status, 0, r.stderr + r.stdout);
+  // reboot=k (the default guest's) resets through the i8042 controller.
+  assert.match(r.stderr, /^tsvmm: the guest reset the CPU through the i8042$/m);
+});
+
 test('SIGTERM stops a running VM cleanly: a status line, non-zero exit, no hang; with TSVMM_STOP_REPORT=1 the devices\' state first', async () => {
   const child = spawn(process.execPath, [bin, 'start', '--', 'echo READY; sleep 600'], {
     cwd: dir,
