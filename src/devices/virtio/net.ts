@@ -415,32 +415,24 @@ export class VirtioNet implements VirtioDevice {
   // ---- transmit
 
   /**
-   * A kick: send what the guest has queued at once, then keep the queue's notifications off until
-   * a setImmediate sends what came in meanwhile and turns them back on, so frames the guest
-   * queues in between ride along without kicks of their own: QEMU's tx=bh does the same (transmit
-   * in a bottom half). Measured in the nested host with bench/net (two A/B pairs, 5 s iperf3
-   * tests), deferring against transmitting and re-enabling at once: guest → host +30–60 %,
-   * host → guest (the guest's ACKs) +5–45 %. The first pass at once keeps the deferral off the
-   * latency path: a lone frame (a ping's reply) does not wait a loop iteration (0.4–0.5 ms in the
-   * nested host) for the setImmediate. Syscalls, kicks and interrupts stay the same: every frame
-   * is one writev either way, and notifications stay off from the kick to the setImmediate.
+   * A kick: transmit from setImmediate, with the queue's notifications off meanwhile, so frames the
+   * guest queues in between ride along without kicks of their own: QEMU's tx=bh does the same
+   * (transmit in a bottom half). Measured in the nested host with bench/net (two A/B pairs, 5 s
+   * iperf3 tests): guest → host +30–60 %, host → guest (the guest's ACKs) +5–45 %, ping no worse.
    */
   private scheduleTransmit(): void {
     if (this.txScheduled) return;
     this.txScheduled = true;
     this.activation?.queues[NET_TX_QUEUE]?.disableNotification();
     setImmediate(this.runScheduledTransmit);
-    this.transmit(false);
   }
 
   private readonly runScheduledTransmit = (): void => {
     this.txScheduled = false;
-    // Blocked on EAGAIN: EPOLLOUT resumes (the queue's notifications stay off until then).
-    if (!this.txBlocked) this.transmit(true);
+    this.transmit();
   };
 
-  /** Send every queued frame; then, with `rearm`, turn the queue's notifications back on (re-checking for frames that raced in). */
-  private transmit(rearm = true): void {
+  private transmit(): void {
     const activation = this.activation;
     if (activation === undefined || this.stopped || this.backendGone) return;
     const queue = activation.queues[NET_TX_QUEUE]!;
@@ -467,7 +459,7 @@ export class VirtioNet implements VirtioDevice {
         // this to the interrupts the driver asked for.
         if (queue.needsNotification()) activation.interrupt.signalQueue(NET_TX_QUEUE);
       }
-      if (!rearm || !queue.enableNotification()) break;
+      if (!queue.enableNotification()) break;
     }
     if (queue.needsNotification()) activation.interrupt.signalQueue(NET_TX_QUEUE);
   }
