@@ -72,7 +72,7 @@ export interface ConsoleRunEnd {
 /** After SIGTERM on a timeout, how long the VMM may take to stop before SIGKILL. */
 const TERM_GRACE_MS = 5000;
 /** Lines kept from the console and stderr of a boot (a stall report adds one per thread). */
-const NOTES_KEPT = 20;
+export const NOTES_KEPT = 20;
 
 const ESCAPES = /\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Za-z0-9]|\x1b[=>cM78]/g;
 

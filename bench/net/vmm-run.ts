@@ -11,7 +11,7 @@ import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { promisify } from 'node:util';
-import { type Mark, runConsole, type Sections } from '../blk/console-run.js';
+import { type Mark, NOTES_KEPT, runConsole, type Sections } from '../blk/console-run.js';
 import { cpuDelta } from '../blk/proc-cpu.js';
 import { kvmStatsDelta } from '../blk/kvm-stats.js';
 import type { Invocation } from '../blk/vmms.js';
@@ -181,7 +181,7 @@ export async function runVmm(o: NetRunOptions): Promise<NetRunSample> {
     ...end.sample,
     ok: problems.length === 0,
     ...(problems.length > 0 ? { problem: problems.join('; ') } : {}),
-    notes: [...end.sample.notes, ...notes].slice(-20),
+    notes: [...end.sample.notes, ...notes].slice(-NOTES_KEPT),
     ...(ping !== undefined ? { ping } : {}),
     tests,
   };

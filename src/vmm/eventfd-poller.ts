@@ -360,8 +360,7 @@ export class EventFdPoller {
   private onEventFdReadable(watch: EventFdWatch, status: number): void {
     if (this.closing || this.paused) return;
     if (status < 0) {
-      // The fd went bad (libuv error): stop rather than be called again and again.
-      watch.loopWatch?.stop();
+      // The fd went bad (libuv error); the watch has stopped itself (main-loop-poll.ts), so no repeat.
       this.onError(new Error(`watching an eventfd failed (libuv error ${status}); its queue notifications now arrive only through MMIO exits`));
       return;
     }
