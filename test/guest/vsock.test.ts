@@ -10,45 +10,18 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { connect, createServer, type Socket } from 'node:net';
+import { createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { startToolsGuest } from '../support/tools-guest.js';
+import { connectToGuest, connectToGuestWhenListening } from '../support/vsock-client.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'tsvmm-vsock-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
 const MB10 = 10 * 1024 * 1024;
 const md5 = (b: Uint8Array): string => createHash('md5').update(b).digest('hex');
-
-/** Connect through the VMM's socket to guest `port`; resolves with the socket once "OK <n>" came back. */
-function connectToGuest(uds: string, port: number): Promise<{ socket: Socket; hostPort: number }> {
-  return new Promise((resolve, reject) => {
-    const socket = connect(uds);
-    let line = '';
-    const onData = (b: Buffer): void => {
-      line += b.toString('latin1');
-      const nl = line.indexOf('\n');
-      if (nl < 0) return;
-      socket.off('data', onData);
-      const m = /^OK (\d+)$/.exec(line.slice(0, nl));
-      if (m === null) {
-        socket.destroy();
-        reject(new Error(`expected "OK <port>", got ${JSON.stringify(line.slice(0, nl))}`));
-        return;
-      }
-      const rest = Buffer.from(line.slice(nl + 1), 'latin1');
-      if (rest.length > 0) socket.unshift(rest);
-      resolve({ socket, hostPort: Number(m[1]) });
-    };
-    socket.on('data', onData);
-    socket.once('error', reject);
-    // The guest refusing (RST) closes the socket before any "OK": fail rather than wait for ever.
-    socket.once('close', () => reject(new Error(`CONNECT ${port}: closed before "OK" (got ${JSON.stringify(line)})`)));
-    socket.once('connect', () => socket.write(`CONNECT ${port}\n`));
-  });
-}
 
 /** Send `data` and collect the echo until `data.length` bytes came back (or the stream ended). */
 function echo(socket: Socket, data: Buffer): Promise<Buffer> {
@@ -89,11 +62,12 @@ test('vsock both ways: 10 MB echoed intact each way, 50 connections at once, cle
     // The echo listener for host-initiated connections, one process per connection; a backlog
     // for 50 connections arriving at once (socat's default is 5: the rest would be refused).
     'socat VSOCK-LISTEN:5001,reuseaddr,fork,backlog=64 EXEC:cat &',
-    'sleep 0.5; echo LISTENING',
+    // The listener may not be up yet when this prints: the host retries while the guest refuses.
+    'echo LISTENING',
     // Guest → host: send the file, read the echo back until the host closes its side.
     'socat -t 60 VSOCK-CONNECT:2:5000 STDIO < /tmp/d > /tmp/e && echo "ECHO_MD5=$(md5sum < /tmp/e)"',
     // Stay up until the host connects to 5009 and hangs up.
-    'socat -u VSOCK-LISTEN:5009 STDOUT & sleep 0.5; echo READY_TO_END; wait $!; echo DONE',
+    'socat -u VSOCK-LISTEN:5009 STDOUT & echo READY_TO_END; wait $!; echo DONE',
   ].join('\n');
   const g = await startToolsGuest(command, { vsock: { guestCid: 3, udsPath: uds } });
   try {
@@ -102,7 +76,7 @@ test('vsock both ways: 10 MB echoed intact each way, 50 connections at once, cle
     // Host → guest, 10 MB through one connection.
     const big = randomBytes(MB10);
     const ctx = (): string => g.output();
-    const { socket: s1, hostPort } = await within('CONNECT 5001', 30_000, connectToGuest(uds, 5001), ctx);
+    const { socket: s1, hostPort } = await within('CONNECT 5001', 30_000, connectToGuestWhenListening(uds, 5001), ctx);
     assert.ok(hostPort > 0);
     const back = await within('host → guest 10 MB echo', 150_000, echo(s1, big), ctx);
     assert.equal(back.length, big.length, 'host → guest: the echo came back short');
@@ -150,7 +124,7 @@ test('vsock both ways: 10 MB echoed intact each way, 50 connections at once, cle
     const closed = new Promise<void>((resolve) => open.once('close', () => resolve()));
     open.on('error', () => undefined);
     await g.waitFor(/^READY_TO_END$/m, 60_000);
-    const { socket: bye } = await within('CONNECT 5009', 30_000, connectToGuest(uds, 5009), ctx);
+    const { socket: bye } = await within('CONNECT 5009', 30_000, connectToGuestWhenListening(uds, 5009), ctx);
     bye.end();
     await g.waitFor(/^DONE$/m, 60_000);
     const exit = await g.vm.wait();
