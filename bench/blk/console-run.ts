@@ -27,6 +27,12 @@ export interface CommonMarks {
   readonly errEnd: string;
 }
 
+/**
+ * TSVMM_BENCH_CONSOLE=1: every console line the guest prints goes to stderr with the VMM and the
+ * seconds since spawn (cut at 200 characters), to see what a guest printed while it was measured.
+ */
+const ECHO_CONSOLE = process.env['TSVMM_BENCH_CONSOLE'] === '1';
+
 /** A job's or test's sections: the raw lines while they arrive, the text once the END marker came. */
 export interface Sections {
   json?: string[];
@@ -127,6 +133,7 @@ export function runConsole(o: ConsoleRunOptions): Promise<ConsoleRunEnd> {
     const onLine = (raw: string): void => {
       // The protocol's line, wherever it starts: firmware or the kernel may have left text without a newline before it.
       const clean = raw.replace(ESCAPES, '');
+      if (ECHO_CONSOLE) process.stderr.write(`console ${o.vmm} ${(since() / 1000).toFixed(3)} ${clean.slice(0, 200)}\n`);
       const at = clean.indexOf(o.prefix);
       const line = at > 0 ? clean.slice(at) : clean;
       if (collecting !== undefined) {

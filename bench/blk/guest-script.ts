@@ -12,6 +12,10 @@
  *   BLK-IO-BEGIN name                 fio has set up and starts its I/O (fio's exec_prerun)
  *   BLK-IO-END name                   fio's I/O loop is over (fio's exec_postrun)
  *   BLK-JOB-END name status           fio has exited
+ *   BLK-WARMUP seconds status         after the warm-up: fio (4 KiB random reads and writes, QD 1, not
+ *                                     measured) for that long, so every VMM's first job starts warm (a
+ *                                     JIT-compiled VMM like tsvmm tiers its I/O path up only after
+ *                                     thousands of requests: seconds in the nested host)
  *   BLK-IDLE-BEGIN / BLK-IDLE-END     around a sleep before the jobs: what each VMM burns with the guest idle
  *   BLK-STAT name <16+ numbers>       /sys/block/vda/stat after the job (read/write/flush counts)
  *   BLK-IRQ name <count>              interrupts taken so far on the drive's request queues (/proc/interrupts)
@@ -39,6 +43,7 @@ export const MARK = {
   jsonEnd: 'BLK-JSON-END ',
   errBegin: 'BLK-ERR-BEGIN ',
   errEnd: 'BLK-ERR-END ',
+  warmup: 'BLK-WARMUP ',
   idleBegin: 'BLK-IDLE-BEGIN',
   idleEnd: 'BLK-IDLE-END',
   irq: 'BLK-IRQ ',
@@ -48,7 +53,7 @@ export const MARK = {
 
 /**
  * The script. `libraryPath` is where the initramfs put fio's libraries (the guest has no
- * ld.so.cache). Arguments: runtime in seconds, idle seconds (0: none), then one `name:rw:bs:iodepth` word per job.
+ * ld.so.cache). Arguments: runtime in seconds, idle seconds (0: none), warm-up seconds (0: none), then one `name:rw:bs:iodepth` word per job.
  *
  * - `--direct=1` on /dev/vda: no guest page cache, every I/O reaches the VMM.
  * - the engine: libaio (true asynchronous submission, so iodepth 32 means 32 in flight), else
@@ -61,7 +66,7 @@ export const MARK = {
 export function guestScript(libraryPath: readonly string[]): string {
   return `#!/bin/sh
 # tsvmm bench/blk: run fio jobs on /dev/vda and print the results between markers (guest-script.ts).
-runtime=$1; idle=$2; shift 2
+runtime=$1; idle=$2; warmup=$3; shift 3
 # Interrupts on the drive's request queues (virtioN-req.M), summed over CPUs: one per completion batch.
 irqs() { awk '/virtio[0-9]+-req/ { for (i = 2; i <= NF; i++) if ($i ~ /^[0-9]+$/) s += $i } END { print s + 0 }' /proc/interrupts; }
 dev=/dev/vda
@@ -76,6 +81,11 @@ q=/sys/block/vda/queue
 sched0=$(tr ' ' ',' < $q/scheduler)
 echo none > $q/scheduler 2>/dev/null
 echo "${MARK.info}fio=$(fio --version) engine=$engine nproc=$(nproc) kernel=$(uname -r) sectors=$(cat /sys/block/vda/size) hw_queues=$(ls /sys/block/vda/mq | wc -l) scheduler_default=$sched0 scheduler=$(tr ' ' ',' < $q/scheduler) write_cache=$(tr ' ' '-' < $q/write_cache) max_sectors_kb=$(cat $q/max_sectors_kb) max_segments=$(cat $q/max_segments) nr_requests=$(cat $q/nr_requests) mem_kb=$(grep MemTotal /proc/meminfo | tr -s ' ' | cut -d' ' -f2)"
+if [ "$warmup" -gt 0 ]; then
+  fio --name=warmup --filename=$dev --direct=1 --ioengine=$engine --rw=randrw --bs=4096 --iodepth=1 --numjobs=1 --thread \\
+    --time_based --runtime=$warmup --output=/dev/null > /tmp/warmup.err 2>&1
+  echo "${MARK.warmup}$warmup $?"
+fi
 if [ "$idle" -gt 0 ]; then echo "${MARK.idleBegin}"; sleep $idle; echo "${MARK.idleEnd}"; fi
 echo "${MARK.stat}start $(cat /sys/block/vda/stat)"
 echo "${MARK.irq}start $(irqs)"
@@ -104,8 +114,9 @@ export function markScript(): string {
 }
 
 /** The shell command the default init runs (it arrives as tsvmm.cmd=<base64> on the kernel command line). */
-export function guestCommand(runtimeSeconds: number, idleSeconds: number, jobs: readonly FioJob[]): string {
+export function guestCommand(runtimeSeconds: number, idleSeconds: number, warmupSeconds: number, jobs: readonly FioJob[]): string {
   if (!Number.isInteger(runtimeSeconds) || runtimeSeconds < 1) throw new Error(`fio runtime must be a whole number of seconds ≥ 1, got ${runtimeSeconds}`);
   if (!Number.isInteger(idleSeconds) || idleSeconds < 0) throw new Error(`idle time must be a whole number of seconds ≥ 0, got ${idleSeconds}`);
-  return `sh ${GUEST_SCRIPT_PATH} ${runtimeSeconds} ${idleSeconds} ${jobs.map(jobWord).join(' ')}`;
+  if (!Number.isInteger(warmupSeconds) || warmupSeconds < 0) throw new Error(`warm-up time must be a whole number of seconds ≥ 0, got ${warmupSeconds}`);
+  return `sh ${GUEST_SCRIPT_PATH} ${runtimeSeconds} ${idleSeconds} ${warmupSeconds} ${jobs.map(jobWord).join(' ')}`;
 }

@@ -38,6 +38,8 @@ export interface BlkMeasureSpec {
   readonly runtimeSeconds: number;
   /** Seconds the guest sleeps before the jobs, to measure each VMM's CPU with the guest idle (0: skip). */
   readonly idleSeconds: number;
+  /** fio's unmeasured warm-up before the jobs (guest-script.ts), 0 for none. */
+  readonly warmupSeconds: number;
   readonly rounds: number;
   readonly jobs: readonly string[];
   readonly vmms: readonly VmmKind[];
@@ -131,7 +133,7 @@ export async function measure(spec: BlkMeasureSpec, partial?: PartialResultSink)
   const startedAt = new Date().toISOString();
   const loadAverageStart = loadavg();
   const jobs = selectJobs(spec.jobs.join(','));
-  const command = guestCommand(spec.runtimeSeconds, spec.idleSeconds, jobs);
+  const command = guestCommand(spec.runtimeSeconds, spec.idleSeconds, spec.warmupSeconds, jobs);
   const cmdline = `${spec.bootArgs} ${commandCmdlineArg(command)}`;
   const work = mkdtempSync(join(spec.imageDir ?? tmpdir(), 'tsvmm-blk-'));
   const runs: VmmRunSample[] = [];
@@ -192,6 +194,7 @@ export async function measure(spec: BlkMeasureSpec, partial?: PartialResultSink)
         imagePath: image,
         runtimeSeconds: spec.runtimeSeconds,
         idleSeconds: spec.idleSeconds,
+        warmupSeconds: spec.warmupSeconds,
         rounds: spec.rounds,
         jobs: jobs.map((j) => j.name),
         vmms: spec.vmms,

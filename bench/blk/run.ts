@@ -3,7 +3,7 @@
  * virtio-blk-pci on the same raw image, kernel, initramfs and host, and a report in
  * bench/results/blk-<date>.md (with the raw result as JSON and the charts as SVG).
  *
- *   node dist/bench/blk/run.js [--cpus N] [--mem MIB] [--runtime S] [--idle S] [--rounds N] [--image-mib MIB]
+ *   node dist/bench/blk/run.js [--cpus N] [--mem MIB] [--runtime S] [--idle S] [--warmup S] [--rounds N] [--image-mib MIB]
  *                              [--jobs NAME,…] [--only tsvmm,qemu] [--image-dir DIR] [--out-dir DIR] [--profile-vmm DIR]
  *   node dist/bench/blk/run.js --report FILE.json [--out-dir DIR]      (re-render a report)
  *
@@ -31,6 +31,13 @@ const QEMU = '/usr/bin/qemu-system-x86_64';
 /** The nested host's memory: the image sits in its tmpfs (half of RAM at most), next to a guest and a VMM. */
 const NESTED_MEMORY_MIB = 4096;
 
+/**
+ * fio before the measured jobs in every boot, unmeasured: long enough in the nested host for
+ * tsvmm's JIT to have compiled the block path (some thousands of requests), which on hardware
+ * takes a fraction of a second. The same for QEMU, whose first job then also starts warm.
+ */
+const DEFAULT_WARMUP_SECONDS = 10;
+
 const say = (s: string): void => {
   process.stderr.write(`bench: ${s}\n`);
 };
@@ -41,6 +48,7 @@ async function main(): Promise<number> {
       ...COMMON_OPTIONS,
       runtime: { type: 'string' },
       idle: { type: 'string' },
+      warmup: { type: 'string' },
       'image-mib': { type: 'string' },
       'image-dir': { type: 'string' },
       jobs: { type: 'string' },
@@ -57,6 +65,7 @@ async function main(): Promise<number> {
   const jobs = selectJobs(values.jobs);
   const runtimeSeconds = positiveInt(values.runtime, 10, '--runtime');
   const rounds = positiveInt(values.rounds, 3, '--rounds');
+  const warmupSeconds = positiveInt(values.warmup, DEFAULT_WARMUP_SECONDS, '--warmup', 0);
 
   const started = Date.now();
   const env = detectVirtualization();
@@ -77,6 +86,7 @@ async function main(): Promise<number> {
     ...(values['image-dir'] !== undefined ? { imageDir: resolve(values['image-dir']) } : {}),
     runtimeSeconds,
     idleSeconds: positiveInt(values.idle, 5, '--idle', 0),
+    warmupSeconds,
     rounds,
     jobs: jobs.map((j) => j.name),
     vmms,
@@ -87,7 +97,7 @@ async function main(): Promise<number> {
 
   let result: BlkResult;
   try {
-    const perBootMs = 5 * 60_000 + jobs.length * (runtimeSeconds * 1000 + 90_000);
+    const perBootMs = 5 * 60_000 + warmupSeconds * 1000 + jobs.length * (runtimeSeconds * 1000 + 90_000);
     result = await measureHereOrNested<BlkMeasureSpec, BlkResult>(frozen.measure, spec, env, {
       cwd: pkg,
       timeoutMs: 10 * 60_000 + rounds * vmms.length * perBootMs,

@@ -96,6 +96,8 @@ export interface BlkConfig {
   readonly imagePath: string;
   readonly runtimeSeconds: number;
   readonly idleSeconds?: number;
+  /** Seconds of unmeasured fio before the jobs in each boot (absent in results from before it existed: none). */
+  readonly warmupSeconds?: number;
   readonly rounds: number;
   readonly jobs: readonly string[];
   readonly vmms: readonly VmmKind[];

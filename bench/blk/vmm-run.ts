@@ -47,6 +47,7 @@ export async function runVmm(o: VmmRunOptions): Promise<VmmRunSample> {
   let lastIrqs: number | undefined;
   let idleBegin: Mark | undefined;
   let idle: VmmRunSample['idle'];
+  let warmupProblem: string | undefined;
   const onLine = (line: string, mark: () => Mark): void => {
     const job = (prefix: string): JobState | undefined => states.get(line.slice(prefix.length).split(' ')[0] ?? '');
     if (line.startsWith(MARK.begin)) {
@@ -77,6 +78,9 @@ export async function runVmm(o: VmmRunOptions): Promise<VmmRunSample> {
       lastIrqs = Number(count);
       const s = states.get(name ?? '');
       if (s !== undefined && Number.isFinite(lastIrqs)) s.irqAfter = lastIrqs;
+    } else if (line.startsWith(MARK.warmup)) {
+      const status = Number(line.split(' ')[2]);
+      if (status !== 0) warmupProblem = `the warm-up fio exited with status ${line.split(' ')[2] ?? '?'}`;
     } else if (line === MARK.idleBegin) {
       idleBegin = mark();
     } else if (line === MARK.idleEnd) {
@@ -96,6 +100,7 @@ export async function runVmm(o: VmmRunOptions): Promise<VmmRunSample> {
   });
   const jobs: JobSample[] = o.jobs.map((name) => jobSample(name, states.get(name)!));
   const problems = [...end.problems];
+  if (warmupProblem !== undefined) problems.push(warmupProblem);
   const failedJobs = jobs.filter((j) => !j.ok).map((j) => j.job);
   if (failedJobs.length > 0) problems.push(`failed jobs: ${failedJobs.join(', ')}`);
   return {

@@ -41,9 +41,17 @@ export function profileNodeArgs(dir: string): string[] {
   return ['--import', url.href];
 }
 
+/**
+ * node flags from TSVMM_BENCH_NODE_ARGS (space-separated), for looking into the tsvmm process a
+ * benchmark starts, e.g. `--trace-deopt`; V8 flags like that one are refused in NODE_OPTIONS.
+ */
+export function benchNodeArgs(env: NodeJS.ProcessEnv = process.env): string[] {
+  return (env['TSVMM_BENCH_NODE_ARGS'] ?? '').split(' ').filter((a) => a !== '');
+}
+
 /** `tsvmm run` for `g` without devices; a benchmark appends its own (--disk, --net). */
 export function tsvmmRunArgs(cli: string, g: BootSpec): string[] {
-  return [...(g.nodeArgs ?? []), cli, 'run', '--kernel', g.kernel, '--initrd', g.initrd, '--cmdline', g.cmdline, '--cpus', String(g.vcpus), '--mem', `${g.memoryMib}M`];
+  return [...(g.nodeArgs ?? []), ...benchNodeArgs(), cli, 'run', '--kernel', g.kernel, '--initrd', g.initrd, '--cmdline', g.cmdline, '--cpus', String(g.vcpus), '--mem', `${g.memoryMib}M`];
 }
 
 export function tsvmmInvocation(node: string, cli: string, g: GuestSpec): Invocation {

@@ -135,7 +135,12 @@ export abstract class VirtioTransportCore {
     if ((this.status & RUNNING_MASK) !== VIRTIO_STATUS_DRIVER_OK || !this.memoryAccessAllowed()) return;
     const queue = Number.isInteger(index) ? this.queues[index] : undefined;
     if (queue === undefined || !queue.enabled || !queue.ready) return;
-    this.guarded(`processing queue ${index}`, () => this.device.processQueue(index));
+    // guarded() inlined: this runs once per doorbell, so no closure and no message string unless it fails.
+    try {
+      this.device.processQueue(index);
+    } catch (e) {
+      this.fail(`${this.device.name} failed processing queue ${index}: ${errorMessage(e)}`);
+    }
   }
 
   // ---- for the transports' registers
