@@ -10,7 +10,7 @@
  */
 import { parseFioJson } from './fio-json.js';
 import { MARK } from './guest-script.js';
-import { type Mark, runConsole, type Sections } from './console-run.js';
+import { type Mark, NOTES_KEPT, runConsole, type Sections } from './console-run.js';
 import { cpuDelta } from './proc-cpu.js';
 import { kvmStatsDelta } from './kvm-stats.js';
 import type { JobSample, VmmKind, VmmRunSample } from './samples.js';
@@ -47,7 +47,7 @@ export async function runVmm(o: VmmRunOptions): Promise<VmmRunSample> {
   let lastIrqs: number | undefined;
   let idleBegin: Mark | undefined;
   let idle: VmmRunSample['idle'];
-  let warmupProblem: string | undefined;
+  const warmupNotes: string[] = [];
   const onLine = (line: string, mark: () => Mark): void => {
     const job = (prefix: string): JobState | undefined => states.get(line.slice(prefix.length).split(' ')[0] ?? '');
     if (line.startsWith(MARK.begin)) {
@@ -80,7 +80,8 @@ export async function runVmm(o: VmmRunOptions): Promise<VmmRunSample> {
       if (s !== undefined && Number.isFinite(lastIrqs)) s.irqAfter = lastIrqs;
     } else if (line.startsWith(MARK.warmup)) {
       const status = Number(line.split(' ')[2]);
-      if (status !== 0) warmupProblem = `the warm-up fio exited with status ${line.split(' ')[2] ?? '?'}`;
+      // Worth a note, not a failed boot: the jobs after it still measure (a bit colder, perhaps).
+      if (status !== 0) warmupNotes.push(`the warm-up fio exited with status ${line.split(' ')[2] ?? '?'}`);
     } else if (line === MARK.idleBegin) {
       idleBegin = mark();
     } else if (line === MARK.idleEnd) {
@@ -100,13 +101,13 @@ export async function runVmm(o: VmmRunOptions): Promise<VmmRunSample> {
   });
   const jobs: JobSample[] = o.jobs.map((name) => jobSample(name, states.get(name)!));
   const problems = [...end.problems];
-  if (warmupProblem !== undefined) problems.push(warmupProblem);
   const failedJobs = jobs.filter((j) => !j.ok).map((j) => j.job);
   if (failedJobs.length > 0) problems.push(`failed jobs: ${failedJobs.join(', ')}`);
   return {
     ...end.sample,
     ok: problems.length === 0,
     ...(problems.length > 0 ? { problem: problems.join('; ') } : {}),
+    notes: [...end.sample.notes, ...warmupNotes].slice(-NOTES_KEPT),
     ...(idle !== undefined ? { idle } : {}),
     jobs,
   };

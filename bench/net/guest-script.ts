@@ -10,6 +10,10 @@
  * while the harness pings it from the host, and the harness's connection to that port ends the wait.
  *
  *   NET-INFO key=value ...            once: eth0 is up, the host answers ping; iperf3 version, the guest's view of eth0
+ *   NET-WARMUP seconds g2h h2g        after the warm-up: iperf3 each way for that long, unmeasured, so
+ *                                     every VMM's ping and first test start warm (a JIT-compiled VMM
+ *                                     like tsvmm tiers its network path up only after thousands of
+ *                                     frames: seconds in the nested host); the two exit statuses
  *   NET-PING-BEGIN                    the guest waits for the host's ping to finish (host connects to PING_DONE_PORT)
  *   NET-PING-END                      the host connected: ping is over
  *   NET-RUN-BEGIN name                iperf3 -c is about to start (name: g2h-N or h2g-N)
@@ -36,6 +40,7 @@ export const TEST_GRACE_SECONDS = 60;
 
 export const MARK = {
   info: 'NET-INFO ',
+  warmup: 'NET-WARMUP ',
   pingBegin: 'NET-PING-BEGIN',
   pingEnd: 'NET-PING-END',
   begin: 'NET-RUN-BEGIN ',
@@ -95,7 +100,7 @@ export function directionOf(name: string): Direction {
 export function guestScript(): string {
   return `#!/bin/sh
 # tsvmm bench/net: iperf3 against the host's end of the tap, results between markers (guest-script.ts).
-addr=$1; host=$2; secs=$3; reps=$4
+addr=$1; host=$2; secs=$3; reps=$4; warm=$5
 i=0; while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 ip link set eth0 up && ip addr add $addr dev eth0 || { echo "${MARK.error}cannot configure eth0"; exit 3; }
 i=0; until ping -c 1 -W 1 $host >/dev/null 2>&1; do i=$((i + 1)); [ $i -ge 30 ] && { echo "${MARK.error}the host $host does not answer ping"; exit 4; }; done
@@ -113,6 +118,11 @@ gstat() {
       for (i = 2; i <= m; i++) if ((p "." k[i]) in keep) printf "%s.%s=%s ", p, k[i], v[i]
     }' /proc/net/snmp /proc/net/netstat)"
 }
+if [ "$warm" -gt 0 ]; then
+  timeout $((warm + ${TEST_GRACE_SECONDS})) iperf3 -c $host -p ${IPERF_PORT} -t $warm > /dev/null 2>&1; w1=$?
+  timeout $((warm + ${TEST_GRACE_SECONDS})) iperf3 -c $host -p ${IPERF_PORT} -t $warm -R > /dev/null 2>&1; w2=$?
+  echo "${MARK.warmup}$warm $w1 $w2"
+fi
 echo "${MARK.pingBegin}"
 timeout 600 nc -l -p ${PING_DONE_PORT} >/dev/null 2>&1
 echo "${MARK.pingEnd}"
@@ -137,8 +147,9 @@ echo "${MARK.done}"
 }
 
 /** The shell command the default init runs (tsvmm.cmd=<base64> on the kernel command line). */
-export function guestCommand(guestCidr: string, hostAddress: string, seconds: number, repetitions: number): string {
+export function guestCommand(guestCidr: string, hostAddress: string, seconds: number, repetitions: number, warmupSeconds: number): string {
   if (!Number.isInteger(seconds) || seconds < 1) throw new Error(`iperf3 time must be a whole number of seconds ≥ 1, got ${seconds}`);
   if (!Number.isInteger(repetitions) || repetitions < 1) throw new Error(`repetitions must be a whole number ≥ 1, got ${repetitions}`);
-  return `sh ${GUEST_SCRIPT_PATH} ${guestCidr} ${hostAddress} ${seconds} ${repetitions}`;
+  if (!Number.isInteger(warmupSeconds) || warmupSeconds < 0) throw new Error(`warm-up time must be a whole number of seconds ≥ 0, got ${warmupSeconds}`);
+  return `sh ${GUEST_SCRIPT_PATH} ${guestCidr} ${hostAddress} ${seconds} ${repetitions} ${warmupSeconds}`;
 }

@@ -38,6 +38,8 @@ export interface NetMeasureSpec {
   readonly seconds: number;
   /** iperf3 tests per direction per boot. */
   readonly repetitions: number;
+  /** Seconds of unmeasured iperf3 each way before the ping and the tests (guest-script.ts), 0 for none. */
+  readonly warmupSeconds: number;
   /** Guest boots per VMM. */
   readonly rounds: number;
   readonly pings: number;
@@ -113,7 +115,7 @@ function stopServer(server: ChildProcess): Promise<void> {
 export async function measure(spec: NetMeasureSpec, partial?: PartialResultSink): Promise<NetResult> {
   const startedAt = new Date().toISOString();
   const loadAverageStart = loadavg();
-  const command = guestCommand(`${GUEST_ADDRESS}/${PREFIX_LEN}`, HOST_ADDRESS, spec.seconds, spec.repetitions);
+  const command = guestCommand(`${GUEST_ADDRESS}/${PREFIX_LEN}`, HOST_ADDRESS, spec.seconds, spec.repetitions, spec.warmupSeconds);
   const cmdline = `${spec.bootArgs} ${commandCmdlineArg(command)}`;
   const tests = testNames(spec.repetitions);
   const work = mkdtempSync(join(tmpdir(), 'tsvmm-net-'));
@@ -129,7 +131,7 @@ export async function measure(spec: NetMeasureSpec, partial?: PartialResultSink)
     makeTap();
     log(`tap ${TAP}: host ${HOST_ADDRESS}/${PREFIX_LEN}, guest ${GUEST_ADDRESS} (${GUEST_MAC})`);
     const guest: BootSpec = { kernel, initrd, cmdline, vcpus: spec.vcpus, memoryMib: spec.memoryMib, ...(spec.vmmProfileDir !== undefined ? { nodeArgs: profileNodeArgs(spec.vmmProfileDir) } : {}) };
-    const timeoutMs = BOOT_ALLOWANCE_MS + spec.pings * spec.pingIntervalSeconds * 1000 + tests.length * (spec.seconds * 1000 + TEST_ALLOWANCE_MS);
+    const timeoutMs = BOOT_ALLOWANCE_MS + 2 * spec.warmupSeconds * 1000 + spec.pings * spec.pingIntervalSeconds * 1000 + tests.length * (spec.seconds * 1000 + TEST_ALLOWANCE_MS);
     const qemuCpu = { model: QEMU_CPU_MODELS[0]! };
     for (let round = 0; round < spec.rounds; round++) {
       // Alternate the order, so neither VMM always runs first or last.
@@ -179,6 +181,7 @@ export async function measure(spec: NetMeasureSpec, partial?: PartialResultSink)
         ...guestConfig(spec, cmdline, command),
         seconds: spec.seconds,
         repetitions: spec.repetitions,
+        warmupSeconds: spec.warmupSeconds,
         rounds: spec.rounds,
         pings: spec.pings,
         pingIntervalSeconds: spec.pingIntervalSeconds,

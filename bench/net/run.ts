@@ -4,7 +4,7 @@
  * same tap, kernel, initramfs and host, and a report in bench/results/net-<date>.md (with the raw
  * result as JSON and the charts as SVG).
  *
- *   node dist/bench/net/run.js [--cpus N] [--mem MIB] [--time S] [--reps N] [--rounds N] [--pings N]
+ *   node dist/bench/net/run.js [--cpus N] [--mem MIB] [--time S] [--reps N] [--rounds N] [--pings N] [--warmup S]
  *                              [--ping-interval S] [--only tsvmm,qemu] [--quick] [--out-dir DIR] [--profile-vmm DIR]
  *   node dist/bench/net/run.js --report FILE.json [--out-dir DIR]      (re-render a report)
  *
@@ -49,6 +49,7 @@ async function main(): Promise<number> {
       time: { type: 'string' },
       reps: { type: 'string' },
       pings: { type: 'string' },
+      warmup: { type: 'string' },
       'ping-interval': { type: 'string' },
       quick: { type: 'boolean' },
     },
@@ -67,6 +68,9 @@ async function main(): Promise<number> {
   const repetitions = positiveInt(values.reps, quick ? 1 : 3, '--reps');
   const rounds = positiveInt(values.rounds, quick ? 1 : 2, '--rounds');
   const pings = positiveInt(values.pings, quick ? 10 : 50, '--pings');
+  // Unmeasured iperf3 each way first: tsvmm's network path is JIT-compiled only after some
+  // thousands of frames, seconds in the nested host, a fraction of one on hardware.
+  const warmupSeconds = positiveInt(values.warmup, quick ? 3 : 5, '--warmup', 0);
   const pingIntervalSeconds = positiveNumber(values['ping-interval'], 0.2, '--ping-interval');
 
   const started = Date.now();
@@ -88,6 +92,7 @@ async function main(): Promise<number> {
     memoryMib: positiveInt(values.mem, 512, '--mem', 128),
     seconds,
     repetitions,
+    warmupSeconds,
     rounds,
     pings,
     pingIntervalSeconds,

@@ -75,6 +75,8 @@ export interface NetConfig {
   readonly memoryMib: number;
   readonly seconds: number;
   readonly repetitions: number;
+  /** Seconds of unmeasured iperf3 each way before the ping in each boot (absent in results from before it existed: none). */
+  readonly warmupSeconds?: number;
   readonly rounds: number;
   readonly pings: number;
   readonly pingIntervalSeconds: number;

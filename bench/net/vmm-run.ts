@@ -155,6 +155,10 @@ export async function runVmm(o: NetRunOptions): Promise<NetRunSample> {
       const s = states.get(g.name);
       if (s !== undefined && g.phase === 'before') s.guestBefore = g.counters;
       else if (s !== undefined && g.phase === 'after') s.guestAfter = g.counters;
+    } else if (line.startsWith(MARK.warmup)) {
+      const [, , g2h, h2g] = line.split(' ');
+      // Worth a note, not a failed boot: the tests after it still measure (a bit colder, perhaps).
+      if (g2h !== '0' || h2g !== '0') notes.push(`the warm-up iperf3 exited with status ${g2h ?? '?'} (guest → host) and ${h2g ?? '?'} (host → guest)`);
     } else if (line === MARK.pingBegin) {
       pingTask ??= runPing(mark);
     }
