@@ -74,10 +74,10 @@ test('a config file with network-interfaces and vsock boots; tap and vsock work 
     assert.match(stdout, /^PING=ok$/m, 'the guest reaches the host over the tap');
     // A host program talks to the guest's listener through CONNECT.
     // (the guest's socat may still be starting when READY prints: retried while the guest refuses)
-    const { socket: s, hostPort } = await connectToGuestWhenListening(uds, 6001);
+    const { socket: s, hostPort, rest } = await connectToGuestWhenListening(uds, 6001);
     assert.ok(hostPort > 0);
     const reply = await new Promise<string>((resolve, reject) => {
-      let text = '';
+      let text = rest.toString('utf8');
       s.setEncoding('utf8');
       s.on('data', (d: string) => (text += d));
       s.on('close', () => resolve(text));

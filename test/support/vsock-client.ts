@@ -9,8 +9,20 @@ import { connect, type Socket } from 'node:net';
 /** The guest refused the connection: the VMM closed the socket without a byte. */
 export class VsockRefusedError extends Error {}
 
-/** Connect through the VMM's socket to guest `port`; resolves with the socket once "OK <n>" came back. */
-export function connectToGuest(uds: string, port: number): Promise<{ socket: Socket; hostPort: number }> {
+/**
+ * A connection the guest accepted. `rest` holds what arrived in the same read as the "OK" line
+ * (a guest program that writes at once can get its first bytes in with it). The socket stays in
+ * flowing mode, so that a hang-up is still seen: attach 'data' listeners before going back to the
+ * event loop (an `await` on this promise then doing so is fine).
+ */
+export interface GuestConnection {
+  socket: Socket;
+  hostPort: number;
+  rest: Buffer;
+}
+
+/** Connect through the VMM's socket to guest `port`; resolves once "OK <n>" came back. */
+export function connectToGuest(uds: string, port: number): Promise<GuestConnection> {
   return new Promise((resolve, reject) => {
     const socket = connect(uds);
     let line = '';
@@ -26,9 +38,9 @@ export function connectToGuest(uds: string, port: number): Promise<{ socket: Soc
         reject(new Error(`expected "OK <port>", got ${JSON.stringify(line.slice(0, nl))}`));
         return;
       }
-      const rest = Buffer.from(line.slice(nl + 1), 'latin1');
-      if (rest.length > 0) socket.unshift(rest);
-      resolve({ socket, hostPort: Number(m[1]) });
+      // Not unshift(): with no 'data' listener left, a flowing socket would emit it to nobody
+      // (on the next tick, before the caller's continuation attaches its own).
+      resolve({ socket, hostPort: Number(m[1]), rest: Buffer.from(line.slice(nl + 1), 'latin1') });
     };
     // The guest refusing (RST) closes the socket before any "OK": fail rather than wait for ever.
     const onClose = (): void => {
@@ -48,7 +60,7 @@ export function connectToGuest(uds: string, port: number): Promise<{ socket: Soc
  * ready (socat's start-up in the nested test host can take longer than any fixed sleep); a
  * client of a service that is starting retries the same way. Any other failure is final.
  */
-export async function connectToGuestWhenListening(uds: string, port: number, waitMs = 20_000): Promise<{ socket: Socket; hostPort: number }> {
+export async function connectToGuestWhenListening(uds: string, port: number, waitMs = 20_000): Promise<GuestConnection> {
   const deadline = Date.now() + waitMs;
   for (;;) {
     try {
