@@ -15,6 +15,7 @@ import type { MsiSink } from '../../src/devices/pci/msix.js';
 import { PciBus } from '../../src/devices/pci/pci-bus.js';
 import type { VirtioDevice } from '../../src/devices/virtio/device.js';
 import { VirtioPciDevice, type VirtioPciOptions } from '../../src/devices/virtio/pci-transport.js';
+import type { DescriptorChain, SplitQueue } from '../../src/devices/virtio/queue.js';
 import { MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE, mmap, viewMapping } from '../../src/kvm/libc.js';
 import { GuestMemory } from '../../src/memory/guest-memory.js';
 import type { IrqLine } from '../../src/devices/irq.js';
@@ -364,16 +365,17 @@ export class VirtioPciDriver {
   }
 
   /** Set up queue `index` with rings from the allocator; `vector` is its MSI-X vector. */
-  setupQueue(index: number, options: { size?: number; vector?: number } = {}): DriverQueue {
+  setupQueue(index: number, options: { size?: number; vector?: number; rings?: { desc: number; avail: number; used: number } } = {}): DriverQueue {
     this.write(COMMON.QUEUE_SELECT, 2, index);
     const max = this.read(COMMON.QUEUE_SIZE, 2);
     if (max === 0) throw new Error(`queue ${index} does not exist`);
     const size = options.size ?? max;
     this.write(COMMON.QUEUE_SIZE, 2, size);
     const a = this.machine.allocator;
-    const desc = a.alloc(16 * size, 16);
-    const avail = a.alloc(6 + 2 * size, 2);
-    const used = a.alloc(6 + 8 * size, 4);
+    // `rings` places them anywhere at all (hostile tests); by default each gets its own memory.
+    const desc = options.rings?.desc ?? a.alloc(16 * size, 16);
+    const avail = options.rings?.avail ?? a.alloc(6 + 2 * size, 2);
+    const used = options.rings?.used ?? a.alloc(6 + 8 * size, 4);
     this.write64(COMMON.QUEUE_DESC, desc);
     this.write64(COMMON.QUEUE_DRIVER, avail);
     this.write64(COMMON.QUEUE_DEVICE, used);
@@ -572,6 +574,39 @@ export async function waitForUsed(queue: DriverQueue, count: number, timeoutMs =
     return used.length >= count;
   }, timeoutMs);
   return used;
+}
+
+/**
+ * A driver racing the device, as a guest vCPU can: each time the device takes a chain from
+ * `deviceQueue` (the transport's SplitQueue), `repost` makes another one available at once, until
+ * `total` have been reposted. A device loop of "take until empty" never sees the queue empty
+ * before that. `takenNow()` counts what the device took; tests assert it stays within one ring
+ * per pass while the whole backlog still gets served over later turns of the event loop.
+ */
+export function raceDevice(deviceQueue: SplitQueue, repost: () => void, total: number): { taken(): number } {
+  let taken = 0;
+  let reposted = 0;
+  const pop = deviceQueue.pop.bind(deviceQueue);
+  deviceQueue.pop = (chain: DescriptorChain): boolean => {
+    if (!pop(chain)) return false;
+    taken++;
+    if (reposted < total) {
+      reposted++;
+      repost();
+    }
+    return true;
+  };
+  return { taken: () => taken };
+}
+
+/** Turn the event loop (one setImmediate at a time) until `condition` holds or `maxTurns` passed; the turns taken. */
+export async function turnUntil(condition: () => boolean, maxTurns = 1000): Promise<number> {
+  let turns = 0;
+  while (!condition() && turns < maxTurns) {
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    turns++;
+  }
+  return turns;
 }
 
 // ---- virtio-vsock (virtio 1.2 §5.10), spelled out here independently of the device code

@@ -37,7 +37,8 @@ import {
   VirtioBlock,
   type VirtioBlockOptions,
 } from '../../src/devices/virtio/blk.js';
-import { DESC_F, F_EVENT_IDX, F_INDIRECT_DESC, F_VERSION_1, STATUS, TestMachine, VirtioPciDriver, type DriverBuffer, type DriverQueue } from '../support/virtio-driver.js';
+import type { VirtioPciDevice } from '../../src/devices/virtio/pci-transport.js';
+import { DESC_F, F_EVENT_IDX, F_INDIRECT_DESC, F_VERSION_1, STATUS, TestMachine, VirtioPciDriver, raceDevice, turnUntil, type DriverBuffer, type DriverQueue } from '../support/virtio-driver.js';
 
 const bit = (n: number) => 1n << BigInt(n);
 /** Accept whatever the device offers. */
@@ -60,21 +61,22 @@ function image(bytes: number): string {
 interface Rig {
   machine: TestMachine;
   device: VirtioBlock;
+  transport: VirtioPciDevice;
   driver: VirtioPciDriver;
   queue: DriverQueue;
   path: string;
   errors: string[];
 }
 
-function rig(options: Partial<VirtioBlockOptions> & { bytes?: number; features?: bigint; regions?: [number, number][]; hostMapped?: boolean } = {}): Rig {
+function rig(options: Partial<VirtioBlockOptions> & { bytes?: number; features?: bigint; regions?: [number, number][]; hostMapped?: boolean; queueSize?: number } = {}): Rig {
   const path = options.path ?? image(options.bytes ?? 64 * SECTOR);
   const machine = new TestMachine({ regions: options.regions ?? [[0, 4 << 20]], hostMapped: options.hostMapped ?? false });
   const device = new VirtioBlock({ ...options, path });
   const errors: string[] = [];
-  const { slot } = machine.addVirtio(device, { onError: (reason) => errors.push(reason) });
+  const { transport, slot } = machine.addVirtio(device, { onError: (reason) => errors.push(reason) });
   const driver = new VirtioPciDriver(machine, slot);
-  const [queue] = driver.bringUp(options.features ?? EVERYTHING);
-  return { machine, device, driver, queue: queue!, path, errors };
+  const [queue] = driver.bringUp(options.features ?? EVERYTHING, options.queueSize === undefined ? {} : { queueSize: options.queueSize });
+  return { machine, device, transport, driver, queue: queue!, path, errors };
 }
 
 interface Submitted {
@@ -810,4 +812,33 @@ test('numQueues outside 1..32 is refused; one queue offers no MQ', () => {
   assert.equal(one.deviceFeatures & bit(VIRTIO_BLK_F_MQ), 0n);
   assert.deepEqual(one.queueMaxSizes, [256]);
   void one.close();
+});
+
+test('a driver that keeps requests coming cannot keep the device (and the VMM event loop) busy: one ring per pass', async () => {
+  const SIZE = 8;
+  const TOTAL = 10 * SIZE;
+  const r = rig({ queueSize: SIZE });
+  const m = r.machine;
+  // GET_ID completes inside the pass that takes it, so only the pass budget can end the pass.
+  const header = m.allocator.alloc(16);
+  m.memory.writeU32(header, VIRTIO_BLK_T_GET_ID);
+  const id = m.allocator.alloc(20);
+  const status = m.allocator.alloc(1, 1);
+  const head = r.queue.addChain([
+    { addr: header, len: 16, writable: false },
+    { addr: id, len: 20, writable: true },
+    { addr: status, len: 1, writable: true },
+  ]);
+  const race = raceDevice(r.transport.queues[0]!, () => r.queue.publish(head), TOTAL);
+  r.queue.publish(head);
+  r.queue.kick();
+  assert.equal(race.taken(), SIZE, 'the kick took one ring of requests and returned');
+  await turnUntil(() => race.taken() === TOTAL + 1);
+  assert.equal(race.taken(), TOTAL + 1, 'the rest was served on later turns, without kicks');
+  const done = r.queue.takeUsed();
+  assert.equal(done.length, TOTAL + 1);
+  assert.ok(done.every((u) => u.id === head && u.len === 21));
+  assert.equal(m.memory.readU8(status), VIRTIO_BLK_S_OK);
+  assert.deepEqual(r.errors, []);
+  assert.equal((await run(r, VIRTIO_BLK_T_IN, 3, { dataLength: SECTOR })).status, VIRTIO_BLK_S_OK, 'a kick is heard again after the backlog');
 });

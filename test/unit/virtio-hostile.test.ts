@@ -15,6 +15,7 @@ import {
   STATUS,
   TestMachine,
   VirtioPciDriver,
+  turnUntil,
   type DriverQueue,
 } from '../support/virtio-driver.js';
 
@@ -225,4 +226,47 @@ test('garbage register writes do not throw', () => {
   }
   for (let reg = 0; reg < 256; reg++) h.machine.conf1Write(0, h.driver.slot, 0, reg, 1, 0xff);
   assert.ok(h.machine.guardsIntact());
+});
+
+test('a used ring laid over the available index cannot hold the VMM: each pass is bounded, the event loop runs, reset ends it', async () => {
+  // Without EVENT_IDX the device writes used.flags to ask for kicks or not. Here used.flags is the
+  // available index: disabling notifications makes a buffer "available", enabling them takes it
+  // away again, so "enable; more arrived? go round again" would never end on its own.
+  const machine = new TestMachine();
+  const device = new VirtioRng();
+  const errors: string[] = [];
+  const { transport, slot } = machine.addVirtio(device, { onError: (r) => errors.push(r) });
+  const driver = new VirtioPciDriver(machine, slot);
+  driver.probe();
+  assert.ok(driver.negotiate(bit(F_VERSION_1)));
+  driver.enableMsix();
+  driver.write(COMMON.CONFIG_MSIX_VECTOR, 2, 0);
+  const a = machine.allocator;
+  const desc = a.alloc(16 * QUEUE_SIZE, 16);
+  const avail = a.alloc(6 + 2 * QUEUE_SIZE + 16, 4) + 2;
+  const queue = driver.setupQueue(0, { size: QUEUE_SIZE, vector: 1, rings: { desc, avail, used: avail + 2 } });
+  driver.driverOk();
+  const buffer = a.alloc(16);
+  queue.writeDescriptor(0, buffer, 16, DESC_F.WRITE, 0);
+  queue.publish(0);
+  const served = (): number => device.requestsServed;
+  queue.kick(); // returns: the pass is bounded
+  assert.equal(served(), 1);
+  let timerFired = false;
+  setTimeout(() => (timerFired = true), 1);
+  await turnUntil(() => timerFired);
+  assert.ok(timerFired, 'timers still run while the guest keeps the queue looking busy');
+  assert.ok(transport.notifications === 1, 'no kick needed: the queue asked for its own passes');
+  // A reset ends the passes; the device then works normally.
+  driver.reset();
+  const before = served();
+  await turnUntil(() => false, 20);
+  assert.equal(served(), before);
+  const [fresh] = driver.bringUp(MODERN, { queueSize: QUEUE_SIZE });
+  const head = fresh!.addChain([{ addr: buffer, len: 16, writable: true }]);
+  fresh!.publish(head);
+  fresh!.kick();
+  assert.deepEqual(fresh!.takeUsed(), [{ id: head, len: 16 }]);
+  assert.ok(machine.guardsIntact());
+  assert.deepEqual(errors, []);
 });

@@ -74,7 +74,9 @@ import {
   TestMachine,
   VirtioPciDriver,
   readDeviceConfig,
+  raceDevice,
   readDeviceConfigBytes,
+  turnUntil,
   waitForUsed,
   waitUntil,
   type DriverQueue,
@@ -836,4 +838,46 @@ test(`fuzz: malformed chains, random frames, kicks, readiness and resets never t
   assert.ok(machine.guardsIntact(), `FUZZ_SEED=${SEED}`);
   assert.ok(iterations > 10, `FUZZ_SEED=${SEED}: only ${iterations} iterations ran`);
   assert.ok(m.txFrames > 0 && m.rxFrames > 0, `FUZZ_SEED=${SEED}: the fuzzer never reached the device (tx ${m.txFrames}, rx ${m.rxFrames})`);
+});
+
+test('a driver that keeps frames or buffers coming cannot keep the device (and the VMM event loop) busy: one ring per pass', async (t) => {
+  const SIZE = 8;
+  const TOTAL = 10 * SIZE;
+  {
+    // TX: every chain is a small frame the backend takes at once.
+    const n = net(t, { queueSize: SIZE });
+    const f = frame(40, 1);
+    const head = queueTx(n, f);
+    const race = raceDevice(n.transport.queues[NET_TX_QUEUE]!, () => n.tx.publish(head), TOTAL);
+    await kickTx(n);
+    assert.equal(race.taken(), SIZE, 'the transmit pass took one ring of frames and returned');
+    await turnUntil(() => race.taken() === TOTAL + 1);
+    assert.equal(race.taken(), TOTAL + 1, 'the rest went out on later turns, without kicks');
+    assert.equal(n.tx.takeUsed().length, TOTAL + 1);
+    assert.equal(n.backend.received().length, TOTAL + 1);
+    queueTx(n, f);
+    await kickTx(n);
+    assert.equal(n.tx.takeUsed().length, 1, 'notifications are back on after the backlog');
+    assert.deepEqual(n.errors, []);
+  }
+  {
+    // RX: every chain is too short for the header, so the device hands it back and takes the next.
+    const n = net(t, { queueSize: SIZE, manual: true });
+    const head = n.rx.addChain([{ addr: n.machine.allocator.alloc(8), len: 8, writable: true }]);
+    const race = raceDevice(n.transport.queues[NET_RX_QUEUE]!, () => n.rx.publish(head), TOTAL);
+    n.rx.publish(head);
+    assert.ok(n.backend.send(frame(100, 2)));
+    n.manual!.fire(EPOLLIN);
+    assert.equal(race.taken(), SIZE, 'the readiness callback took one ring of buffers and returned');
+    await turnUntil(() => race.taken() === TOTAL + 1);
+    assert.equal(race.taken(), TOTAL + 1, 'the rest was taken on later turns, without kicks');
+    assert.equal(n.device.metrics.rxBadBuffers, TOTAL + 1);
+    assert.equal(n.rx.takeUsed().length, TOTAL + 1);
+    assert.equal(n.device.metrics.rxStalls, 1, 'only the real stall (no buffers left) counts, not the yields');
+    // The frame is still waiting: a proper buffer and a kick deliver it.
+    postRx(n, 1, 2048);
+    n.rx.kick();
+    assert.deepEqual(n.rx.takeUsed().map((u) => u.len), [100 + VIRTIO_NET_HDR_SIZE]);
+    assert.deepEqual(n.errors, []);
+  }
 });

@@ -10,7 +10,8 @@ const DESC = 0x1000, AVAIL = 0x2000, USED = 0x3000, SIZE = 8;
 function setup(options: { eventIdx?: boolean; indirect?: boolean; memory?: GuestMemory } = {}) {
   const memory = options.memory ?? GuestMemory.fromBuffers([{ gpa: 0, bytes: new Uint8Array(64 * 1024) }]);
   const faults: string[] = [];
-  const queue = new SplitQueue(0, SIZE, (_q, reason) => faults.push(reason));
+  const yields: number[] = [];
+  const queue = new SplitQueue(0, SIZE, (_q, reason) => faults.push(reason), (q) => yields.push(q.index));
   queue.descTableAddress = DESC;
   queue.availRingAddress = AVAIL;
   queue.usedRingAddress = USED;
@@ -27,7 +28,7 @@ function setup(options: { eventIdx?: boolean; indirect?: boolean; memory?: Guest
     availIdx = (availIdx + 1) & 0xffff;
     memory.writeU16(AVAIL + 2, availIdx);
   };
-  return { memory, queue, faults, desc, publish, chain: new DescriptorChain(4) };
+  return { memory, queue, faults, yields, desc, publish, chain: new DescriptorChain(4) };
 }
 
 test('a chain with readable then writable buffers becomes segments in order', () => {
@@ -115,6 +116,7 @@ test('EVENT_IDX: vring_need_event across the 16-bit wrap', () => {
   let notified = 0;
   // Drive the indices through 65535 -> 0 with used_event always one behind the new entry.
   for (let i = 0; i < 70000; i++) {
+    queue.beginPass();
     publish(0);
     assert.equal(queue.pop(chain), true);
     queue.addUsed(0, 16);
@@ -130,6 +132,60 @@ test('EVENT_IDX: vring_need_event across the 16-bit wrap', () => {
   queue.pop(chain);
   queue.addUsed(0, 16);
   assert.equal(queue.needsNotification(), false);
+});
+
+test('a pass takes at most Queue Size chains, then asks for another pass with notifications left off', () => {
+  for (const eventIdx of [false, true]) {
+    const { queue, desc, publish, chain, memory, yields, faults } = setup({ eventIdx });
+    desc(0, 0x8000, 16, WRITE);
+    const availEvent = USED + 4 + 8 * SIZE;
+    // A driver that makes a new chain available for every one the device takes (as a vCPU racing
+    // the device can, for ever): the device loop "pop, complete, repeat" must still end.
+    publish(0);
+    let taken = 0;
+    const pass = (): void => {
+      for (;;) {
+        queue.disableNotification();
+        while (queue.pop(chain)) {
+          taken++;
+          queue.addUsed(chain.head, 16);
+          if (taken < 5 * SIZE) publish(0);
+        }
+        if (!queue.enableNotification()) break;
+      }
+    };
+    pass();
+    assert.equal(taken, SIZE, 'one ring of chains in the first pass');
+    assert.deepEqual(yields, [0], 'another pass asked for, once');
+    assert.equal(queue.yielded, true);
+    assert.equal(queue.hasAvailable(), true);
+    // Notifications stay off: no kick is needed, the pass asked for takes the rest.
+    if (eventIdx) assert.equal(memory.readU16(availEvent), 0, 'avail_event not moved');
+    else assert.equal(memory.readU16(USED), 1, 'VIRTQ_USED_F_NO_NOTIFY still set');
+    assert.equal(queue.pop(chain), false, 'pop() stays empty until the next pass');
+    assert.deepEqual(yields, [0], 'asked once per pass');
+    let passes = 1;
+    while (queue.yielded) {
+      queue.beginPass();
+      pass();
+      passes++;
+    }
+    assert.equal(taken, 5 * SIZE, 'every chain taken in the end');
+    assert.equal(passes, 5);
+    assert.equal(yields.length, 4);
+    assert.equal(memory.readU16(USED + 2), 5 * SIZE);
+    // Idle now: notifications are back on, as after any pass that emptied the queue.
+    if (eventIdx) assert.equal(memory.readU16(availEvent), 5 * SIZE);
+    else assert.equal(memory.readU16(USED), 0);
+    assert.deepEqual(faults, []);
+  }
+});
+
+test('an empty queue never asks for another pass, however often it is polled', () => {
+  const { queue, chain, yields } = setup();
+  for (let i = 0; i < 3 * SIZE; i++) assert.equal(queue.pop(chain), false);
+  assert.deepEqual(yields, []);
+  assert.equal(queue.yielded, false);
 });
 
 test('a buffer crossing adjacent regions splits into segments; a gap is a fault', () => {

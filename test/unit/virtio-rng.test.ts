@@ -1,17 +1,17 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { MAX_BYTES_PER_REQUEST, VirtioRng } from '../../src/devices/virtio/rng.js';
-import { F_EVENT_IDX, F_INDIRECT_DESC, F_VERSION_1, STATUS, TestMachine, VirtioPciDriver } from '../support/virtio-driver.js';
+import { F_EVENT_IDX, F_INDIRECT_DESC, F_VERSION_1, STATUS, TestMachine, VirtioPciDriver, raceDevice, turnUntil } from '../support/virtio-driver.js';
 
 const bit = (n: number) => 1n << BigInt(n);
 const MODERN = bit(F_VERSION_1) | bit(F_EVENT_IDX) | bit(F_INDIRECT_DESC);
 
-function rng(features = MODERN, machineOptions: ConstructorParameters<typeof TestMachine>[0] = {}) {
+function rng(features = MODERN, machineOptions: ConstructorParameters<typeof TestMachine>[0] = {}, queueSize?: number) {
   const machine = new TestMachine(machineOptions);
   const device = new VirtioRng();
   const { transport, slot } = machine.addVirtio(device);
   const driver = new VirtioPciDriver(machine, slot);
-  const [queue] = driver.bringUp(features);
+  const [queue] = driver.bringUp(features, queueSize === undefined ? {} : { queueSize });
   return { machine, device, transport, driver, queue: queue! };
 }
 
@@ -121,4 +121,26 @@ test('reset stops the device; after a new bring-up it serves again', () => {
   again!.kick();
   assert.equal(device.requestsServed, 1);
   assert.equal(driver.status & STATUS.NEEDS_RESET, 0);
+});
+
+test('a driver that keeps requests coming cannot keep the device (and the VMM event loop) busy: one ring per pass', async () => {
+  const SIZE = 8;
+  const TOTAL = 10 * SIZE;
+  const { machine, queue, transport, device } = rng(MODERN, {}, SIZE);
+  const buffer = machine.allocator.alloc(16);
+  const head = queue.addChain([{ addr: buffer, len: 16, writable: true }]);
+  const race = raceDevice(transport.queues[0]!, () => queue.publish(head), TOTAL);
+  queue.publish(head);
+  queue.kick();
+  assert.equal(race.taken(), SIZE, 'the kick took one ring of requests and returned');
+  const turns = await turnUntil(() => race.taken() === TOTAL + 1);
+  assert.equal(race.taken(), TOTAL + 1, 'the rest was served on later turns, without kicks');
+  assert.ok(turns >= TOTAL / SIZE, `${turns} turns`);
+  assert.equal(queue.takeUsed().length, TOTAL + 1);
+  assert.equal(device.requestsServed, TOTAL + 1);
+  assert.equal(transport.deviceStatus & STATUS.NEEDS_RESET, 0);
+  // Notifications are back on: the next request needs, and gets, its kick.
+  queue.publish(head);
+  queue.kick();
+  assert.deepEqual(queue.takeUsed(), [{ id: head, len: 16 }]);
 });

@@ -28,6 +28,8 @@ import {
   VSOCK_OP,
   VSOCK_SHUTDOWN,
   VirtioPciDriver,
+  raceDevice,
+  turnUntil,
   writeVsockHeader,
   type DriverQueue,
   type VsockPacket,
@@ -614,4 +616,30 @@ test('hostile chains: a short header is dropped, a too-small rx buffer returned 
   assert.ok(m.guardsIntact() && r2.machine.guardsIntact());
   await teardown(r);
   await teardown(r2);
+});
+
+test('a driver that keeps tx packets coming cannot keep the device (and the VMM event loop) busy: one ring per pass', async () => {
+  const SIZE = 8;
+  const TOTAL = 10 * SIZE;
+  const device = await VirtioVsock.create({ guestCid: CID, udsPath: freshPath() });
+  const machine = new TestMachine();
+  const errors: string[] = [];
+  const { transport, slot } = machine.addVirtio(device, { onError: (reason) => errors.push(reason) });
+  const driver = new VirtioPciDriver(machine, slot);
+  const tx = driver.bringUp(FEATURES, { queueSize: SIZE })[1]!;
+  // Shorter than a header: counted as malformed and returned at once, the cheapest packet there is.
+  const head = tx.addChain([{ addr: machine.allocator.alloc(8), len: 8, writable: false }]);
+  const race = raceDevice(transport.queues[1]!, () => tx.publish(head), TOTAL);
+  tx.publish(head);
+  tx.kick();
+  assert.equal(race.taken(), SIZE, 'the kick took one ring of packets and returned');
+  await turnUntil(() => race.taken() === TOTAL + 1);
+  assert.equal(race.taken(), TOTAL + 1, 'the rest was taken on later turns, without kicks');
+  assert.equal(tx.takeUsed().length, TOTAL + 1);
+  assert.equal(device.metrics.malformed, TOTAL + 1);
+  assert.deepEqual(errors, []);
+  tx.publish(head);
+  tx.kick();
+  assert.equal(tx.takeUsed().length, 1, 'notifications are back on after the backlog');
+  await device.close();
 });

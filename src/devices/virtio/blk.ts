@@ -324,8 +324,6 @@ export class VirtioBlock implements VirtioDevice {
   private processing = -1;
   /** Queues whose processQueue stopped for want of a free slot; a completion restarts them. */
   private readonly starved: boolean[] = [];
-  /** Queues with a processing pass deferred to setImmediate (see processQueue's budget). */
-  private readonly deferred: boolean[] = [];
   private closed = false;
   private idleWaiters: (() => void)[] = [];
   /** The pieces of the transfer being issued (transfer() fills them; used before it returns). */
@@ -502,19 +500,12 @@ export class VirtioBlock implements VirtioDevice {
     const free = this.free[index];
     if (queue === undefined || free === undefined) return;
     this.processing = index;
-    // At most a ring's worth of chains per pass, then the rest after the event loop had a turn. A
-    // guest can lay its used ring over its available ring's index, so that each completion makes
-    // another request available: without a budget this loop would never end (the fuzz test found
-    // it), and a guest must not be able to stop the VMM's main thread.
-    let budget = queue.size;
+    // SplitQueue bounds the pass (at most a ring's worth of chains, then pop() reports empty and the
+    // transport runs another pass on a later turn): a guest cannot keep this loop going for ever.
     try {
-      pass: for (;;) {
+      for (;;) {
         queue.disableNotification();
         while (free.length > 0) {
-          if (budget-- === 0) {
-            this.deferProcessing(index);
-            break pass;
-          }
           const request = free.pop()!;
           if (!queue.pop(request.chain)) {
             free.push(request);
@@ -533,17 +524,6 @@ export class VirtioBlock implements VirtioDevice {
       this.processing = -1;
     }
     if (queue.needsNotification()) activation.interrupt.signalQueue(index);
-  }
-
-  /** Run processQueue(index) again once the event loop has had a turn (notifications stay off until then). */
-  private deferProcessing(index: number): void {
-    if (this.deferred[index] === true) return;
-    this.deferred[index] = true;
-    const epoch = this.epoch;
-    setImmediate(() => {
-      this.deferred[index] = false;
-      if (epoch === this.epoch) this.processQueue(index);
-    });
   }
 
   // ---- requests

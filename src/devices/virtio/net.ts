@@ -377,12 +377,19 @@ export class VirtioNet implements VirtioDevice {
       this.onWarning(`${this.name}: the backend ${(events & EPOLLHUP) !== 0 ? 'hung up' : 'reported an error'}; no more frames in either direction until the device is reset`);
       return;
     }
+    // A readiness callback is a turn of the event loop of its own: each queue gets a fresh pop
+    // budget (SplitQueue.beginPass), so steady traffic needs no extra pass per ring's worth.
+    const queues = this.activation.queues;
     if ((events & EPOLLOUT) !== 0 && this.txBlocked) {
       this.txBlocked = false;
       this.updateInterest();
+      queues[NET_TX_QUEUE]!.beginPass();
       this.transmit();
     }
-    if ((events & EPOLLIN) !== 0) this.receive();
+    if ((events & EPOLLIN) !== 0) {
+      queues[NET_RX_QUEUE]!.beginPass();
+      this.receive();
+    }
   }
 
   /** Watch readability unless out of receive buffers, writability while a write waits. */
@@ -429,6 +436,8 @@ export class VirtioNet implements VirtioDevice {
 
   private readonly runScheduledTransmit = (): void => {
     this.txScheduled = false;
+    // A turn of the event loop of its own: a fresh pop budget (SplitQueue.beginPass).
+    this.activation?.queues[NET_TX_QUEUE]?.beginPass();
     this.transmit();
   };
 
@@ -560,8 +569,10 @@ export class VirtioNet implements VirtioDevice {
         }
         if (this.stopped) break;
         if (!ready) {
+          // Out of buffers, or out of this pass's budget (the transport then runs processQueue
+          // again on the next turn, which resumes here): either way wait without polling the backend.
           this.rxStalled = true;
-          this.metrics.rxStalls++;
+          if (!queue.yielded) this.metrics.rxStalls++;
           this.updateInterest();
           break;
         }

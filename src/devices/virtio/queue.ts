@@ -16,6 +16,16 @@
  * A violation marks the queue failed and reports it (the transport then sets DEVICE_NEEDS_RESET,
  * §2.1.2); nothing throws and nothing outside guest RAM is touched.
  *
+ * pop() also bounds how much one pass may do: at most Queue Size chains taken, or rounds of
+ * enableNotification() finding more, between two calls of beginPass() (which the transport makes
+ * before each processQueue). The driver runs concurrently
+ * on a vCPU thread and can make a new chain available for each one the device takes, for ever (or
+ * lay its used ring over its available index so that every completion does it); a device loop of
+ * "pop until empty" would then never give the event loop back, and every other device, the API
+ * and the vCPUs' exits would stop. Once the budget is spent pop() reports an empty queue,
+ * enableNotification() reports nothing new (and leaves notifications off), and the queue asks its
+ * owner through `onYield` for another pass after the event loop had a turn.
+ *
  * The hot path allocates nothing: the rings are typed-array views made once at activation,
  * indirect tables are read through the region's DataView, and a chain is described by a reusable
  * DescriptorChain holding (region buffer, offset, length) per segment, ready for
@@ -169,6 +179,8 @@ export class DescriptorChain {
 
 /** Called once when a queue fails, with a one-line reason. */
 export type QueueFaultHandler = (queue: SplitQueue, reason: string) => void;
+/** Called when pop() stopped for the pass budget: schedule another pass (beginPass, then processQueue) on a later turn. */
+export type QueueYieldHandler = (queue: SplitQueue) => void;
 
 /** Feature-dependent behaviour, fixed when the queue is activated. */
 export interface QueueFeatures {
@@ -205,11 +217,16 @@ export class SplitQueue {
   private signalledUsed = 0;
   private eventIdx = false;
   private indirect = false;
+  /** Chains pop() may still take in this pass (see the file comment). */
+  private passBudget = 0;
+  /** pop() stopped for the budget; cleared by beginPass(). */
+  private yielding = false;
 
   constructor(
     readonly index: number,
     readonly maxSize: number,
     private readonly onFault?: QueueFaultHandler,
+    private readonly onYield?: QueueYieldHandler,
   ) {
     if (!isPowerOfTwo(maxSize) || maxSize > MAX_SPLIT_QUEUE_SIZE) {
       throw new RangeError(`queue ${index}: maximum size ${maxSize} must be a power of two up to ${MAX_SPLIT_QUEUE_SIZE}`);
@@ -240,6 +257,8 @@ export class SplitQueue {
     this.nextAvail = 0;
     this.nextUsed = 0;
     this.signalledUsed = 0;
+    this.passBudget = 0;
+    this.yielding = false;
   }
 
   /**
@@ -273,8 +292,25 @@ export class SplitQueue {
     this.nextAvail = 0;
     this.nextUsed = 0;
     this.signalledUsed = 0;
+    this.passBudget = size;
+    this.yielding = false;
     this.active = true;
     return true;
+  }
+
+  /**
+   * Start a pass: pop() may take up to Queue Size chains again. Called by whoever runs a device's
+   * queue processing from its own turn of the event loop (the transport before processQueue, a
+   * device from its backend's readiness callback), never from inside a pass.
+   */
+  beginPass(): void {
+    this.passBudget = this.size;
+    this.yielding = false;
+  }
+
+  /** Whether pop() stopped for the pass budget and another pass has been asked for. */
+  get yielded(): boolean {
+    return this.yielding;
   }
 
   /** Whether the driver has made buffers available that pop() has not taken yet. */
@@ -292,6 +328,7 @@ export class SplitQueue {
     const pending = (availIdx - this.nextAvail) & 0xffff;
     if (pending === 0) return false;
     if (pending > this.size) return this.fail(`available index ${availIdx} is ${pending} entries ahead of the device, more than the queue size ${this.size}`);
+    if (!this.spend()) return false;
     const head = this.avail16[AVAIL_RING + (this.nextAvail & this.mask)]!;
     this.nextAvail = (this.nextAvail + 1) & 0xffff;
     if (head >= this.size) return this.fail(`available ring entry names descriptor ${head}, outside the ${this.size}-entry table`);
@@ -355,17 +392,35 @@ export class SplitQueue {
    * Ask the driver for available buffer notifications again (§2.7.10): avail_event = the next
    * index the device will read, or clear VIRTQ_USED_F_NO_NOTIFY. Returns whether buffers arrived
    * meanwhile, in which case the caller must process them (else a kick may have been suppressed).
+   * After pop() stopped for the pass budget: false, and notifications stay off; the pass the
+   * queue asked for takes the rest.
    */
   enableNotification(): boolean {
-    if (!this.ready) return false;
+    if (!this.ready || this.yielding) return false;
     if (this.eventIdx) Atomics.store(this.used16, USED_RING_U16 + 4 * this.size, this.nextAvail);
     else Atomics.store(this.used16, USED_FLAGS, 0);
-    return Atomics.load(this.avail16, AVAIL_IDX) !== this.nextAvail;
+    if (Atomics.load(this.avail16, AVAIL_IDX) === this.nextAvail) return false;
+    // "Go round again" spends budget too: a driver whose used flags or avail_event lie over its
+    // available index makes each enable/disable pair look like new buffers with none to pop.
+    return this.spend();
   }
 
   /** Tell the driver notifications are not needed while the device is busy with the queue. */
   disableNotification(): void {
     if (this.ready && !this.eventIdx) Atomics.store(this.used16, USED_FLAGS, VIRTQ_USED_F_NO_NOTIFY);
+  }
+
+  /** Take one unit of the pass budget; when it is spent, ask for another pass (once) and return false. */
+  private spend(): boolean {
+    if (this.passBudget > 0) {
+      this.passBudget--;
+      return true;
+    }
+    if (!this.yielding) {
+      this.yielding = true;
+      this.onYield?.(this);
+    }
+    return false;
   }
 
   /** Mark the queue failed (once) and report it. Always returns false, for `return this.fail(...)`. */

@@ -38,8 +38,6 @@ export class VirtioRng implements VirtioDevice {
   /** Random bytes handed to the guest so far. */
   bytesServed = 0;
   requestsServed = 0;
-  /** A processing pass deferred to setImmediate after the per-call budget ran out. */
-  private deferred = false;
 
   private readonly fill: RandomFill;
   private readonly chain = new DescriptorChain(RNG_QUEUE_SIZE);
@@ -65,11 +63,8 @@ export class VirtioRng implements VirtioDevice {
     if (activation === undefined || index !== RNG_REQUEST_QUEUE) return;
     const queue = activation.queues[RNG_REQUEST_QUEUE]!;
     const chain = this.chain;
-    // At most a ring's worth of requests per call, the rest after the event loop had a turn: a
-    // guest whose used ring lies over its available ring's index makes a new request available
-    // with every completion, and must not be able to stop the VMM's main thread (see VirtioBlock).
-    let budget = queue.size;
-    pass: for (;;) {
+    // SplitQueue bounds the pass: a guest that keeps requests coming cannot keep this loop going for ever.
+    for (;;) {
       queue.disableNotification();
       while (queue.pop(chain)) {
         if (chain.readableSegments > 0) {
@@ -85,16 +80,6 @@ export class VirtioRng implements VirtioDevice {
         queue.addUsed(chain.head, written);
         this.bytesServed += written;
         this.requestsServed++;
-        if (--budget === 0) {
-          if (!this.deferred) {
-            this.deferred = true;
-            setImmediate(() => {
-              this.deferred = false;
-              if (this.activation === activation) this.processQueue(RNG_REQUEST_QUEUE);
-            });
-          }
-          break pass;
-        }
       }
       if (!queue.enableNotification()) break;
     }

@@ -78,6 +78,10 @@ export abstract class VirtioTransportCore {
   private readonly reportError: ((reason: string) => void) | undefined;
   /** Handed to the device at activation: its interrupts go out the transport's way. */
   private readonly interrupt: VirtioInterrupt;
+  /** Per queue: a pass asked for by SplitQueue's budget is waiting for setImmediate. */
+  private readonly passScheduled: boolean[];
+  /** Bumped by activation and reset: a pass scheduled before either is dropped. */
+  private queueEpoch = 0;
 
   protected constructor(
     readonly device: VirtioDevice,
@@ -87,7 +91,10 @@ export abstract class VirtioTransportCore {
     this.memory = options.memory;
     this.reportError = options.onError;
     this.offeredFeatures = device.deviceFeatures | VIRTIO_TRANSPORT_FEATURES;
-    this.queues = device.queueMaxSizes.map((max, i) => new SplitQueue(i, max, (_q, reason) => this.fail(reason)));
+    this.queues = device.queueMaxSizes.map(
+      (max, i) => new SplitQueue(i, max, (_q, reason) => this.fail(reason), (q) => this.scheduleQueuePass(q.index)),
+    );
+    this.passScheduled = device.queueMaxSizes.map(() => false);
     this.interrupt = {
       signalQueue: (i) => this.deliverQueueInterrupt(i),
       signalConfigChange: () => this.signalConfigChange(),
@@ -132,15 +139,36 @@ export abstract class VirtioTransportCore {
    */
   notifyQueue(index: number): void {
     this.notifications++;
+    this.runQueue(index);
+  }
+
+  /** One processing pass over queue `index`, with a fresh pop budget (SplitQueue.beginPass). */
+  private runQueue(index: number): void {
     if ((this.status & RUNNING_MASK) !== VIRTIO_STATUS_DRIVER_OK || !this.memoryAccessAllowed()) return;
     const queue = Number.isInteger(index) ? this.queues[index] : undefined;
     if (queue === undefined || !queue.enabled || !queue.ready) return;
+    queue.beginPass();
     // guarded() inlined: this runs once per doorbell, so no closure and no message string unless it fails.
     try {
       this.device.processQueue(index);
     } catch (e) {
       this.fail(`${this.device.name} failed processing queue ${index}: ${errorMessage(e)}`);
     }
+  }
+
+  /**
+   * The queue spent its pass budget with chains still available: run another pass once the event
+   * loop has had a turn (timers, other devices, the API and the vCPUs' exits go first). At most
+   * one is pending per queue; activation or reset in between drops it.
+   */
+  private scheduleQueuePass(index: number): void {
+    if (this.passScheduled[index] === true) return;
+    this.passScheduled[index] = true;
+    const epoch = this.queueEpoch;
+    setImmediate(() => {
+      this.passScheduled[index] = false;
+      if (epoch === this.queueEpoch) this.runQueue(index);
+    });
   }
 
   // ---- for the transports' registers
@@ -221,6 +249,7 @@ export abstract class VirtioTransportCore {
    * failure leaves DEVICE_NEEDS_RESET set, so the device is never served half-activated.
    */
   private activate(): void {
+    this.queueEpoch++;
     const features = this.driverFeatures;
     const queueFeatures = { eventIdx: hasFeature(features, VIRTIO_F_EVENT_IDX), indirect: hasFeature(features, VIRTIO_F_INDIRECT_DESC) };
     for (const queue of this.queues) {
@@ -256,6 +285,7 @@ export abstract class VirtioTransportCore {
    * own state. ConfigGeneration keeps counting: the configuration did not go back in time.
    */
   private reset(): void {
+    this.queueEpoch++;
     try {
       this.device.reset();
     } catch (e) {
