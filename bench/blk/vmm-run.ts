@@ -79,9 +79,9 @@ export async function runVmm(o: VmmRunOptions): Promise<VmmRunSample> {
       const s = states.get(name ?? '');
       if (s !== undefined && Number.isFinite(lastIrqs)) s.irqAfter = lastIrqs;
     } else if (line.startsWith(MARK.warmup)) {
-      const status = Number(line.split(' ')[2]);
+      const status = line.split(' ')[2] ?? '?';
       // Worth a note, not a failed boot: the jobs after it still measure (a bit colder, perhaps).
-      if (status !== 0) warmupNotes.push(`the warm-up fio exited with status ${line.split(' ')[2] ?? '?'}`);
+      if (status !== '0') warmupNotes.push(`the warm-up fio exited with status ${status}`);
     } else if (line === MARK.idleBegin) {
       idleBegin = mark();
     } else if (line === MARK.idleEnd) {
