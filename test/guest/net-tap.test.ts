@@ -223,7 +223,7 @@ test('a real tap: a guest frame reaches a host UDP socket, and a host datagram l
   ]);
   tx.publish(head);
   tx.kick();
-  // The device transmits from setImmediate after a kick (as QEMU's tx=bh): let it run.
+  // A kick sends at once; the device's second pass (setImmediate) re-arms notifications: let it run too.
   await new Promise<void>((resolve) => setImmediate(resolve));
   assert.deepEqual(tx.takeUsed(), [{ id: head, len: 0 }]);
   assert.ok(await waitUntil(() => received.length > 0, 3000), `the host socket got nothing (${warnings.join('; ')})`);

@@ -580,7 +580,7 @@ export async function waitForUsed(queue: DriverQueue, count: number, timeoutMs =
  * A driver racing the device, as a guest vCPU can: each time the device takes a chain from
  * `deviceQueue` (the transport's SplitQueue), `repost` makes another one available at once, until
  * `total` have been reposted. A device loop of "take until empty" never sees the queue empty
- * before that. `takenNow()` counts what the device took; tests assert it stays within one ring
+ * before that. `taken()` counts what the device took; tests assert it stays within one ring
  * per pass while the whole backlog still gets served over later turns of the event loop.
  */
 export function raceDevice(deviceQueue: SplitQueue, repost: () => void, total: number): { taken(): number } {

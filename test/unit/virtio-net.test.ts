@@ -256,7 +256,7 @@ function expectedHeader(sent: Uint8Array, numBuffers: number, keepFlags: boolean
   return h;
 }
 
-/** Kick the transmit queue and let the device's deferred transmit run (it transmits from setImmediate, as QEMU's tx=bh). */
+/** Kick the transmit queue, then let the device's second pass run (from setImmediate: what was queued meanwhile, then notifications back on). */
 async function kickTx(n: Net): Promise<void> {
   n.tx.kick();
   await new Promise<void>((resolve) => setImmediate(resolve));
@@ -823,7 +823,7 @@ test(`fuzz: malformed chains, random frames, kicks, readiness and resets never t
         if (!machine.guardsIntact()) throw new Error('a write landed outside guest RAM');
       }
       if (driver.status & STATUS.NEEDS_RESET) needsReset++;
-      // Let the device's deferred transmits (setImmediate) run, whatever state the bring-up left.
+      // Let the device's second transmit passes (setImmediate) run, whatever state the bring-up left.
       await new Promise<void>((resolve) => setImmediate(resolve));
       if (!machine.guardsIntact()) throw new Error('a write landed outside guest RAM');
     }
