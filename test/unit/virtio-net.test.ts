@@ -376,29 +376,6 @@ test('TX: the driver hears of each sent frame at once, not after the whole batch
   assert.deepEqual(sentAtInterrupt, [1]);
 });
 
-test('RX: the driver hears of a frame before the device reads the next one (EVENT_IDX respected)', async (t) => {
-  const n = net(t, { manual: true });
-  postRx(n, 8, 2048);
-  n.rx.kick();
-  // used_event 0: an interrupt once used->idx passes 0, i.e. for the first frame only (§2.7.7.2).
-  n.rx.setUsedEvent(0);
-  const frames = [frame(100, 1), frame(200, 2), frame(300, 3)];
-  for (const f of frames) assert.ok(n.backend.send(f));
-  const deliveredAtInterrupt: number[] = [];
-  const messages = n.machine.msi.messages;
-  const record = messages.push.bind(messages);
-  messages.push = (...m) => {
-    deliveredAtInterrupt.push(n.device.metrics.rxFrames);
-    return record(...m);
-  };
-  n.manual!.fire(EPOLLIN);
-  assert.equal(n.device.metrics.rxFrames, frames.length);
-  assert.equal(n.rx.takeUsed().length, frames.length);
-  // One interrupt, raised as soon as the first frame was in the ring: a lone frame (a ping) does
-  // not wait for the read that finds the backend empty. None for frames 2 and 3.
-  assert.deepEqual(deliveredAtInterrupt, [1]);
-});
-
 test('TX: malformed chains come back unused, the backend sees nothing of them, the device goes on', async (t) => {
   const n = net(t);
   const good = frame(100, 9);
