@@ -67,6 +67,8 @@ export interface ConsoleRunOptions {
   readonly describeInfo: (info: Readonly<Record<string, string>>) => string;
   /** Console lines (not the protocol's) worth keeping in the notes; stderr lines are always kept. */
   readonly keepLine: (line: string) => boolean;
+  /** How long a boot may go on after its guest reported a stalled CPU (GUEST_STALL_LINE); default STALL_GRACE_MS. */
+  readonly stallGraceMs?: number;
 }
 
 /** How a boot ended: the sample's common fields, and the problems every benchmark counts (spawn, timeout, guest error, script unfinished, exit status). */
@@ -77,6 +79,16 @@ export interface ConsoleRunEnd {
 
 /** After SIGTERM on a timeout, how long the VMM may take to stop before SIGKILL. */
 const TERM_GRACE_MS = 5000;
+/**
+ * A guest kernel's report that a CPU has not progressed for many seconds (RCU's stall detector,
+ * the soft-lockup watchdog). In the nested host this was seen when the emulated CPU's nested
+ * virtualization wedged a vCPU for good (2026-11-27: a vCPU retrying one instruction for 10 min,
+ * under tsvmm and QEMU alike). A boot that reports one measures nothing useful either way, so it
+ * is stopped STALL_GRACE_MS later unless its script finished, instead of at its full timeout.
+ */
+export const GUEST_STALL_LINE = /rcu: INFO: rcu_\w+ (detected stalls|self-detected stall)|watchdog: BUG: soft lockup/;
+export const STALL_GRACE_MS = 30_000;
+
 /** Lines kept from the console and stderr of a boot (a stall report adds one per thread). */
 export const NOTES_KEPT = 20;
 
@@ -122,7 +134,9 @@ export function runConsole(o: ConsoleRunOptions): Promise<ConsoleRunEnd> {
     let done = false;
     let guestError: string | undefined;
     let collecting: { target: Sections; kind: 'json' | 'err' } | undefined;
-    let timedOut = false;
+    /** The first stall line the guest printed, once it did. */
+    let guestStall: string | undefined;
+    let stallTimer: NodeJS.Timeout | undefined;
     let spawnError: string | undefined;
 
     // TSVMM_STOP_REPORT: tsvmm stopped by the timeout's SIGTERM prints its devices' state (QEMU ignores it).
@@ -171,6 +185,14 @@ export function runConsole(o: ConsoleRunOptions): Promise<ConsoleRunEnd> {
         note(line);
       } else if (line.startsWith(o.prefix)) {
         o.onLine(line, mark);
+      } else if (guestStall === undefined && GUEST_STALL_LINE.test(line)) {
+        guestStall = line.trim();
+        note(line);
+        const graceMs = o.stallGraceMs ?? STALL_GRACE_MS;
+        o.log(`  ${o.vmm}: the guest kernel reports a stalled CPU; stopping it in ${graceMs / 1000} s unless it finishes`);
+        stallTimer = setTimeout(() => {
+          if (!done) stop(`the guest kernel reported a stalled CPU and did not finish within ${graceMs / 1000} s`);
+        }, graceMs);
       } else if (o.keepLine(line)) {
         note(line);
       }
@@ -186,16 +208,22 @@ export function runConsole(o: ConsoleRunOptions): Promise<ConsoleRunEnd> {
       spawnError = e.message;
     });
     let killTimer: NodeJS.Timeout | undefined;
-    const timer = setTimeout(() => {
-      timedOut = true;
+    /** Why the harness stopped the VMM, once it did. */
+    let stoppedBecause: string | undefined;
+    const stop = (why: string): void => {
+      if (stoppedBecause !== undefined) return;
+      stoppedBecause = why;
       // First what the process was doing (its threads and KVM's counters), then SIGTERM so it can
       // say how it stopped, and SIGKILL if it does not.
       void (pid === undefined ? Promise.resolve([]) : describeStall(pid)).then((lines) => {
         for (const l of lines) note(l);
-        o.log(`  ${o.vmm}: timed out after ${(o.timeoutMs / 1000).toFixed(0)} s; stopping it (what it was doing goes into the boot's notes)`);
+        o.log(`  ${o.vmm}: ${why}; stopping it (what it was doing goes into the boot's notes)`);
         child.kill('SIGTERM');
         killTimer = setTimeout(() => child.kill('SIGKILL'), TERM_GRACE_MS);
       });
+    };
+    const timer = setTimeout(() => {
+      stop(`timed out after ${(o.timeoutMs / 1000).toFixed(0)} s`);
     }, o.timeoutMs);
     let exitMs: number | undefined;
     child.on('exit', () => {
@@ -204,11 +232,13 @@ export function runConsole(o: ConsoleRunOptions): Promise<ConsoleRunEnd> {
     child.on('close', (status, signal) => {
       clearTimeout(timer);
       clearTimeout(killTimer);
+      clearTimeout(stallTimer);
       out.end();
       err.end();
       const problems: string[] = [];
       if (spawnError !== undefined) problems.push(`spawn failed: ${spawnError}`);
-      if (timedOut) problems.push(`timed out after ${(o.timeoutMs / 1000).toFixed(0)} s`);
+      if (stoppedBecause !== undefined) problems.push(stoppedBecause);
+      else if (guestStall !== undefined) problems.push(`the guest kernel reported a stalled CPU (${guestStall})`);
       if (guestError !== undefined) problems.push(`guest: ${guestError}`);
       if (!done) problems.push('the guest script did not finish');
       if (status !== 0) problems.push(`exit status ${status ?? signal}`);

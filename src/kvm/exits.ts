@@ -152,4 +152,15 @@ export class VcpuExitError extends Error {
     this.exitName = exit.name;
     this.detail = exit.detail;
   }
+
+  /**
+   * Where the vCPU was, on one line ("vCPU 1 at rip 0x… (long mode, cr3 0x…)"), for messages that
+   * must stay one line: the kernel's symbols (System.map, `addr2line -e vmlinux`) turn rip into a
+   * function, and cr3 tells whose address space it was.
+   */
+  get where(): string {
+    const at = this.regs === undefined ? '' : ` at rip ${hex(this.regs.rip)}`;
+    const context = this.sregs === undefined ? '' : ` (${cpuModeName(this.sregs)}, cr3 ${hex(this.sregs.cr3)})`;
+    return `vCPU ${this.vcpuId}${at}${context}`;
+  }
 }

@@ -310,7 +310,7 @@ export class MicroVm {
       error = e as Error;
       if (e instanceof VcpuExitError && e.exitReason === ExitReason.SHUTDOWN) {
         // A triple fault: on a PC it resets the CPU, and Linux's `reboot=t` relies on it.
-        this.outcome = { reason: 'reboot', detail: 'the guest triple-faulted (CPU reset)' };
+        this.outcome = { reason: 'reboot', detail: `the guest triple-faulted (CPU reset) on ${e.where}` };
         error = undefined;
       } else {
         this.outcome = { reason: 'error', detail: (e as Error).message.split('\n')[0] ?? String(e) };

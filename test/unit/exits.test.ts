@@ -116,6 +116,14 @@ test('cpuModeName tells real, protected and long mode apart', () => {
   assert.equal(cpuModeName(sregs({ cr0: 0x80000011n, cr4: 0x20n, efer: 0x500n, cs: seg({ l: 1 }) })), 'long mode (64-bit)');
 });
 
+test('VcpuExitError.where names the vCPU, rip, mode and cr3 on one line, and what it lacks is left out', () => {
+  const regs = { ...emptyRegs(), rip: 0xffffffff81000000n };
+  const long = sregs({ cr0: 0x80000011n, cr4: 0x20n, efer: 0x500n, cs: seg({ l: 1 }), cr3: 0x102498000n });
+  const e = new VcpuExitError(1, describeExit(runArea(ExitReason.SHUTDOWN)), regs, long);
+  assert.equal(e.where, 'vCPU 1 at rip 0xffffffff81000000 (long mode (64-bit), cr3 0x102498000)');
+  assert.equal(new VcpuExitError(0, describeExit(runArea(ExitReason.SHUTDOWN))).where, 'vCPU 0');
+});
+
 test('VcpuExitError carries the exit and a register dump; missing registers are said so', () => {
   const regs = { ...emptyRegs(), rip: 0xffffffff81000000n, rsp: 0x8ff0n };
   const e = new VcpuExitError(2, describeExit(runArea(ExitReason.SHUTDOWN)), regs, sregs({ cr3: 0x9000n }));

@@ -1,0 +1,73 @@
+/**
+ * The benchmarks' boot runner (bench/blk/console-run.ts) against a stand-in VMM: a node process
+ * that prints console lines as a guest would and then either exits or hangs.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { GUEST_STALL_LINE, runConsole, type ConsoleRunOptions } from '../../bench/blk/console-run.js';
+
+const MARKS = {
+  info: 'T-INFO ',
+  done: 'T-DONE',
+  error: 'T-ERROR ',
+  jsonBegin: 'T-JSON-BEGIN ',
+  jsonEnd: 'T-JSON-END ',
+  errBegin: 'T-ERR-BEGIN ',
+  errEnd: 'T-ERR-END ',
+};
+const RCU_STALL = '[  349.888656] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:';
+
+/** A stand-in VMM printing `lines`, then exiting 0 or (hang) sleeping far past any test's patience. */
+function options(lines: string[], hang: boolean, log: string[], timeoutMs = 120_000): ConsoleRunOptions {
+  const script = `for (const l of ${JSON.stringify(lines)}) console.log(l); ${hang ? 'setTimeout(() => {}, 600000);' : ''}`;
+  return {
+    vmm: 'tsvmm',
+    round: 0,
+    invocation: { command: process.execPath, args: ['-e', script] },
+    timeoutMs,
+    stallGraceMs: 300,
+    log: (l) => log.push(l),
+    prefix: 'T-',
+    marks: MARKS,
+    sections: () => undefined,
+    onLine: () => {},
+    describeInfo: () => '',
+    keepLine: () => false,
+  };
+}
+
+test('the stall pattern matches the kernel lines it is meant for and nothing ordinary', () => {
+  assert.match(RCU_STALL, GUEST_STALL_LINE);
+  assert.match('[  22.1] rcu: INFO: rcu_sched self-detected stall on CPU', GUEST_STALL_LINE);
+  assert.match('[  40.0] watchdog: BUG: soft lockup - CPU#1 stuck for 22s! [fio:123]', GUEST_STALL_LINE);
+  assert.doesNotMatch('[   0.1] rcu: Preemptible hierarchical RCU implementation.', GUEST_STALL_LINE);
+  assert.doesNotMatch('[   0.2] NMI watchdog: Perf NMI watchdog permanently disabled', GUEST_STALL_LINE);
+});
+
+test('a guest that reports a stalled CPU and hangs is stopped after the grace period, not at the timeout', async () => {
+  const log: string[] = [];
+  const started = Date.now();
+  const end = await runConsole(options(['T-INFO x=1', RCU_STALL], true, log));
+  assert.ok(Date.now() - started < 60_000, 'stopped long before the 120 s timeout');
+  assert.ok(end.problems.includes('the guest kernel reported a stalled CPU and did not finish within 0.3 s'), end.problems.join('; '));
+  assert.ok(end.problems.includes('the guest script did not finish'));
+  assert.ok(!end.problems.some((p) => p.startsWith('timed out')));
+  assert.ok(end.sample.notes.includes(RCU_STALL), 'the stall line is kept in the notes');
+  assert.ok(log.some((l) => l.includes('reports a stalled CPU')));
+});
+
+test('a guest that finishes despite a stall report still fails the boot (its measurements include the stall)', async () => {
+  const end = await runConsole(options(['T-INFO x=1', RCU_STALL, 'T-DONE'], false, []));
+  assert.equal(end.sample.exitStatus, 0);
+  assert.deepEqual(end.problems, [`the guest kernel reported a stalled CPU (${RCU_STALL.trim()})`]);
+});
+
+test('a boot without stall reports is untouched: done and exit 0 give no problems', async () => {
+  const end = await runConsole(options(['T-INFO x=1', 'ordinary line', 'T-DONE'], false, []));
+  assert.deepEqual(end.problems, []);
+});
+
+test('a hang without a stall report still ends at the timeout', async () => {
+  const end = await runConsole(options(['T-INFO x=1'], true, [], 1000));
+  assert.ok(end.problems.includes('timed out after 1 s'), end.problems.join('; '));
+});
