@@ -17,14 +17,14 @@
  */
 import { closeSync, readSync, writeSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { featureBit } from '../../src/devices/virtio/device.js';
 import { NET_RX_QUEUE, NET_TX_QUEUE, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_STATUS, VIRTIO_NET_HDR_SIZE, VirtioNet } from '../../src/devices/virtio/net.js';
 import { EventFd } from '../../src/kvm/eventfd.js';
 import { AF_UNIX, SOCK_CLOEXEC, SOCK_NONBLOCK, SOCK_SEQPACKET, readvOrWritevNow, socketpair } from '../../src/kvm/libc.js';
 import { EventFdPoller } from '../../src/vmm/eventfd-poller.js';
 import { F_EVENT_IDX, F_INDIRECT_DESC, F_VERSION_1, TestMachine, VirtioPciDriver } from '../../test/support/virtio-driver.js';
 
-const bit = (n: number): bigint => 1n << BigInt(n);
-const FEATURES = bit(F_VERSION_1) | bit(F_EVENT_IDX) | bit(F_INDIRECT_DESC) | bit(VIRTIO_NET_F_MAC) | bit(VIRTIO_NET_F_STATUS) | bit(VIRTIO_NET_F_MRG_RXBUF);
+const FEATURES = [F_VERSION_1, F_EVENT_IDX, F_INDIRECT_DESC, VIRTIO_NET_F_MAC, VIRTIO_NET_F_STATUS, VIRTIO_NET_F_MRG_RXBUF].reduce((mask, f) => mask | featureBit(f), 0n);
 /** An ICMP echo of ping's default 56 data bytes: 14 Ethernet + 20 IP + 8 ICMP + 56. */
 const PING_FRAME_BYTES = 98;
 const RX_BUFFERS = 64;

@@ -39,8 +39,9 @@ import {
 } from '../../src/devices/virtio/blk.js';
 import type { VirtioPciDevice } from '../../src/devices/virtio/pci-transport.js';
 import { DESC_F, F_EVENT_IDX, F_INDIRECT_DESC, F_VERSION_1, STATUS, TestMachine, VirtioPciDriver, raceDevice, turnUntil, type DriverBuffer, type DriverQueue } from '../support/virtio-driver.js';
+import { featureBit } from '../../src/devices/virtio/device.js';
 
-const bit = (n: number) => 1n << BigInt(n);
+const bit = featureBit;
 /** Accept whatever the device offers. */
 const EVERYTHING = (1n << 64n) - 1n;
 const SECTOR = 512;

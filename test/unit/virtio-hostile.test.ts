@@ -18,8 +18,9 @@ import {
   turnUntil,
   type DriverQueue,
 } from '../support/virtio-driver.js';
+import { featureBit } from '../../src/devices/virtio/device.js';
 
-const bit = (n: number) => 1n << BigInt(n);
+const bit = featureBit;
 const MODERN = bit(F_VERSION_1) | bit(F_EVENT_IDX) | bit(F_INDIRECT_DESC);
 const RAM_END = 1 << 20;
 const QUEUE_SIZE = 8;

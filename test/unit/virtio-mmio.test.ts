@@ -20,6 +20,7 @@ import type { IoeventfdSpec } from '../../src/kvm/vm.js';
 import { EventFdPoller } from '../../src/vmm/eventfd-poller.js';
 import { VirtioMmioDevices } from '../../src/vmm/virtio-mmio-wiring.js';
 import { DriverQueue, F_EVENT_IDX, F_INDIRECT_DESC, F_VERSION_1, STATUS, TestMachine, type DriverBuffer } from '../support/virtio-driver.js';
+import { featureBit } from '../../src/devices/virtio/device.js';
 
 // The register layout spelled out here, independently of the transport (virtio 1.2 §4.2.2).
 const REG = {
@@ -57,7 +58,7 @@ const REG = {
 const INT_VRING = 1;
 const INT_CONFIG = 2;
 
-const bit = (n: number) => 1n << BigInt(n);
+const bit = featureBit;
 const MODERN = bit(F_VERSION_1) | bit(F_EVENT_IDX) | bit(F_INDIRECT_DESC);
 const FOUR_GIB = 2 ** 32;
 /** Where the tests put the window: inside the PCI hole, clear of the test machine's ECAM. */

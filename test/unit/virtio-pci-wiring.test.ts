@@ -14,8 +14,9 @@ import type { IoeventfdSpec } from '../../src/kvm/vm.js';
 import { EventFdPoller } from '../../src/vmm/eventfd-poller.js';
 import { VirtioPciDevices, type VirtioPciVm } from '../../src/vmm/virtio-pci-wiring.js';
 import { F_EVENT_IDX, F_INDIRECT_DESC, F_VERSION_1, MSI_ADDRESS, TestMachine, VirtioPciDriver } from '../support/virtio-driver.js';
+import { featureBit } from '../../src/devices/virtio/device.js';
 
-const bit = (n: number) => 1n << BigInt(n);
+const bit = featureBit;
 const MODERN = bit(F_VERSION_1) | bit(F_EVENT_IDX) | bit(F_INDIRECT_DESC);
 const PCI_COMMAND = 0x04;
 const PCI_BAR0 = 0x10;

@@ -13,8 +13,9 @@ import {
   TestMachine,
   VirtioPciDriver,
 } from '../support/virtio-driver.js';
+import { featureBit } from '../../src/devices/virtio/device.js';
 
-const bit = (n: number) => 1n << BigInt(n);
+const bit = featureBit;
 const MODERN = bit(F_VERSION_1) | bit(F_EVENT_IDX) | bit(F_INDIRECT_DESC);
 
 function rngMachine(options: { intx?: RecordingIrqLine } = {}) {

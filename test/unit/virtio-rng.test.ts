@@ -2,8 +2,9 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { MAX_BYTES_PER_REQUEST, VirtioRng } from '../../src/devices/virtio/rng.js';
 import { F_EVENT_IDX, F_INDIRECT_DESC, F_VERSION_1, STATUS, TestMachine, VirtioPciDriver, raceDevice, turnUntil } from '../support/virtio-driver.js';
+import { featureBit } from '../../src/devices/virtio/device.js';
 
-const bit = (n: number) => 1n << BigInt(n);
+const bit = featureBit;
 const MODERN = bit(F_VERSION_1) | bit(F_EVENT_IDX) | bit(F_INDIRECT_DESC);
 
 function rng(features = MODERN, machineOptions: ConstructorParameters<typeof TestMachine>[0] = {}, queueSize?: number) {

@@ -19,6 +19,7 @@ import { test } from 'node:test';
 import { VirtioVsock } from '../../src/devices/virtio/vsock.js';
 import { COMMON, DESC_F, F_EVENT_IDX, F_INDIRECT_DESC, F_VERSION_1, STATUS, TestMachine, VSOCK_HDR_BYTES, VirtioPciDriver, writeVsockHeader } from '../support/virtio-driver.js';
 import { FUZZ_DURATION_MS, FUZZ_REGIONS, FUZZ_SEED, prng } from '../support/fuzz.js';
+import { featureBit } from '../../src/devices/virtio/device.js';
 
 const DURATION_MS = FUZZ_DURATION_MS;
 const SEED = FUZZ_SEED;
@@ -30,7 +31,7 @@ const RING_AREA = 0x1000;
 const RING_STRIDE = 0x2000;
 const DATA_START = RING_AREA + 3 * RING_STRIDE;
 const CID = 3;
-const bit = (n: number) => 1n << BigInt(n);
+const bit = featureBit;
 
 interface FuzzQueue {
   desc: number;

@@ -34,8 +34,9 @@ import {
   type DriverQueue,
   type VsockPacket,
 } from '../support/virtio-driver.js';
+import { featureBit } from '../../src/devices/virtio/device.js';
 
-const bit = (n: number) => 1n << BigInt(n);
+const bit = featureBit;
 const FEATURES = bit(F_VERSION_1) | bit(F_EVENT_IDX) | bit(F_INDIRECT_DESC) | bit(VIRTIO_VSOCK_F_STREAM);
 const CID = 3;
 const GUEST_BUF = 256 * 1024;
