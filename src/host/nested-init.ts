@@ -5,6 +5,8 @@
  * 2048-byte limit and needs no escaping beyond POSIX single quotes).
  */
 
+import { NESTED_HEARTBEAT_INTERVAL_S, NESTED_HEARTBEAT_LINE } from './nested-heartbeat.js';
+
 /**
  * Kernel modules the nested host loads, in dependency order (Debian's packages carry no
  * modules.dep, and busybox insmod resolves nothing): KVM for AMD-V, virtio-pci and 9p to mount
@@ -59,6 +61,11 @@ if [ -z "$NONCE" ]; then
   poweroff -f
 fi
 fail() { echo "${MARKER_PREFIX}$NONCE:fail=$*"; poweroff -f; sleep 60; }
+# The heartbeat (src/host/nested-heartbeat.ts): a line on the second serial port, which QEMU
+# appends to a file on the machine running it, so that it can tell a wedged nested host from a
+# command that is merely silent.
+[ -c /dev/ttyS1 ] || fail "no /dev/ttyS1 for the heartbeat (QEMU needs a second -serial)"
+( while :; do echo ${NESTED_HEARTBEAT_LINE}; sleep ${NESTED_HEARTBEAT_INTERVAL_S}; done ) >/dev/ttyS1 2>/dev/null &
 while read -r m; do
   [ -n "$m" ] || continue
   # As modprobe does: MODULE.PARAM=VALUE words of the kernel command line are the module's parameters.

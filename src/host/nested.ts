@@ -20,6 +20,7 @@ import { type ProgressSink, stderrProgress } from '../util/progress.js';
 import type { VirtualizationEnvironment } from './environment.js';
 import { ensureNestedHostAssets, type NestedHostAssets } from './nested-assets.js';
 import { NestedConsole } from './nested-console.js';
+import { DEFAULT_WEDGE_TIMEOUT_MS, HeartbeatWatch } from './nested-heartbeat.js';
 import { commandScript, RUN_SPEC_DIR } from './nested-init.js';
 import { cacheDir } from '../util/cache.js';
 
@@ -39,7 +40,8 @@ export class NestedHostSetupError extends NestedHostError {}
 export class NestedHostBootError extends NestedHostError {}
 /**
  * The nested host stopped making progress: its kernel reported a CPU stuck for minutes (soft
- * lockup). That is the emulated host failing, not the command; running again usually succeeds.
+ * lockup), or its init stopped sending heartbeats (the emulated machine wedged). That is the
+ * emulated host failing, not the command; running again usually succeeds.
  */
 export class NestedHostHungError extends NestedHostError {}
 /** The caller's AbortSignal stopped the run. */
@@ -59,6 +61,12 @@ export interface NestedRunOptions {
    * Default: off.
    */
   readonly stallTimeoutMs?: number;
+  /**
+   * No heartbeat from the nested host's init for this long, once the command runs, means the
+   * emulated machine wedged: QEMU is killed and the run fails with NestedHostHungError, whatever
+   * the command was doing. Default 90 s (nested-heartbeat.ts).
+   */
+  readonly wedgeTimeoutMs?: number;
   /** Nested host memory. Default 3072 MiB. */
   readonly memoryMiB?: number;
   /** Nested host CPUs (TCG threads). Default 2. */
@@ -106,6 +114,8 @@ export interface NestedRunResult {
   readonly wallMs: number;
   /** SeaBIOS, kernel and init messages before the command started. */
   readonly bootLog: string;
+  /** Heartbeat lines the nested host's init sent (one at start, then every NESTED_HEARTBEAT_INTERVAL_S). */
+  readonly heartbeats: number;
 }
 
 const DEFAULT_TIMEOUT_MS = 10 * 60_000;
@@ -150,7 +160,15 @@ export function explainNestedHost(env: VirtualizationEnvironment): string {
 }
 
 /** QEMU's command line for one run (per DESIGN.md's verified recipe). */
-export function nestedQemuArgs(assets: NestedHostAssets, initrd: string, memoryMiB: number, cpus: number, writable: readonly string[] = [], controlSocket?: string): string[] {
+export function nestedQemuArgs(
+  assets: NestedHostAssets,
+  initrd: string,
+  memoryMiB: number,
+  cpus: number,
+  writable: readonly string[] = [],
+  controlSocket?: string,
+  heartbeatFile?: string,
+): string[] {
   const shares = writable.flatMap((path, i) => ['-virtfs', `local,path=${path},mount_tag=${writableTag(i)},security_model=none,multidevs=remap`]);
   // QEMU splits -chardev values at commas.
   if (controlSocket !== undefined && controlSocket.includes(',')) throw new NestedHostUsageError(`the control socket path ${controlSocket} must not contain a comma`);
@@ -159,6 +177,9 @@ export function nestedQemuArgs(assets: NestedHostAssets, initrd: string, memoryM
     '-chardev', `socket,id=tsvmmctl,path=${controlSocket},server=on,wait=off`,
     '-device', `virtserialport,bus=tsvmmser.0,chardev=tsvmmctl,name=${NESTED_CONTROL_PORT_NAME}`,
   ];
+  if (heartbeatFile !== undefined && heartbeatFile.includes(',')) throw new NestedHostUsageError(`the heartbeat file path ${heartbeatFile} must not contain a comma (set TMPDIR to a folder without one)`);
+  // The second serial port (ttyS1 inside): the init's heartbeat, appended to a file here (nested-heartbeat.ts).
+  const heartbeat = heartbeatFile === undefined ? [] : ['-chardev', `file,id=tsvmmhb,path=${heartbeatFile}`, '-serial', 'chardev:tsvmmhb'];
   return [
     '-M', 'q35',
     '-accel', `tcg,thread=${process.env['TSVMM_NESTED_TCG_THREAD'] === 'single' ? 'single' : 'multi'}`,
@@ -167,6 +188,7 @@ export function nestedQemuArgs(assets: NestedHostAssets, initrd: string, memoryM
     '-m', String(memoryMiB),
     '-nodefaults', '-no-user-config', '-nographic',
     '-serial', 'stdio',
+    ...heartbeat,
     '-kernel', assets.kernel,
     '-initrd', initrd,
     '-append', kernelCmdline(),
@@ -226,6 +248,7 @@ export async function runInNestedHost(command: string | readonly string[], optio
   const timeoutMs = positive('timeoutMs', options.timeoutMs, DEFAULT_TIMEOUT_MS);
   const bootTimeoutMs = positive('bootTimeoutMs', options.bootTimeoutMs, DEFAULT_BOOT_TIMEOUT_MS);
   const stallTimeoutMs = options.stallTimeoutMs === undefined ? undefined : positive('stallTimeoutMs', options.stallTimeoutMs, 0);
+  const wedgeTimeoutMs = positive('wedgeTimeoutMs', options.wedgeTimeoutMs, DEFAULT_WEDGE_TIMEOUT_MS);
   const memoryMiB = Math.round(positive('memoryMiB', options.memoryMiB, 3072));
   const cpus = Math.round(positive('cpus', options.cpus, 2));
   const cwd = resolve(options.cwd ?? process.cwd());
@@ -253,7 +276,8 @@ export async function runInNestedHost(command: string | readonly string[], optio
   try {
     const initrd = writeRunInitrd(work, assets.initramfs, nonce, script, keep);
     progress(`booting the nested host (QEMU, emulated x86 with AMD-V) to run: ${describe(command)}`);
-    return await boot(assets, initrd, nonce, { timeoutMs, bootTimeoutMs, stallTimeoutMs, memoryMiB, cpus, writable, options, progress });
+    const heartbeatFile = join(work, 'heartbeat');
+    return await boot(assets, initrd, nonce, { timeoutMs, bootTimeoutMs, stallTimeoutMs, wedgeTimeoutMs, heartbeatFile, memoryMiB, cpus, writable, options, progress });
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
@@ -263,6 +287,8 @@ interface BootParams {
   readonly timeoutMs: number;
   readonly bootTimeoutMs: number;
   readonly stallTimeoutMs: number | undefined;
+  readonly wedgeTimeoutMs: number;
+  readonly heartbeatFile: string;
   readonly memoryMiB: number;
   readonly cpus: number;
   readonly writable: readonly string[];
@@ -275,16 +301,25 @@ function boot(assets: NestedHostAssets, initrd: string, nonce: string, p: BootPa
     const started = Date.now();
     let bootMs: number | undefined;
     let commandMs: number | undefined;
-    let ended: 'timeout' | 'stall' | 'boot-stall' | 'lockup' | 'aborted' | undefined;
+    let ended: 'timeout' | 'stall' | 'boot-stall' | 'lockup' | 'wedged' | 'aborted' | undefined;
     let spawnError: Error | undefined;
     let stderr = '';
     const timers: NodeJS.Timeout[] = [];
 
     const console_ = new NestedConsole(nonce, p.options.onOutput);
-    const qemu = spawn(assets.qemu, nestedQemuArgs(assets, initrd, p.memoryMiB, p.cpus, p.writable, p.options.controlSocket), { stdio: ['ignore', 'pipe', 'pipe'] });
+    const qemu = spawn(assets.qemu, nestedQemuArgs(assets, initrd, p.memoryMiB, p.cpus, p.writable, p.options.controlSocket, p.heartbeatFile), {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     const kill = (): void => {
       if (qemu.exitCode === null && qemu.signalCode === null) qemu.kill('SIGKILL');
     };
+    let wedgedAfterMs = 0;
+    // Armed when the command starts: init sends its first heartbeat before that, so from then on silence means a wedged machine.
+    const heartbeat = new HeartbeatWatch(p.heartbeatFile, p.wedgeTimeoutMs, (silentMs) => {
+      wedgedAfterMs = silentMs;
+      ended ??= 'wedged';
+      kill();
+    });
     // Never leave an emulated machine behind when this process goes away.
     process.on('exit', kill);
     const onAbort = (): void => {
@@ -331,11 +366,13 @@ function boot(assets: NestedHostAssets, initrd: string, nonce: string, p: BootPa
       }
       if (before === 'boot' && console_.phase !== 'boot' && console_.phase !== 'setup-failed') {
         armStallTimer();
+        heartbeat.start();
         bootMs = Date.now() - started;
         p.progress(`nested host up in ${(bootMs / 1000).toFixed(1)} s; command running`);
       }
       if ((console_.phase === 'done' || console_.phase === 'setup-failed') && !graceArmed) {
         graceArmed = true;
+        heartbeat.stop();
         if (stallTimer !== undefined) clearTimeout(stallTimer);
         if (bootMs !== undefined) commandMs = Date.now() - started - bootMs;
         timers.push(setTimeout(kill, POWEROFF_GRACE_MS));
@@ -350,6 +387,7 @@ function boot(assets: NestedHostAssets, initrd: string, nonce: string, p: BootPa
     qemu.on('close', (code, signal) => {
       for (const t of timers) clearTimeout(t);
       if (stallTimer !== undefined) clearTimeout(stallTimer);
+      heartbeat.stop();
       process.off('exit', kill);
       p.options.signal?.removeEventListener('abort', onAbort);
       console_.end();
@@ -363,7 +401,7 @@ function boot(assets: NestedHostAssets, initrd: string, nonce: string, p: BootPa
         const t = console_.tail(8);
         return t === '' ? '; the console printed nothing' : `; last console lines:\n${t}`;
       };
-      const common = { output: console_.output, bootMs, commandMs, wallMs, bootLog: console_.bootLog };
+      const common = { output: console_.output, bootMs, commandMs, wallMs, bootLog: console_.bootLog, heartbeats: heartbeat.beats() };
 
       if (console_.phase === 'done' && console_.exitStatus !== undefined) {
         p.progress(`nested host run finished in ${(wallMs / 1000).toFixed(1)} s (status ${console_.exitStatus})`);
@@ -386,6 +424,14 @@ function boot(assets: NestedHostAssets, initrd: string, nonce: string, p: BootPa
       }
       if (ended === 'lockup') {
         reject(new NestedHostHungError(`the nested host's kernel stopped making progress ("${console_.softLockup?.line ?? 'soft lockup'}"); QEMU killed. This is the emulated host failing, not the command: run it again${lastLines()}`));
+        return;
+      }
+      if (ended === 'wedged') {
+        reject(
+          new NestedHostHungError(
+            `the nested host stopped responding: no heartbeat from its init for ${Math.round(wedgedAfterMs / 1000)} s (the emulated machine wedged); QEMU killed. This is the emulated host failing, not the command: run it again${lastLines()}`,
+          ),
+        );
         return;
       }
       if (ended === 'aborted') {

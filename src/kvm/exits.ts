@@ -135,6 +135,18 @@ export function formatCpuState(regs: Regs | undefined, sregs: Sregs | undefined)
   return lines.join('\n');
 }
 
+/**
+ * Registers as a reset leaves them: CS.base 0xffff0000 and IP 0xfff0, the reset vector (Intel SDM
+ * vol. 3A, 10.1.4 "First Instruction Executed"; AMD APM vol. 2, 14.1.3). On a SHUTDOWN exit
+ * KVM's SVM code INITs the vCPU before returning (svm.c, shutdown_interception: the VMCB is
+ * undefined after a shutdown intercept), so on AMD hosts this is all userspace gets to see.
+ */
+function isResetState(regs: Regs, sregs: Sregs): boolean {
+  return regs.rip === RESET_IP && sregs.cs.base === RESET_CS_BASE && (sregs.cr0 & BigInt(CR0_PE)) === 0n;
+}
+const RESET_IP = 0xfff0n;
+const RESET_CS_BASE = 0xffff0000n;
+
 /** A vCPU stopped on an exit the VMM cannot continue from. The message carries the CPU state. */
 export class VcpuExitError extends Error {
   readonly exitReason: number;
@@ -159,6 +171,9 @@ export class VcpuExitError extends Error {
    * function, and cr3 tells whose address space it was.
    */
   get where(): string {
+    if (this.regs !== undefined && this.sregs !== undefined && isResetState(this.regs, this.sregs)) {
+      return `vCPU ${this.vcpuId} (its registers were already reset: KVM on AMD re-initializes a vCPU after a shutdown, so where it faulted is lost)`;
+    }
     const at = this.regs === undefined ? '' : ` at rip ${hex(this.regs.rip)}`;
     const context = this.sregs === undefined ? '' : ` (${cpuModeName(this.sregs)}, cr3 ${hex(this.sregs.cr3)})`;
     return `vCPU ${this.vcpuId}${at}${context}`;

@@ -1,10 +1,12 @@
 /**
  * The nested host harness, for real: two boots (each 6–10 s under TCG, more on a busy machine),
- * one QEMU start killed by a short timeout and two that fail at once. Runs on any x86-64 Linux
- * where QEMU can be installed; this machine needs no KVM. About 25 s in all.
+ * one QEMU start killed by a short timeout, one frozen (SIGSTOP) until the heartbeat watch gives
+ * up on it, and two that fail at once. Runs on any x86-64 Linux where QEMU can be installed; this
+ * machine needs no KVM. About 45 s in all.
  */
 import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { dirname, resolve } from 'node:path';
 import {
@@ -68,6 +70,7 @@ describe('one boot: output, exit status, /dev/kvm, read-only root, writable /tmp
     assert.equal(streamed, result.output, 'onOutput saw exactly the output, live');
     assert.equal(result.timedOut, false);
     assert.ok(result.bootMs !== undefined && result.bootMs < result.wallMs);
+    assert.ok(result.heartbeats >= 1, 'the init sent its heartbeat on the second serial port');
   });
 
   test("a failing command's exit status comes back", () => {
@@ -148,6 +151,50 @@ test('a kernel soft-lockup report of a CPU stuck for minutes ends the run as Nes
     (e: unknown) => e instanceof NestedHostHungError && /CPU#0 stuck for 104s/.test(e.message) && /run it again/.test(e.message),
   );
   assert.ok(Date.now() - t0 < 60_000, 'returned long before the 300 s timeout');
+});
+
+/** Stop (SIGSTOP) every QEMU this process started: to the nested host it is as if its machine froze. */
+function freezeOurQemus(): number {
+  let frozen = 0;
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${name}/stat`, 'latin1');
+    } catch {
+      continue;
+    }
+    // pid (comm) state ppid ...: comm may hold spaces, so split after its closing parenthesis.
+    const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    if (ppid === process.pid && comm.startsWith('qemu-system')) {
+      process.kill(Number(name), 'SIGSTOP');
+      frozen++;
+    }
+  }
+  return frozen;
+}
+
+test('a nested host that stops running (no heartbeat) ends the run as NestedHostHungError, though the command may be silent', async () => {
+  const t0 = Date.now();
+  let frozen = 0;
+  let output = '';
+  await assert.rejects(
+    runInNestedHost('echo started; sleep 600', {
+      assets,
+      timeoutMs: 300_000,
+      wedgeTimeoutMs: 10_000,
+      progress,
+      onOutput: (t) => {
+        // Output arrives in pieces of any size: look at all of it.
+        output += t;
+        if (frozen === 0 && output.includes('started')) frozen = freezeOurQemus();
+      },
+    }),
+    (e: unknown) => e instanceof NestedHostHungError && /no heartbeat from its init for 1\d s/.test(e.message) && /run it again/.test(e.message),
+  );
+  assert.equal(frozen, 1, 'one QEMU was frozen');
+  assert.ok(Date.now() - t0 < 120_000, 'returned long before the 300 s timeout');
 });
 
 test('QEMU failing to start is an error that says why', async () => {

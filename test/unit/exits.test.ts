@@ -124,6 +124,16 @@ test('VcpuExitError.where names the vCPU, rip, mode and cr3 on one line, and wha
   assert.equal(new VcpuExitError(0, describeExit(runArea(ExitReason.SHUTDOWN))).where, 'vCPU 0');
 });
 
+test("VcpuExitError.where says so when KVM had already reset the vCPU (AMD's shutdown intercept), rather than blame the reset vector", () => {
+  const reset = sregs({ cs: seg({ base: 0xffff0000n, selector: 0xf000 }) });
+  const e = new VcpuExitError(1, describeExit(runArea(ExitReason.SHUTDOWN)), { ...emptyRegs(), rip: 0xfff0n }, reset);
+  assert.match(e.where, /^vCPU 1 \(its registers were already reset: KVM on AMD re-initializes a vCPU after a shutdown/);
+  assert.doesNotMatch(e.where, /rip 0xfff0/);
+  // The same rip in a protected-mode code segment is a real place, reported as such.
+  const flat = sregs({ cr0: 0x11n, cs: seg({ db: 1 }) });
+  assert.equal(new VcpuExitError(1, describeExit(runArea(ExitReason.SHUTDOWN)), { ...emptyRegs(), rip: 0xfff0n }, flat).where, 'vCPU 1 at rip 0xfff0 (protected mode (32-bit), cr3 0x0)');
+});
+
 test('VcpuExitError carries the exit and a register dump; missing registers are said so', () => {
   const regs = { ...emptyRegs(), rip: 0xffffffff81000000n, rsp: 0x8ff0n };
   const e = new VcpuExitError(2, describeExit(runArea(ExitReason.SHUTDOWN)), regs, sregs({ cr3: 0x9000n }));
