@@ -21,7 +21,33 @@ export const TARGET_RATIO = 1.0;
 const VMM_LABELS: Record<VmmKind, string> = { tsvmm: 'tsvmm virtio-net (PCI, tap)', qemu: 'QEMU q35 virtio-net-pci (tap, vhost=off)' };
 const COLORS: Record<VmmKind, string> = { tsvmm: '#2b7bb9', qemu: '#d9822b' };
 
-type ThroughputMetric = 'mbps' | 'cpuSecPerGb' | 'vmmSecPerGb' | 'guestSecPerGb' | 'vcpuHostSecPerGb' | 'otherSecPerGb' | 'vmmCpuPct' | 'retransmits' | 'tapDropped' | 'guestIperfCpuPct';
+type ThroughputMetric =
+  | 'mbps'
+  | 'cpuSecPerGb'
+  | 'vmmSecPerGb'
+  | 'guestSecPerGb'
+  | 'vcpuHostSecPerGb'
+  | 'otherSecPerGb'
+  | 'vmmCpuPct'
+  | 'retransmits'
+  | 'tapDropped'
+  | 'guestIperfCpuPct'
+  | 'dataFrameBytes'
+  | 'ackFrames';
+const THROUGHPUT_METRICS: readonly ThroughputMetric[] = [
+  'mbps',
+  'cpuSecPerGb',
+  'vmmSecPerGb',
+  'guestSecPerGb',
+  'vcpuHostSecPerGb',
+  'otherSecPerGb',
+  'vmmCpuPct',
+  'retransmits',
+  'tapDropped',
+  'guestIperfCpuPct',
+  'dataFrameBytes',
+  'ackFrames',
+];
 type DirectionSummaries = { readonly [M in ThroughputMetric]?: Summary };
 
 function testValues(t: IperfSample): { readonly [M in ThroughputMetric]?: number } {
@@ -41,7 +67,21 @@ function testValues(t: IperfSample): { readonly [M in ThroughputMetric]?: number
     ...(i.retransmits !== undefined ? { retransmits: i.retransmits } : {}),
     ...(t.tapDropped !== undefined ? { tapDropped: t.tapDropped } : {}),
     ...(i.guestIperfCpuPct !== undefined ? { guestIperfCpuPct: i.guestIperfCpuPct } : {}),
+    ...frameValues(t),
   };
+}
+
+/**
+ * The tap's view of a test: the average size of the frames carrying the data (a GSO frame counts
+ * once, whole, so larger means fewer frames and fewer per-frame costs for the VMM), and how many
+ * frames went the other way (ACKs) per MB of data.
+ */
+function frameValues(t: IperfSample): { dataFrameBytes?: number; ackFrames?: number } {
+  const f = t.tapFrames;
+  if (f === undefined) return {};
+  const [dataFrames, dataBytes, ackFrames] = t.direction === 'h2g' ? [f.toVmmFrames, f.toVmmBytes, f.fromVmmFrames] : [f.fromVmmFrames, f.fromVmmBytes, f.toVmmFrames];
+  if (dataFrames <= 0) return {};
+  return { dataFrameBytes: dataBytes / dataFrames, ackFrames: (ackFrames * 1e6) / dataBytes };
 }
 
 /** summaries[vmm][direction][metric] over every successful test of every boot. */
@@ -51,7 +91,7 @@ export function summarizeThroughput(result: NetResult): Record<VmmKind, Record<D
     for (const d of DIRECTIONS) {
       const values = result.runs.filter((r) => r.vmm === vmm).flatMap((r) => r.tests.filter((t) => t.direction === d)).map(testValues);
       const sums: { [M in ThroughputMetric]?: Summary } = {};
-      for (const m of ['mbps', 'cpuSecPerGb', 'vmmSecPerGb', 'guestSecPerGb', 'vcpuHostSecPerGb', 'otherSecPerGb', 'vmmCpuPct', 'retransmits', 'tapDropped', 'guestIperfCpuPct'] as const) {
+      for (const m of THROUGHPUT_METRICS) {
         const s = summarize(values.map((v) => v[m]));
         if (s !== undefined) sums[m] = s;
       }
@@ -181,11 +221,18 @@ export function writeReport(result: NetResult, dir: string, base: string): strin
     'iperf3 in the guest is the client of an iperf3 server on the host\'s end of the tap: *guest → host* is `iperf3 -c`, *host → guest* is `iperf3 -c -R` ' +
       '(the host\'s server sends). The figure is the receiver\'s goodput over the test (`end.sum_received`). Retransmits are the sender\'s; ' +
       '*tap drops* are frames the host sent into the tap that the tap discarded because its queue to the VMM was full (its `tx_dropped` counter over the test); ' +
-      '*guest iperf3 CPU* is the guest\'s own iperf3 process (its share of one guest CPU).',
+      '*guest iperf3 CPU* is the guest\'s own iperf3 process (its share of one guest CPU); ' +
+      '*data frame* is the average size of the frames carrying the data through the tap (its byte and packet counters; a GSO frame counts once, whole) ' +
+      'and *ACK frames / MB* the frames the other way per MB of data: the per-frame work of the VMM and of both TCP stacks follows these.',
     '',
   );
-  L.push('| direction | VMM | Mbit/s | retransmits | tap drops | guest iperf3 CPU % |', '|---|---|---:|---:|---:|---:|');
-  for (const d of DIRECTIONS) for (const v of vmms) L.push(`| ${DIRECTION_LABELS[d]} | ${v} | ${f1(tp[v][d].mbps)} | ${f0(tp[v][d].retransmits)} | ${f0(tp[v][d].tapDropped)} | ${f0(tp[v][d].guestIperfCpuPct)} |`);
+  L.push('| direction | VMM | Mbit/s | retransmits | tap drops | guest iperf3 CPU % | data frame, bytes | ACK frames / MB |', '|---|---|---:|---:|---:|---:|---:|---:|');
+  for (const d of DIRECTIONS) {
+    for (const v of vmms) {
+      const t = tp[v][d];
+      L.push(`| ${DIRECTION_LABELS[d]} | ${v} | ${f1(t.mbps)} | ${f0(t.retransmits)} | ${f0(t.tapDropped)} | ${f0(t.guestIperfCpuPct)} | ${f0(t.dataFrameBytes)} | ${f0(t.ackFrames)} |`);
+    }
+  }
   L.push('');
 
   // The guest's own counters: where host → guest frames were lost (eth0, TCP's queues) or what made a sender retransmit.

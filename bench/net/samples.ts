@@ -22,6 +22,24 @@ export interface IperfSummary {
   readonly intervals: readonly number[];
 }
 
+/** The tap's counters at one moment (/sys/class/net/TAP/statistics; tx is towards the VMM). */
+export interface TapCounters {
+  readonly txDropped: number;
+  readonly txFrames: number;
+  readonly txBytes: number;
+  readonly rxFrames: number;
+  readonly rxBytes: number;
+}
+
+export interface TapFrames {
+  /** Host → guest: what the VMM read from the tap. */
+  readonly toVmmFrames: number;
+  readonly toVmmBytes: number;
+  /** Guest → host: what the VMM wrote to the tap. */
+  readonly fromVmmFrames: number;
+  readonly fromVmmBytes: number;
+}
+
 export interface IperfSample {
   readonly name: string;
   readonly direction: Direction;
@@ -36,6 +54,8 @@ export interface IperfSample {
   readonly windowMs?: number;
   /** Frames the tap dropped on the way to the VMM during the test (its tx_dropped counter). */
   readonly tapDropped?: number;
+  /** Frames and bytes through the tap during the test, each way (a GSO frame counts once, whole). */
+  readonly tapFrames?: TapFrames;
   /** How the guest's counters (guest-script.ts GUEST_COUNTERS) moved over the test. */
   readonly guestCounters?: Readonly<Record<string, number>>;
 }

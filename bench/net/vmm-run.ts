@@ -17,7 +17,7 @@ import { kvmStatsDelta } from '../blk/kvm-stats.js';
 import type { Invocation } from '../blk/vmms.js';
 import { directionOf, MARK, PING_DONE_PORT } from './guest-script.js';
 import { parseIperfJson, parsePing } from './parse.js';
-import type { IperfSample, NetRunSample, PingSample, VmmKind } from './samples.js';
+import type { IperfSample, NetRunSample, PingSample, TapCounters, VmmKind } from './samples.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -40,10 +40,18 @@ export interface NetRunOptions {
 interface TestState extends Sections {
   begin?: Mark;
   end?: Mark & { status: number };
-  tapDroppedBegin?: number;
-  tapDroppedEnd?: number;
+  tapBegin?: TapCounters;
+  tapEnd?: TapCounters;
   guestBefore?: Record<string, number>;
   guestAfter?: Record<string, number>;
+}
+
+/** The tap's movement over a test, as IperfSample fields. */
+function tapDelta(a: TapCounters, b: TapCounters): Pick<IperfSample, 'tapDropped' | 'tapFrames'> {
+  return {
+    tapDropped: b.txDropped - a.txDropped,
+    tapFrames: { toVmmFrames: b.txFrames - a.txFrames, toVmmBytes: b.txBytes - a.txBytes, fromVmmFrames: b.rxFrames - a.rxFrames, fromVmmBytes: b.rxBytes - a.rxBytes },
+  };
 }
 
 /** after − before for the counters both have. */
@@ -66,14 +74,17 @@ function parseGuestStat(rest: string): { name: string; phase: string; counters: 
 }
 
 /**
- * Frames the host sent into the tap that never reached the VMM (tun's tx_dropped: its queue to the
- * VMM was full because the VMM did not read it in time). A sysfs read, so cheap enough to do
- * synchronously at a marker; undefined when the counter cannot be read.
+ * The tap's own counters (/sys/class/net/TAP/statistics), named from the tap's side: tx is what
+ * the host sent towards the VMM, rx what the VMM wrote. A GSO frame counts once, at its full
+ * length, so bytes / frames is the size of the frames the VMM moved. tx_dropped: frames the tap
+ * discarded because its queue to the VMM was full (the VMM did not read in time). Sysfs reads,
+ * cheap enough to do synchronously at a marker; undefined when one cannot be read.
  */
-function tapTxDropped(tap: string): number | undefined {
+function tapCounters(tap: string): TapCounters | undefined {
+  const read = (name: string): number => Number(readFileSync(`/sys/class/net/${tap}/statistics/${name}`, 'utf8').trim());
   try {
-    const n = Number(readFileSync(`/sys/class/net/${tap}/statistics/tx_dropped`, 'utf8').trim());
-    return Number.isFinite(n) ? n : undefined;
+    const c = { txDropped: read('tx_dropped'), txFrames: read('tx_packets'), txBytes: read('tx_bytes'), rxFrames: read('rx_packets'), rxBytes: read('rx_bytes') };
+    return Object.values(c).every(Number.isFinite) ? c : undefined;
   } catch {
     return undefined;
   }
@@ -140,7 +151,7 @@ export async function runVmm(o: NetRunOptions): Promise<NetRunSample> {
       const s = test(MARK.begin);
       if (s !== undefined) {
         s.begin = mark();
-        s.tapDroppedBegin = tapTxDropped(o.tap);
+        s.tapBegin = tapCounters(o.tap);
         o.log(`  ${o.vmm}: ${line.slice(MARK.begin.length)} running`);
       }
     } else if (line.startsWith(MARK.end)) {
@@ -148,7 +159,7 @@ export async function runVmm(o: NetRunOptions): Promise<NetRunSample> {
       const s = test(MARK.end);
       if (s !== undefined) {
         s.end = { ...m, status: Number(line.split(' ')[2]) };
-        s.tapDroppedEnd = tapTxDropped(o.tap);
+        s.tapEnd = tapCounters(o.tap);
       }
     } else if (line.startsWith(MARK.stat)) {
       const g = parseGuestStat(line.slice(MARK.stat.length));
@@ -221,6 +232,6 @@ function testSample(name: string, s: TestState): IperfSample {
     ...(kvm !== undefined ? { kvm } : {}),
     ...(guestCounters !== undefined ? { guestCounters } : {}),
     ...(s.begin !== undefined && s.end !== undefined ? { windowMs: s.end.at - s.begin.at } : {}),
-    ...(s.tapDroppedBegin !== undefined && s.tapDroppedEnd !== undefined ? { tapDropped: s.tapDroppedEnd - s.tapDroppedBegin } : {}),
+    ...(s.tapBegin !== undefined && s.tapEnd !== undefined ? tapDelta(s.tapBegin, s.tapEnd) : {}),
   };
 }
