@@ -63,9 +63,11 @@ fi
 fail() { echo "${MARKER_PREFIX}$NONCE:fail=$*"; poweroff -f; sleep 60; }
 # The heartbeat (src/host/nested-heartbeat.ts): a line on the second serial port, which QEMU
 # appends to a file on the machine running it, so that it can tell a wedged nested host from a
-# command that is merely silent.
+# command that is merely silent. At nice -20, so that a machine whose CPUs are busy with the
+# command still runs it: only a machine that stops scheduling altogether misses beats.
 [ -c /dev/ttyS1 ] || fail "no /dev/ttyS1 for the heartbeat (QEMU needs a second -serial)"
 ( while :; do echo ${NESTED_HEARTBEAT_LINE}; sleep ${NESTED_HEARTBEAT_INTERVAL_S}; done ) >/dev/ttyS1 2>/dev/null &
+renice -n -20 -p $! >/dev/null 2>&1
 while read -r m; do
   [ -n "$m" ] || continue
   # As modprobe does: MODULE.PARAM=VALUE words of the kernel command line are the module's parameters.

@@ -314,9 +314,12 @@ function boot(assets: NestedHostAssets, initrd: string, nonce: string, p: BootPa
       if (qemu.exitCode === null && qemu.signalCode === null) qemu.kill('SIGKILL');
     };
     let wedgedAfterMs = 0;
+    let consoleSilentMs = 0;
+    let lastConsoleAt = Date.now();
     // Armed when the command starts: init sends its first heartbeat before that, so from then on silence means a wedged machine.
     const heartbeat = new HeartbeatWatch(p.heartbeatFile, p.wedgeTimeoutMs, (silentMs) => {
       wedgedAfterMs = silentMs;
+      consoleSilentMs = Date.now() - lastConsoleAt;
       ended ??= 'wedged';
       kill();
     });
@@ -353,6 +356,7 @@ function boot(assets: NestedHostAssets, initrd: string, nonce: string, p: BootPa
     };
     let outputSeen = 0;
     qemu.stdout.on('data', (chunk: Buffer) => {
+      lastConsoleAt = Date.now();
       const before = console_.phase;
       console_.push(chunk);
       if (console_.phase === 'command' && console_.output.length !== outputSeen) {
@@ -429,7 +433,7 @@ function boot(assets: NestedHostAssets, initrd: string, nonce: string, p: BootPa
       if (ended === 'wedged') {
         reject(
           new NestedHostHungError(
-            `the nested host stopped responding: no heartbeat from its init for ${Math.round(wedgedAfterMs / 1000)} s (the emulated machine wedged); QEMU killed. This is the emulated host failing, not the command: run it again${lastLines()}`,
+            `the nested host stopped responding: no heartbeat from its init for ${Math.round(wedgedAfterMs / 1000)} s (the emulated machine wedged; its console was silent for the last ${Math.round(consoleSilentMs / 1000)} s); QEMU killed. This is the emulated host failing, not the command: run it again${lastLines()}`,
           ),
         );
         return;
