@@ -5,6 +5,7 @@
  * run's random nonce, so command output can never be taken for one.
  */
 import { StringDecoder } from 'node:string_decoder';
+import { NESTED_HEARTBEAT_MARKER } from './nested-heartbeat.js';
 import { MARKER_PREFIX } from './nested-init.js';
 
 export type ConsolePhase = 'boot' | 'command' | 'done' | 'setup-failed';
@@ -28,6 +29,9 @@ export function cleanConsoleText(text: string): string {
 export class NestedConsole {
   private readonly decoder = new StringDecoder('utf8');
   private readonly token: string;
+  /** A complete heartbeat line (CR before LF until init turns onlcr off). */
+  private readonly heartbeatLine: RegExp;
+  private beats = 0;
   private phase_: ConsolePhase = 'boot';
   private boot = '';
   /** Command output not yet passed on: a tail that might be the start of the exit marker. */
@@ -46,6 +50,12 @@ export class NestedConsole {
     private readonly onOutput: (text: string) => void = () => {},
   ) {
     this.token = `${MARKER_PREFIX}${nonce}:`;
+    this.heartbeatLine = new RegExp(`${escapeRegExp(this.token)}${NESTED_HEARTBEAT_MARKER}\\r*\\n`, 'g');
+  }
+
+  /** Heartbeat lines seen so far (nested-heartbeat.ts); they never reach the output or the logs. */
+  get heartbeats(): number {
+    return this.beats;
   }
 
   get phase(): ConsolePhase {
@@ -112,12 +122,12 @@ export class NestedConsole {
       case 'command':
         return this.feedCommand(text);
       default:
-        this.after += text;
+        this.after = this.takeHeartbeats(this.after + text);
     }
   }
 
   private feedBoot(text: string): void {
-    this.boot += text;
+    this.boot = this.takeHeartbeats(this.boot + text);
     this.notePanic(this.boot);
     this.noteLockups(this.boot);
     const begin = this.boot.indexOf(`${this.token}begin`);
@@ -142,7 +152,7 @@ export class NestedConsole {
   }
 
   private feedCommand(text: string): void {
-    const pending = this.held + text;
+    const pending = this.takeHeartbeats(this.held + text);
     this.held = '';
     const at = pending.indexOf(`${this.token}exit=`);
     if (at >= 0) {
@@ -158,19 +168,34 @@ export class NestedConsole {
       this.after = pending.slice(at + this.token.length + 'exit='.length + m[0].length);
       return;
     }
-    // Hold back the longest tail that could still grow into the marker.
-    const marker = `${this.token}exit=`;
+    // Hold back what could still grow into a marker line (exit or heartbeat): a marker whose line
+    // has not ended, or the longest tail that could be the start of one.
+    const marker = this.token;
+    const last = pending.lastIndexOf(marker);
     let keep = 0;
-    for (let n = Math.min(marker.length, pending.length); n > 0; n--) {
-      if (marker.startsWith(pending.slice(pending.length - n))) {
-        keep = n;
-        break;
+    if (last >= 0 && pending.indexOf('\n', last) < 0) {
+      keep = pending.length - last;
+    } else {
+      for (let n = Math.min(marker.length, pending.length); n > 0; n--) {
+        if (marker.startsWith(pending.slice(pending.length - n))) {
+          keep = n;
+          break;
+        }
       }
     }
     this.emit(pending.slice(0, pending.length - keep));
     this.held = pending.slice(pending.length - keep);
     this.notePanic(this.out.slice(-4096) + this.held);
     this.noteLockups(this.out);
+  }
+
+  /** `text` without its complete heartbeat lines, which are counted. */
+  private takeHeartbeats(text: string): string {
+    if (!text.includes(this.token)) return text;
+    return text.replace(this.heartbeatLine, () => {
+      this.beats++;
+      return '';
+    });
   }
 
   private emit(text: string): void {
@@ -195,4 +220,8 @@ export class NestedConsole {
     const m = PANIC.exec(text) ?? (atEnd ? PANIC_AT_END.exec(text) : null);
     if (m !== null) this.panic = m[0].replace(/\r?\n?$/, '');
   }
+}
+
+function escapeRegExp(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }

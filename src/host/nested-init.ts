@@ -5,7 +5,7 @@
  * 2048-byte limit and needs no escaping beyond POSIX single quotes).
  */
 
-import { NESTED_HEARTBEAT_INTERVAL_S, NESTED_HEARTBEAT_LINE } from './nested-heartbeat.js';
+import { NESTED_HEARTBEAT_INTERVAL_S, NESTED_HEARTBEAT_MARKER } from './nested-heartbeat.js';
 
 /**
  * Kernel modules the nested host loads, in dependency order (Debian's packages carry no
@@ -61,12 +61,11 @@ if [ -z "$NONCE" ]; then
   poweroff -f
 fi
 fail() { echo "${MARKER_PREFIX}$NONCE:fail=$*"; poweroff -f; sleep 60; }
-# The heartbeat (src/host/nested-heartbeat.ts): a line on the second serial port, which QEMU
-# appends to a file on the machine running it, so that it can tell a wedged nested host from a
-# command that is merely silent. At nice -20, so that a machine whose CPUs are busy with the
-# command still runs it: only a machine that stops scheduling altogether misses beats.
-[ -c /dev/ttyS1 ] || fail "no /dev/ttyS1 for the heartbeat (QEMU needs a second -serial)"
-( while :; do echo ${NESTED_HEARTBEAT_LINE}; sleep ${NESTED_HEARTBEAT_INTERVAL_S}; done ) >/dev/ttyS1 2>/dev/null &
+# The heartbeat (src/host/nested-heartbeat.ts): a marker line on the console every few seconds,
+# taken out of the command's output on the machine running QEMU, so that it can tell a wedged
+# nested host from a command that is merely silent. At nice -20, so that a machine whose CPUs
+# are busy with the command still prints it: only one that stops scheduling misses beats.
+( while :; do echo "${MARKER_PREFIX}$NONCE:${NESTED_HEARTBEAT_MARKER}"; sleep ${NESTED_HEARTBEAT_INTERVAL_S}; done ) &
 renice -n -20 -p $! >/dev/null 2>&1
 while read -r m; do
   [ -n "$m" ] || continue

@@ -114,7 +114,7 @@ export interface NestedRunResult {
   readonly wallMs: number;
   /** SeaBIOS, kernel and init messages before the command started. */
   readonly bootLog: string;
-  /** Heartbeat lines the nested host's init sent (one at start, then every NESTED_HEARTBEAT_INTERVAL_S). */
+  /** Heartbeat lines the nested host's init printed (one at start, then every NESTED_HEARTBEAT_INTERVAL_S). */
   readonly heartbeats: number;
 }
 
@@ -167,7 +167,6 @@ export function nestedQemuArgs(
   cpus: number,
   writable: readonly string[] = [],
   controlSocket?: string,
-  heartbeatFile?: string,
 ): string[] {
   const shares = writable.flatMap((path, i) => ['-virtfs', `local,path=${path},mount_tag=${writableTag(i)},security_model=none,multidevs=remap`]);
   // QEMU splits -chardev values at commas.
@@ -177,9 +176,6 @@ export function nestedQemuArgs(
     '-chardev', `socket,id=tsvmmctl,path=${controlSocket},server=on,wait=off`,
     '-device', `virtserialport,bus=tsvmmser.0,chardev=tsvmmctl,name=${NESTED_CONTROL_PORT_NAME}`,
   ];
-  if (heartbeatFile !== undefined && heartbeatFile.includes(',')) throw new NestedHostUsageError(`the heartbeat file path ${heartbeatFile} must not contain a comma (set TMPDIR to a folder without one)`);
-  // The second serial port (ttyS1 inside): the init's heartbeat, appended to a file here (nested-heartbeat.ts).
-  const heartbeat = heartbeatFile === undefined ? [] : ['-chardev', `file,id=tsvmmhb,path=${heartbeatFile}`, '-serial', 'chardev:tsvmmhb'];
   return [
     '-M', 'q35',
     '-accel', `tcg,thread=${process.env['TSVMM_NESTED_TCG_THREAD'] === 'single' ? 'single' : 'multi'}`,
@@ -188,7 +184,6 @@ export function nestedQemuArgs(
     '-m', String(memoryMiB),
     '-nodefaults', '-no-user-config', '-nographic',
     '-serial', 'stdio',
-    ...heartbeat,
     '-kernel', assets.kernel,
     '-initrd', initrd,
     '-append', kernelCmdline(),
@@ -276,8 +271,7 @@ export async function runInNestedHost(command: string | readonly string[], optio
   try {
     const initrd = writeRunInitrd(work, assets.initramfs, nonce, script, keep);
     progress(`booting the nested host (QEMU, emulated x86 with AMD-V) to run: ${describe(command)}`);
-    const heartbeatFile = join(work, 'heartbeat');
-    return await boot(assets, initrd, nonce, { timeoutMs, bootTimeoutMs, stallTimeoutMs, wedgeTimeoutMs, heartbeatFile, memoryMiB, cpus, writable, options, progress });
+    return await boot(assets, initrd, nonce, { timeoutMs, bootTimeoutMs, stallTimeoutMs, wedgeTimeoutMs, memoryMiB, cpus, writable, options, progress });
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
@@ -288,7 +282,6 @@ interface BootParams {
   readonly bootTimeoutMs: number;
   readonly stallTimeoutMs: number | undefined;
   readonly wedgeTimeoutMs: number;
-  readonly heartbeatFile: string;
   readonly memoryMiB: number;
   readonly cpus: number;
   readonly writable: readonly string[];
@@ -307,9 +300,7 @@ function boot(assets: NestedHostAssets, initrd: string, nonce: string, p: BootPa
     const timers: NodeJS.Timeout[] = [];
 
     const console_ = new NestedConsole(nonce, p.options.onOutput);
-    const qemu = spawn(assets.qemu, nestedQemuArgs(assets, initrd, p.memoryMiB, p.cpus, p.writable, p.options.controlSocket, p.heartbeatFile), {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const qemu = spawn(assets.qemu, nestedQemuArgs(assets, initrd, p.memoryMiB, p.cpus, p.writable, p.options.controlSocket), { stdio: ['ignore', 'pipe', 'pipe'] });
     const kill = (): void => {
       if (qemu.exitCode === null && qemu.signalCode === null) qemu.kill('SIGKILL');
     };
@@ -317,7 +308,7 @@ function boot(assets: NestedHostAssets, initrd: string, nonce: string, p: BootPa
     let consoleSilentMs = 0;
     let lastConsoleAt = Date.now();
     // Armed when the command starts: init sends its first heartbeat before that, so from then on silence means a wedged machine.
-    const heartbeat = new HeartbeatWatch(p.heartbeatFile, p.wedgeTimeoutMs, (silentMs) => {
+    const heartbeat = new HeartbeatWatch(p.wedgeTimeoutMs, (silentMs) => {
       wedgedAfterMs = silentMs;
       consoleSilentMs = Date.now() - lastConsoleAt;
       ended ??= 'wedged';
@@ -359,6 +350,7 @@ function boot(assets: NestedHostAssets, initrd: string, nonce: string, p: BootPa
       lastConsoleAt = Date.now();
       const before = console_.phase;
       console_.push(chunk);
+      while (heartbeat.beats < console_.heartbeats) heartbeat.beat();
       if (console_.phase === 'command' && console_.output.length !== outputSeen) {
         outputSeen = console_.output.length;
         armStallTimer();
@@ -405,7 +397,7 @@ function boot(assets: NestedHostAssets, initrd: string, nonce: string, p: BootPa
         const t = console_.tail(8);
         return t === '' ? '; the console printed nothing' : `; last console lines:\n${t}`;
       };
-      const common = { output: console_.output, bootMs, commandMs, wallMs, bootLog: console_.bootLog, heartbeats: heartbeat.beats() };
+      const common = { output: console_.output, bootMs, commandMs, wallMs, bootLog: console_.bootLog, heartbeats: console_.heartbeats };
 
       if (console_.phase === 'done' && console_.exitStatus !== undefined) {
         p.progress(`nested host run finished in ${(wallMs / 1000).toFixed(1)} s (status ${console_.exitStatus})`);

@@ -25,6 +25,32 @@ test('boot noise, command output and power-down are separated, even one byte at 
   assert.match(c.afterLog, /Power down/);
 });
 
+test('heartbeat lines are counted and taken out of the boot log, the output (even mid-line, one byte at a time) and the power-down text', () => {
+  let live = '';
+  const c = new NestedConsole(NONCE, (t) => (live += t));
+  const beat = `${M}alive\n`;
+  const text = `SeaBIOS\r\n${M}alive\r\nkernel\r\n${M}begin\nfirst ${beat}line\n${beat}${beat}progress 50%${beat} done\n${'TSVMM-NESTED:'}forged:alive\n${M}exit=0\n${beat}[ 4.1] reboot: Power down\r\n`;
+  feedBytewise(c, text);
+  c.end();
+  assert.equal(c.heartbeats, 6);
+  assert.equal(c.exitStatus, 0);
+  assert.equal(c.output, `first line\nprogress 50% done\nTSVMM-NESTED:forged:alive\n`, 'a line without the nonce is output like any other');
+  assert.equal(live, c.output);
+  assert.equal(c.bootLog, 'SeaBIOS\nkernel\n');
+  assert.doesNotMatch(c.afterLog, /alive/);
+});
+
+test('a heartbeat still arriving is held back, then taken out; one the console ended in is released as output', () => {
+  const c = new NestedConsole(NONCE);
+  c.push(Buffer.from(`${M}begin\nabc${M}ali`));
+  assert.equal(c.output, 'abc');
+  c.push(Buffer.from(`ve\ndef\n${M}al`));
+  assert.equal(c.output, 'abcdef\n');
+  assert.equal(c.heartbeats, 1);
+  c.end();
+  assert.equal(c.output, `abcdef\n${M}al`);
+});
+
 test('a setup failure reported by init', () => {
   const c = new NestedConsole(NONCE);
   c.push(Buffer.from(`booting\r\n${M}fail=cannot load kernel module kvm-amd\r\n[ 1.0] reboot: Power down\r\n`));

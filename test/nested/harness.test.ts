@@ -70,7 +70,7 @@ describe('one boot: output, exit status, /dev/kvm, read-only root, writable /tmp
     assert.equal(streamed, result.output, 'onOutput saw exactly the output, live');
     assert.equal(result.timedOut, false);
     assert.ok(result.bootMs !== undefined && result.bootMs < result.wallMs);
-    assert.ok(result.heartbeats >= 1, 'the init sent its heartbeat on the second serial port');
+    assert.ok(result.heartbeats >= 1, 'the init printed its heartbeat, and it stayed out of the output');
   });
 
   test("a failing command's exit status comes back", () => {
