@@ -24,23 +24,39 @@ export const NESTED_HEARTBEAT_MARKER = 'alive';
 export const DEFAULT_WEDGE_TIMEOUT_MS = 90_000;
 /** How often the time since the last beat is checked. */
 const POLL_MS = 1_000;
+/** A gap this long is reported as it happens (and again when beats resume), before any verdict. */
+export const LATE_HEARTBEAT_MS = 30_000;
+
+/** What the watch reports besides the verdict: a late beat, and a late beat that came after all. */
+export interface HeartbeatEvents {
+  readonly late?: (silentMs: number) => void;
+  readonly back?: (silentMs: number) => void;
+}
 
 export class HeartbeatWatch {
   private timer: NodeJS.Timeout | undefined;
   private count = 0;
   private lastBeat = 0;
+  private lateReported = false;
 
   /** @param timeoutMs how long without a beat, once watching, before `onWedged` runs (once) */
   constructor(
     private readonly timeoutMs: number,
     private readonly onWedged: (silentMs: number) => void,
     private readonly pollMs = POLL_MS,
+    private readonly events: HeartbeatEvents = {},
+    private readonly lateMs = LATE_HEARTBEAT_MS,
   ) {}
 
   /** A heartbeat arrived. */
   beat(): void {
+    const now = Date.now();
+    if (this.lateReported) {
+      this.lateReported = false;
+      this.events.back?.(now - this.lastBeat);
+    }
     this.count++;
-    this.lastBeat = Date.now();
+    this.lastBeat = now;
   }
 
   /** Heartbeats so far. */
@@ -68,6 +84,10 @@ export class HeartbeatWatch {
   private check(): void {
     if (this.count === 0) return;
     const silentMs = Date.now() - this.lastBeat;
+    if (silentMs >= this.lateMs && !this.lateReported && silentMs < this.timeoutMs) {
+      this.lateReported = true;
+      this.events.late?.(silentMs);
+    }
     if (silentMs >= this.timeoutMs) {
       this.stop();
       this.onWedged(silentMs);

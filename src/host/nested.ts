@@ -64,7 +64,7 @@ export interface NestedRunOptions {
   /**
    * No heartbeat from the nested host's init for this long, once the command runs, means the
    * emulated machine wedged: QEMU is killed and the run fails with NestedHostHungError, whatever
-   * the command was doing. Default 90 s (nested-heartbeat.ts).
+   * the command was doing. Default 90 s (nested-heartbeat.ts), or TSVMM_NESTED_WEDGE_TIMEOUT_S.
    */
   readonly wedgeTimeoutMs?: number;
   /** Nested host memory. Default 3072 MiB. */
@@ -210,6 +210,15 @@ function defaultEnv(): Record<string, string> {
   return env;
 }
 
+/** TSVMM_NESTED_WEDGE_TIMEOUT_S: the default wedge timeout, for a machine slower than ours. */
+function wedgeTimeoutFromEnv(): number | undefined {
+  const raw = process.env['TSVMM_NESTED_WEDGE_TIMEOUT_S'];
+  if (raw === undefined || raw.trim() === '') return undefined;
+  const seconds = Number(raw);
+  if (!Number.isFinite(seconds) || seconds <= 0) throw new NestedHostUsageError(`TSVMM_NESTED_WEDGE_TIMEOUT_S must be a positive number of seconds, got ${JSON.stringify(raw)}`);
+  return seconds * 1000;
+}
+
 function positive(name: string, v: number | undefined, dflt: number): number {
   const x = v ?? dflt;
   if (!Number.isFinite(x) || x <= 0) throw new NestedHostUsageError(`${name} must be a positive number, got ${String(v)}`);
@@ -243,7 +252,7 @@ export async function runInNestedHost(command: string | readonly string[], optio
   const timeoutMs = positive('timeoutMs', options.timeoutMs, DEFAULT_TIMEOUT_MS);
   const bootTimeoutMs = positive('bootTimeoutMs', options.bootTimeoutMs, DEFAULT_BOOT_TIMEOUT_MS);
   const stallTimeoutMs = options.stallTimeoutMs === undefined ? undefined : positive('stallTimeoutMs', options.stallTimeoutMs, 0);
-  const wedgeTimeoutMs = positive('wedgeTimeoutMs', options.wedgeTimeoutMs, DEFAULT_WEDGE_TIMEOUT_MS);
+  const wedgeTimeoutMs = positive('wedgeTimeoutMs', options.wedgeTimeoutMs ?? wedgeTimeoutFromEnv(), DEFAULT_WEDGE_TIMEOUT_MS);
   const memoryMiB = Math.round(positive('memoryMiB', options.memoryMiB, 3072));
   const cpus = Math.round(positive('cpus', options.cpus, 2));
   const cwd = resolve(options.cwd ?? process.cwd());
@@ -308,12 +317,20 @@ function boot(assets: NestedHostAssets, initrd: string, nonce: string, p: BootPa
     let consoleSilentMs = 0;
     let lastConsoleAt = Date.now();
     // Armed when the command starts: init sends its first heartbeat before that, so from then on silence means a wedged machine.
-    const heartbeat = new HeartbeatWatch(p.wedgeTimeoutMs, (silentMs) => {
-      wedgedAfterMs = silentMs;
-      consoleSilentMs = Date.now() - lastConsoleAt;
-      ended ??= 'wedged';
-      kill();
-    });
+    const heartbeat = new HeartbeatWatch(
+      p.wedgeTimeoutMs,
+      (silentMs) => {
+        wedgedAfterMs = silentMs;
+        consoleSilentMs = Date.now() - lastConsoleAt;
+        ended ??= 'wedged';
+        kill();
+      },
+      undefined,
+      {
+        late: (silentMs) => p.progress(`the nested host has printed no heartbeat for ${Math.round(silentMs / 1000)} s (the run ends at ${Math.round(p.wedgeTimeoutMs / 1000)} s without one)`),
+        back: (silentMs) => p.progress(`the nested host's heartbeat is back after ${Math.round(silentMs / 1000)} s`),
+      },
+    );
     // Never leave an emulated machine behind when this process goes away.
     process.on('exit', kill);
     const onAbort = (): void => {

@@ -64,3 +64,18 @@ test("the nested host's init prints the heartbeat marker on its console, at nice
   assert.ok(NESTED_HOST_INIT.includes(`( while :; do echo "${MARKER_PREFIX}$NONCE:${NESTED_HEARTBEAT_MARKER}"; sleep `));
   assert.match(NESTED_HOST_INIT, /done \) &\nrenice -n -20 -p \$! /);
 });
+
+test('a late beat is reported as it happens and again when beats resume, without a verdict', async () => {
+  const events: string[] = [];
+  const watch = new HeartbeatWatch(1000, () => events.push('wedged'), 20, { late: () => events.push('late'), back: () => events.push('back') }, 150);
+  watch.beat();
+  watch.start();
+  await sleep(300);
+  assert.deepEqual(events, ['late'], 'reported once while late');
+  watch.beat();
+  assert.deepEqual(events, ['late', 'back']);
+  watch.beat();
+  await sleep(50);
+  watch.stop();
+  assert.deepEqual(events, ['late', 'back'], 'on time again: nothing more');
+});
