@@ -34,7 +34,7 @@ export class NestedConsole {
   private beats = 0;
   private phase_: ConsolePhase = 'boot';
   private boot = '';
-  /** Command output not yet passed on: a tail that might be the start of the exit marker. */
+  /** Command output not yet passed on: a tail that might be the start of a marker line (exit, heartbeat). */
   private held = '';
   private out = '';
   private after = '';
