@@ -21,20 +21,7 @@ export const TARGET_RATIO = 1.0;
 const VMM_LABELS: Record<VmmKind, string> = { tsvmm: 'tsvmm virtio-net (PCI, tap)', qemu: 'QEMU q35 virtio-net-pci (tap, vhost=off)' };
 const COLORS: Record<VmmKind, string> = { tsvmm: '#2b7bb9', qemu: '#d9822b' };
 
-type ThroughputMetric =
-  | 'mbps'
-  | 'cpuSecPerGb'
-  | 'vmmSecPerGb'
-  | 'guestSecPerGb'
-  | 'vcpuHostSecPerGb'
-  | 'otherSecPerGb'
-  | 'vmmCpuPct'
-  | 'retransmits'
-  | 'tapDropped'
-  | 'guestIperfCpuPct'
-  | 'dataFrameBytes'
-  | 'ackFrames';
-const THROUGHPUT_METRICS: readonly ThroughputMetric[] = [
+const THROUGHPUT_METRICS = [
   'mbps',
   'cpuSecPerGb',
   'vmmSecPerGb',
@@ -47,7 +34,8 @@ const THROUGHPUT_METRICS: readonly ThroughputMetric[] = [
   'guestIperfCpuPct',
   'dataFrameBytes',
   'ackFrames',
-];
+] as const;
+type ThroughputMetric = (typeof THROUGHPUT_METRICS)[number];
 type DirectionSummaries = { readonly [M in ThroughputMetric]?: Summary };
 
 function testValues(t: IperfSample): { readonly [M in ThroughputMetric]?: number } {

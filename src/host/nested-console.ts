@@ -48,6 +48,8 @@ export class NestedConsole {
   constructor(
     nonce: string,
     private readonly onOutput: (text: string) => void = () => {},
+    /** Called for each heartbeat line as it is taken out (nested-heartbeat.ts). */
+    private readonly onHeartbeat: () => void = () => {},
   ) {
     this.token = `${MARKER_PREFIX}${nonce}:`;
     this.heartbeatLine = new RegExp(`${escapeRegExp(this.token)}${NESTED_HEARTBEAT_MARKER}\\r*\\n`, 'g');
@@ -194,6 +196,7 @@ export class NestedConsole {
     if (!text.includes(this.token)) return text;
     return text.replace(this.heartbeatLine, () => {
       this.beats++;
+      this.onHeartbeat();
       return '';
     });
   }

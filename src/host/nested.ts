@@ -308,7 +308,6 @@ function boot(assets: NestedHostAssets, initrd: string, nonce: string, p: BootPa
     let stderr = '';
     const timers: NodeJS.Timeout[] = [];
 
-    const console_ = new NestedConsole(nonce, p.options.onOutput);
     const qemu = spawn(assets.qemu, nestedQemuArgs(assets, initrd, p.memoryMiB, p.cpus, p.writable, p.options.controlSocket), { stdio: ['ignore', 'pipe', 'pipe'] });
     const kill = (): void => {
       if (qemu.exitCode === null && qemu.signalCode === null) qemu.kill('SIGKILL');
@@ -331,6 +330,7 @@ function boot(assets: NestedHostAssets, initrd: string, nonce: string, p: BootPa
         back: (silentMs) => p.progress(`the nested host's heartbeat is back after ${Math.round(silentMs / 1000)} s`),
       },
     );
+    const console_ = new NestedConsole(nonce, p.options.onOutput, () => heartbeat.beat());
     // Never leave an emulated machine behind when this process goes away.
     process.on('exit', kill);
     const onAbort = (): void => {
@@ -367,7 +367,6 @@ function boot(assets: NestedHostAssets, initrd: string, nonce: string, p: BootPa
       lastConsoleAt = Date.now();
       const before = console_.phase;
       console_.push(chunk);
-      while (heartbeat.beats < console_.heartbeats) heartbeat.beat();
       if (console_.phase === 'command' && console_.output.length !== outputSeen) {
         outputSeen = console_.output.length;
         armStallTimer();
