@@ -6,6 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { HeartbeatWatch, NESTED_HEARTBEAT_MARKER } from '../../src/host/nested-heartbeat.js';
 import { MARKER_PREFIX, NESTED_HOST_INIT } from '../../src/host/nested-init.js';
+import { NestedHostUsageError, runInNestedHost } from '../../src/host/nested.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -78,4 +79,22 @@ test('a late beat is reported as it happens and again when beats resume, without
   await sleep(50);
   watch.stop();
   assert.deepEqual(events, ['late', 'back'], 'on time again: nothing more');
+});
+
+test('a malformed TSVMM_NESTED_WEDGE_TIMEOUT_S is a one-line usage error before anything boots', async () => {
+  const saved = process.env['TSVMM_NESTED_WEDGE_TIMEOUT_S'];
+  try {
+    for (const bad of ['abc', '0', '-5']) {
+      process.env['TSVMM_NESTED_WEDGE_TIMEOUT_S'] = bad;
+      await assert.rejects(runInNestedHost('true', { progress: () => {} }), (e: unknown) => {
+        assert.ok(e instanceof NestedHostUsageError);
+        assert.match(e.message, /^TSVMM_NESTED_WEDGE_TIMEOUT_S must be a positive number of seconds, got "/);
+        assert.doesNotMatch(e.message, /\n/);
+        return true;
+      });
+    }
+  } finally {
+    if (saved === undefined) delete process.env['TSVMM_NESTED_WEDGE_TIMEOUT_S'];
+    else process.env['TSVMM_NESTED_WEDGE_TIMEOUT_S'] = saved;
+  }
 });
