@@ -11,9 +11,8 @@
  *                  {"event": "started"} | {"event": "failed", "error": "one line"} | {"event": "exit", "exit": {...}}
  *                  {"event": "booted", "value": n, "elapsedUs": n, "cpuUs": n}   (the guest's boot-timer write)
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TsvmmError } from '../util/errors.js';
@@ -22,6 +21,10 @@ import type { BootTimerEvent } from '../devices/legacy/boot-timer.js';
 import type { VmControl, VmExitSummary, VmMetrics } from '../vmm/vm-control.js';
 import type { VmSpec } from '../vmm/vm-spec.js';
 import { type NestedRunResult, runInNestedHost } from './nested.js';
+import { makeOwnedTempDir, removeStaleTempDirs } from './owned-temp-dirs.js';
+
+/** Prefix of the folder under the OS's temporary folder that holds a nested VM's control socket. */
+const CONTROL_DIR_PREFIX = 'tsvmm-ctl-';
 
 /** The VM inside the nested host failed to start, or the nested host failed under it. */
 export class NestedVmError extends TsvmmError {}
@@ -86,7 +89,8 @@ export class NestedVm implements VmControl {
 
   /** Boot the nested host, start `spec` in it, and resolve once the VM runs there. */
   static async start(spec: VmSpec, options: NestedVmOptions = {}): Promise<NestedVm> {
-    const dir = mkdtempSync(join(tmpdir(), 'tsvmm-ctl-'));
+    removeStaleTempDirs(CONTROL_DIR_PREFIX);
+    const dir = makeOwnedTempDir(CONTROL_DIR_PREFIX);
     const controlSocket = join(dir, 'control.sock');
     const cleanup = (): void => rmSync(dir, { recursive: true, force: true });
     const abort = new AbortController();

@@ -1,14 +1,16 @@
 /**
  * The nested host harness, for real: two boots (each 6–10 s under TCG, more on a busy machine),
  * one QEMU start killed by a short timeout, one frozen (SIGSTOP) until the heartbeat watch gives
- * up on it, and two that fail at once. Runs on any x86-64 Linux where QEMU can be installed; this
+ * up on it, one whose runner is killed with SIGKILL, and two that fail at once. Runs on any x86-64 Linux where QEMU can be installed; this
  * machine needs no KVM. About 45 s in all.
  */
 import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { dirname, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import {
   ensureNestedHostAssets,
   NestedHostHungError,
@@ -17,7 +19,9 @@ import {
   runInNestedHost,
   type NestedHostAssets,
   type NestedRunResult,
+  WORK_DIR_PREFIX,
 } from '../../src/host/nested.js';
+import { OWNER_FILE, removeStaleTempDirs } from '../../src/host/owned-temp-dirs.js';
 
 /** The checkout (dist/test/nested/ → three levels up), whose node_modules has koffi. */
 const CHECKOUT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -153,9 +157,9 @@ test('a kernel soft-lockup report of a CPU stuck for minutes ends the run as Nes
   assert.ok(Date.now() - t0 < 60_000, 'returned long before the 300 s timeout');
 });
 
-/** Stop (SIGSTOP) every QEMU this process started: to the nested host it is as if its machine froze. */
-function freezeOurQemus(): number {
-  let frozen = 0;
+/** PIDs of the QEMU processes whose parent is `parent`. */
+function qemusOf(parent: number): number[] {
+  const found: number[] = [];
   for (const name of readdirSync('/proc')) {
     if (!/^\d+$/.test(name)) continue;
     let stat: string;
@@ -167,13 +171,55 @@ function freezeOurQemus(): number {
     // pid (comm) state ppid ...: comm may hold spaces, so split after its closing parenthesis.
     const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
     const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-    if (ppid === process.pid && comm.startsWith('qemu-system')) {
-      process.kill(Number(name), 'SIGSTOP');
-      frozen++;
-    }
+    if (ppid === parent && comm.startsWith('qemu-system')) found.push(Number(name));
   }
-  return frozen;
+  return found;
 }
+
+/** Stop (SIGSTOP) every QEMU this process started: to the nested host it is as if its machine froze. */
+function freezeOurQemus(): number {
+  const qemus = qemusOf(process.pid);
+  for (const pid of qemus) process.kill(pid, 'SIGSTOP');
+  return qemus.length;
+}
+
+const alive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+test('a runner killed with SIGKILL takes its QEMU with it, and the next run removes the folder it left', async () => {
+  const nested = resolve(CHECKOUT, 'dist/src/host/nested.js');
+  const script = `import { runInNestedHost } from ${JSON.stringify(nested)};
+await runInNestedHost('echo started; sleep 600', { timeoutMs: 300_000, onOutput: (t) => process.stdout.write(t), progress: () => {} });`;
+  const runner = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let output = '';
+  await new Promise<void>((resolveStarted, reject) => {
+    runner.stdout.on('data', (d: Buffer) => {
+      output += d.toString();
+      if (output.includes('started')) resolveStarted();
+    });
+    runner.on('exit', (code) => reject(new Error(`the runner exited (${code}) before its command started: ${output}`)));
+  });
+  const qemus = qemusOf(runner.pid!);
+  assert.equal(qemus.length, 1, 'the runner has one QEMU');
+  const owned = readdirSync(tmpdir())
+    .filter((name) => name.startsWith(WORK_DIR_PREFIX))
+    .map((name) => join(tmpdir(), name))
+    .filter((dir) => readFileSync(join(dir, OWNER_FILE), 'utf8').startsWith(`${runner.pid} `));
+  assert.equal(owned.length, 1, 'the runner owns one work folder');
+  runner.kill('SIGKILL');
+  const t0 = Date.now();
+  while (alive(qemus[0]!) && Date.now() - t0 < 10_000) await new Promise((r) => setTimeout(r, 100));
+  assert.equal(alive(qemus[0]!), false, 'QEMU died with its parent');
+  assert.ok(existsSync(owned[0]!), 'a killed runner cannot remove its folder');
+  assert.ok(removeStaleTempDirs(WORK_DIR_PREFIX).includes(owned[0]!), 'the sweep removed the dead runner\'s folder');
+  assert.equal(existsSync(owned[0]!), false);
+});
 
 test('a nested host that stops running (no heartbeat) ends the run as NestedHostHungError, though the command may be silent', async () => {
   const t0 = Date.now();
