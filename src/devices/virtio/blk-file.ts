@@ -21,6 +21,7 @@ import {
   TMPFS_MAGIC,
   fallocateAsync,
   fileSystemType,
+  transferIovecsAsync,
   transferIovecsNow,
 } from '../../kvm/libc.js';
 
@@ -54,6 +55,12 @@ export interface BlockFileIo {
    * uses the asynchronous call, which also reports real errors.
    */
   transferNow?(fd: number, write: boolean, iovecsAddress: number, count: number, position: number, flags: number): number;
+  /**
+   * Optional: preadv2/pwritev2 of `count` struct iovecs at `iovecsAddress` (as transferNow) on the
+   * threadpool, for transfers that may wait or are large. The iovecs stay untouched until `done`.
+   * Without it, such transfers go through read/write/readv/writev with views.
+   */
+  transferAsync?(fd: number, write: boolean, iovecsAddress: number, count: number, position: number, done: TransferCallback): void;
   /** fdatasync(2): written data (and the metadata needed to read it back) reaches the disk. */
   fdatasync(fd: number, done: DoneCallback): void;
   /** Deallocate [position, position + length) keeping the file size; it then reads as zeroes. Fails where the file system cannot. */
@@ -70,6 +77,13 @@ let zeroChunk: Uint8Array | undefined;
 function fallocateFailed(what: string): NodeJS.ErrnoException {
   const error: NodeJS.ErrnoException = new Error(`fallocate (${what}) failed or is not supported by this file system`);
   error.code = 'EOPNOTSUPP';
+  return error;
+}
+
+/** A failed preadv2/pwritev2 on the threadpool (its errno stays on the worker thread): the guest sees IOERR either way. */
+function transferFailed(write: boolean): NodeJS.ErrnoException {
+  const error: NodeJS.ErrnoException = new Error(`${write ? 'pwritev2' : 'preadv2'} on the image failed`);
+  error.code = 'EIO';
   return error;
 }
 
@@ -101,6 +115,8 @@ export const nodeBlockFileIo: BlockFileIo = {
     return type === TMPFS_MAGIC || type === RAMFS_MAGIC ? 0 : RWF_NOWAIT;
   },
   transferNow: (fd, write, iovecs, count, position, flags) => transferIovecsNow(fd, write, iovecs, count, position, flags),
+  transferAsync: (fd, write, iovecs, count, position, done) =>
+    transferIovecsAsync(fd, write, iovecs, count, position, (n) => (n >= 0 ? done(null, n) : done(transferFailed(write), 0))),
   fdatasync: (fd, done) => fdatasync(fd, done),
   punchHole: (fd, position, length, done) =>
     fallocateAsync(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, position, length, (ok) => done(ok ? null : fallocateFailed('PUNCH_HOLE'))),

@@ -15,13 +15,15 @@
  * addresses, for an image in memory (tmpfs) always and elsewhere with RWF_NOWAIT, which fails
  * rather than wait for the disk (blk-file.ts). That serves page-cache hits without the two thread
  * switches of a threadpool call, and a whole batch of them completes within one queue
- * notification with one interrupt. What would wait goes to libuv's threadpool: the chain's
- * segments (region buffer, offset, length) to pread/pwrite, or to preadv/pwritev as views when a
- * request has several pieces, so a slow disk delays only its own requests and never the event
- * loop or a vCPU. Each request in flight owns one of BLK_QUEUE_SIZE preallocated request slots of
- * its queue (its DescriptorChain, cursor and callbacks), so the immediate path allocates nothing
- * (the threadpool path: node's request object per fs call, and one view per piece for
- * preadv/pwritev).
+ * notification with one interrupt. What would wait goes to libuv's threadpool, and so do
+ * transfers above IMMEDIATE_TRANSFER_MAX_BYTES even from memory (a queue of 1 MiB copies then runs
+ * in parallel on the pool's threads, as on QEMU's workers, instead of one after another on the
+ * main thread): preadv2/pwritev2 over the request slot's own iovec array of host addresses, so a
+ * slow disk delays only its own requests and never the event loop or a vCPU. (Guest memory
+ * without host addresses, in unit tests, goes to pread/pwrite, or preadv/pwritev as views.) Each
+ * request in flight owns one of BLK_QUEUE_SIZE preallocated request slots of its queue (its
+ * DescriptorChain, cursor, callbacks and, once it needed one, its iovec array), so the immediate
+ * path allocates nothing and the threadpool path only koffi's call.
  *
  * Caching, as Firecracker's `cache_type`:
  * - 'Unsafe' (the default): VIRTIO_BLK_F_FLUSH is not offered, writes complete once they are in
@@ -133,6 +135,13 @@ export const BLK_MAX_DISCARD_SEGMENTS = 16;
 
 /** Most buffers one preadv/pwritev takes (Linux's UIO_MAXIOV); longer requests take several calls. */
 const IOV_MAX = 1024;
+/**
+ * Larger transfers skip the immediate path and go to the threadpool even when the data is at hand
+ * (a tmpfs image, the page cache): at this size the copy itself, not the thread switch, is the
+ * cost, and on the main thread copies run one after another while the rest of the VMM waits. On
+ * the threadpool a queue of them runs in parallel, as QEMU's worker threads run them.
+ */
+export const IMMEDIATE_TRANSFER_MAX_BYTES = 256 * 1024;
 /** Sector high words at or above this put the byte offset past 2^53: beyond any capacity. */
 const MAX_SECTOR_HIGH = 2 ** 21;
 const FOUR_GIB = 2 ** 32;
@@ -269,8 +278,10 @@ class BlockRequest {
   rangeNext = 0;
   /** The current range is being punched (a discard, or write zeroes with unmap); a failed punch of write zeroes is written with zeroes instead. */
   punching = false;
-  /** Buffers for preadv/pwritev. */
+  /** Buffers for preadv/pwritev as views, when the threadpool cannot take host addresses. */
   readonly iov: Uint8Array[] = [];
+  /** The pieces by host address for a threadpool transfer (BlockFileIo.transferAsync); made on first use, kept with the slot. */
+  iovecs: HostIovecs | undefined;
 
   /** Completion callbacks, made once per slot by the device so no closure is made per request. */
   constructor(
@@ -649,7 +660,7 @@ export class VirtioBlock implements VirtioDevice {
       // The chain ran out before the data did: cannot happen for lengths taken from the chain.
       return this.complete(request, VIRTIO_BLK_S_IOERR);
     }
-    if (this.transferNow(request, pieces)) return;
+    if (this.transferNow(request, pieces) || this.transferAsync(request, pieces)) return;
     const fd = request.file!.fd;
     const reading = request.type === VIRTIO_BLK_T_IN;
     if (pieces === 1) {
@@ -677,7 +688,7 @@ export class VirtioBlock implements VirtioDevice {
     const write = request.type !== VIRTIO_BLK_T_IN;
     const flags = write ? file.writeNowFlags : file.readNowFlags;
     const iovecs = this.iovecs;
-    if (transferNow === undefined || flags === undefined || !iovecs.usable) return false;
+    if (transferNow === undefined || flags === undefined || !iovecs.usable || request.remaining > IMMEDIATE_TRANSFER_MAX_BYTES) return false;
     iovecs.reset();
     for (let i = 0; i < pieces; i++) {
       if (!iovecs.add(this.pieceBuffers[i]!, this.pieceOffsets[i]!, this.pieceLengths[i]!)) return false;
@@ -692,6 +703,24 @@ export class VirtioBlock implements VirtioDevice {
     if (n <= 0) return false;
     this.metrics.immediateTransfers++;
     this.transferred(request, null, n);
+    return true;
+  }
+
+  /**
+   * The transfer of the first `pieces` pieces on the threadpool, by host address
+   * (BlockFileIo.transferAsync): one preadv2/pwritev2 over the slot's own iovec array, which
+   * stays as it is until the call completes, and no view per piece. False when guest memory has
+   * no host addresses or the file operations cannot do it.
+   */
+  private transferAsync(request: BlockRequest, pieces: number): boolean {
+    const transferAsync = this.io.transferAsync;
+    if (transferAsync === undefined || !this.iovecs.usable) return false;
+    const iovecs = (request.iovecs ??= new HostIovecs(IOV_MAX));
+    iovecs.useRegionsOf(this.iovecs);
+    for (let i = 0; i < pieces; i++) {
+      if (!iovecs.add(this.pieceBuffers[i]!, this.pieceOffsets[i]!, this.pieceLengths[i]!)) return false;
+    }
+    transferAsync(request.file!.fd, request.type !== VIRTIO_BLK_T_IN, iovecs.address, iovecs.count, request.position, request.onTransfer);
     return true;
   }
 

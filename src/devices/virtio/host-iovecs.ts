@@ -51,6 +51,12 @@ export class HostIovecs {
     this.reset();
   }
 
+  /** Learn the regions `other` knows (one lookup table shared, nothing copied): for arrays made per request. */
+  useRegionsOf(other: HostIovecs): void {
+    this.addresses = other.addresses;
+    this.reset();
+  }
+
   /** Whether the memory has host addresses at all. */
   get usable(): boolean {
     return this.addresses.size > 0;
