@@ -43,6 +43,8 @@ export interface BlkMeasureSpec {
   readonly rounds: number;
   readonly jobs: readonly string[];
   readonly vmms: readonly VmmKind[];
+  /** Boots of bootOrder() an earlier nested host already did (a resumed run): start after them. */
+  readonly skipBoots?: number;
   readonly qemu: string;
   readonly out?: string;
   /** Where tsvmm writes its main thread's CPU profiles (--profile-vmm). */
@@ -84,8 +86,19 @@ export function cpuModelName(): string {
  * How every benchmark result begins: when it ran, and, for a partial result printed after a guest
  * boot (measureMain), that it holds only `bootsDone` of the `bootsPlanned` boots.
  */
-export function resultTimes(startedAt: string, done: boolean, bootsDone: number, bootsPlanned: number): { readonly incomplete?: string; readonly startedAt: string; readonly finishedAt: string } {
-  return { ...(done ? {} : { incomplete: `${bootsDone} of ${bootsPlanned} guest boots done` }), startedAt, finishedAt: new Date().toISOString() };
+export function resultTimes(startedAt: string, done: boolean, bootsDone: number, bootsPlanned: number): { readonly incomplete?: string; readonly bootsDone: number; readonly startedAt: string; readonly finishedAt: string } {
+  return { ...(done ? {} : { incomplete: `${bootsDone} of ${bootsPlanned} guest boots done` }), bootsDone, startedAt, finishedAt: new Date().toISOString() };
+}
+
+/**
+ * The guest boots of a run in order: every round boots each VMM once, alternating which goes
+ * first, so neither always runs first (after the image was written) or last. A run resumed in a
+ * fresh nested host (spec.skipBoots) skips the ones an earlier nested host finished.
+ */
+export function bootOrder<V>(rounds: number, vmms: readonly V[]): { readonly round: number; readonly vmm: V }[] {
+  const order: { round: number; vmm: V }[] = [];
+  for (let round = 0; round < rounds; round++) for (const vmm of round % 2 === 0 ? vmms : [...vmms].reverse()) order.push({ round, vmm });
+  return order;
 }
 
 /** The guest both VMMs booted, as every benchmark's config records it. */
@@ -137,6 +150,7 @@ export async function measure(spec: BlkMeasureSpec, partial?: PartialResultSink)
   const cmdline = `${spec.bootArgs} ${commandCmdlineArg(command)}`;
   const work = mkdtempSync(join(spec.imageDir ?? tmpdir(), 'tsvmm-blk-'));
   const runs: VmmRunSample[] = [];
+  let bootsDone = 0;
   let imageFillSeconds: number | undefined;
   const image = join(work, 'disk.img');
   try {
@@ -152,30 +166,30 @@ export async function measure(spec: BlkMeasureSpec, partial?: PartialResultSink)
     const guest: GuestSpec = { kernel, initrd, cmdline, vcpus: spec.vcpus, memoryMib: spec.memoryMib, image, ...(spec.vmmProfileDir !== undefined ? { nodeArgs: profileNodeArgs(spec.vmmProfileDir) } : {}) };
     const timeoutMs = BOOT_ALLOWANCE_MS + jobs.length * (spec.runtimeSeconds * 1000 + JOB_ALLOWANCE_MS);
     const qemuCpu = { model: QEMU_CPU_MODELS[0]! };
-    for (let round = 0; round < spec.rounds; round++) {
-      // Alternate the order, so neither VMM always runs first (after the image was written) or last.
-      const order = round % 2 === 0 ? [...spec.vmms] : [...spec.vmms].reverse();
-      for (const vmm of order) {
-        log(`round ${round + 1}/${spec.rounds}: ${vmm}`);
-        const names = jobs.map((j) => j.name);
-        const base = { vmm, round, jobs: names, timeoutMs, log };
-        let s: VmmRunSample;
-        if (vmm === 'tsvmm') {
-          s = await runVmm({ ...base, invocation: tsvmmInvocation(process.execPath, TSVMM_CLI, guest) });
-        } else {
-          s = await bootQemu(qemuCpu, (cpuModel) => runVmm({ ...base, invocation: qemuInvocation(spec.qemu, guest, cpuModel), cpuModel }), runs, log);
-        }
-        log(`  ${vmm}: ${s.ok ? 'ok' : `FAILED (${s.problem ?? ''})`} in ${(s.wallMs / 1000).toFixed(1)} s${s.idle !== undefined ? `; idle guest: VMM CPU ${((100 * s.idle.cpu.totalMs) / s.idle.windowMs).toFixed(0)} %` : ''}`);
-        for (const j of s.jobs) {
-          const f = j.fio;
-          if (f === undefined) continue;
-          const d = f.read.ios >= f.write.ios ? f.read : f.write;
-          const ios = f.read.ios + f.write.ios;
-          log(`    ${j.job}: ${d.iops.toFixed(0)} IOPS, ${(d.bandwidthBps / 1e6).toFixed(1)} MB/s, VMM CPU ${j.cpu !== undefined && ios > 0 ? ((j.cpu.totalMs * 1000) / ios).toFixed(1) : '-'} µs/IO`);
-        }
-        runs.push(s);
-        partial?.(resultSoFar(false));
+    const order = bootOrder(spec.rounds, spec.vmms);
+    bootsDone = Math.min(spec.skipBoots ?? 0, order.length);
+    if (bootsDone > 0) log(`resuming after the ${bootsDone} guest boots an earlier nested host finished`);
+    for (const { round, vmm } of order.slice(bootsDone)) {
+      log(`round ${round + 1}/${spec.rounds}: ${vmm}`);
+      const names = jobs.map((j) => j.name);
+      const base = { vmm, round, jobs: names, timeoutMs, log };
+      let s: VmmRunSample;
+      if (vmm === 'tsvmm') {
+        s = await runVmm({ ...base, invocation: tsvmmInvocation(process.execPath, TSVMM_CLI, guest) });
+      } else {
+        s = await bootQemu(qemuCpu, (cpuModel) => runVmm({ ...base, invocation: qemuInvocation(spec.qemu, guest, cpuModel), cpuModel }), runs, log);
       }
+      log(`  ${vmm}: ${s.ok ? 'ok' : `FAILED (${s.problem ?? ''})`} in ${(s.wallMs / 1000).toFixed(1)} s${s.idle !== undefined ? `; idle guest: VMM CPU ${((100 * s.idle.cpu.totalMs) / s.idle.windowMs).toFixed(0)} %` : ''}`);
+      for (const j of s.jobs) {
+        const f = j.fio;
+        if (f === undefined) continue;
+        const d = f.read.ios >= f.write.ios ? f.read : f.write;
+        const ios = f.read.ios + f.write.ios;
+        log(`    ${j.job}: ${d.iops.toFixed(0)} IOPS, ${(d.bandwidthBps / 1e6).toFixed(1)} MB/s, VMM CPU ${j.cpu !== undefined && ios > 0 ? ((j.cpu.totalMs * 1000) / ios).toFixed(1) : '-'} µs/IO`);
+      }
+      runs.push(s);
+      bootsDone++;
+      partial?.(resultSoFar(false));
     }
   } finally {
     rmSync(work, { recursive: true, force: true });
@@ -186,7 +200,7 @@ export async function measure(spec: BlkMeasureSpec, partial?: PartialResultSink)
   function resultSoFar(done: boolean): BlkResult {
     const environment: BlkEnvironment = { ...measuringEnvironment(spec, loadAverageStart), imageFsType: fsTypeOf(image) };
     return {
-      ...resultTimes(startedAt, done, runs.length, spec.rounds * spec.vmms.length),
+      ...resultTimes(startedAt, done, bootsDone, spec.rounds * spec.vmms.length),
       environment,
       config: {
         ...guestConfig(spec, cmdline, command),

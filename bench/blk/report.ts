@@ -11,7 +11,7 @@ import { type BarChart, barChartSvg } from '../boot/svg.js';
 import { type BlkMetric, headline, idleSummaries, type JobSummaries, jobsOf, kvmStatsPerIo, summarizeResult } from './analysis.js';
 import { KVM_STATS_SHOWN } from './kvm-stats.js';
 import type { FioJob } from './jobs.js';
-import type { BlkResult, MeasuringEnvironment, RunSampleBase, VmmKind } from './samples.js';
+import type { BlkResult, MeasuringEnvironment, NestedRestart, RunSampleBase, VmmKind } from './samples.js';
 
 /** Issue #4: at least QEMU's IOPS and throughput. */
 export const TARGET_RATIO = 1.0;
@@ -136,6 +136,8 @@ export function writeReport(result: BlkResult, dir: string, base: string): strin
   if (result.incomplete !== undefined) {
     L.push(`> **Incomplete run:** ${result.incomplete}. Every table holds only the guest boots that finished; the rounds the run was set for did not all happen.`, '');
   }
+  const restarts = nestedRestartNote(result.nestedRestarts);
+  if (restarts !== undefined) L.push(restarts, '');
 
   if (both) {
     L.push(`## Target: at least ${TARGET_RATIO.toFixed(1)}× QEMU's IOPS and throughput (issue #4)`, '');
@@ -308,4 +310,14 @@ export function writeReport(result: BlkResult, dir: string, base: string): strin
   const md = join(dir, `${base}.md`);
   writeFileSync(md, `${L.filter((l, i, a) => !(l === '' && a[i - 1] === '')).join('\n')}\n`);
   return md;
+}
+
+/**
+ * The line saying the nested host failed during the run and the run went on in a fresh one
+ * (run-helpers.ts measureInNestedHost), or undefined when it never did.
+ */
+export function nestedRestartNote(restarts: readonly NestedRestart[] | undefined): string | undefined {
+  if (restarts === undefined || restarts.length === 0) return undefined;
+  const each = restarts.map((r) => `after ${r.afterBoots} guest boot${r.afterBoots === 1 ? '' : 's'} (${r.reason.replace(/\s+/g, ' ').slice(0, 200)})`);
+  return `> **The nested host failed ${restarts.length === 1 ? 'once' : `${restarts.length} times`} during this run**, and the run went on from the next guest boot in a fresh nested host: ${each.join('; ')}. The boots on either side of a restart ran on different boots of the emulated machine.`;
 }

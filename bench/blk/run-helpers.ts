@@ -10,11 +10,11 @@ import { cpus, loadavg, release } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { VirtualizationEnvironment } from '../../src/host/environment.js';
-import { runInNestedHost } from '../../src/host/nested.js';
+import { NestedHostError, runInNestedHost } from '../../src/host/nested.js';
 import { stderrProgress } from '../../src/util/progress.js';
 import { cpuModelName } from './measure.js';
 import { decodeResultLines, RESULT_PREFIX } from './result-lines.js';
-import { ALL_VMMS, type VmmKind } from './samples.js';
+import { ALL_VMMS, type NestedRestart, type VmmKind } from './samples.js';
 
 /** parseArgs options every benchmark run.ts takes, beside its own. */
 export const COMMON_OPTIONS = {
@@ -99,14 +99,95 @@ export interface NestedMeasureOptions {
   readonly writable?: readonly string[];
 }
 
+/** What a measurement's result must hold for measureInNestedHost. */
+export interface NestedMeasureResult {
+  readonly environment: { readonly outer?: OuterEnvironment };
+  readonly incomplete?: string;
+  /** Guest boots done, counted over the whole run (bench/blk and bench/net; resumable when present). */
+  readonly bootsDone?: number;
+  readonly nestedRestarts?: readonly NestedRestart[];
+  readonly runs?: readonly unknown[];
+  readonly finishedAt?: string;
+}
+
+/** Nested hosts one benchmark run may use: the first, and fresh ones after it fails mid-run. */
+export const MAX_NESTED_HOSTS_PER_RUN = 3;
+
 /**
- * Run `node measureJs SPEC_BASE64` in one nested-host boot, show its progress live (without the
- * result lines) and return the decoded result, with the outer machine's load after the run added
- * to `environment.outer` when the result has one. Should the nested host fail (a panic, a soft
- * lockup, a timeout) after some guest boots finished, their partial result comes back marked
- * `incomplete` with the reason; with none finished, the failure is thrown.
+ * Run `node measureJs SPEC_BASE64` in the nested host, show its progress live (without the result
+ * lines) and return the decoded result, with the outer machine's load after the run added to
+ * `environment.outer` when the result has one.
+ *
+ * Should the nested host itself fail (a panic, a soft lockup, no heartbeat: NestedHostError) after
+ * some guest boots finished, and the result counts its boots (`bootsDone`), the run goes on in a
+ * fresh nested host from the next boot (spec.skipBoots), up to MAX_NESTED_HOSTS_PER_RUN in all,
+ * and the results are joined, each restart recorded in `nestedRestarts` (the reports say so). On
+ * 2-core machines the emulated host fails in about one long run in two; without this, most
+ * 3-round runs ended incomplete. Whatever cannot be resumed comes back marked `incomplete` with
+ * the reason; with no boot finished at all, the failure is thrown.
  */
-export async function measureInNestedHost<R extends { readonly environment: { readonly outer?: OuterEnvironment }; readonly incomplete?: string }>(measureJs: string, spec: unknown, o: NestedMeasureOptions): Promise<R> {
+export async function measureInNestedHost<R extends NestedMeasureResult>(
+  measureJs: string,
+  spec: object,
+  o: NestedMeasureOptions,
+  /** One nested-host boot (tests pass their own). */
+  runOne: (measureJs: string, spec: object, o: NestedMeasureOptions) => Promise<NestedMeasurePart<R>> = measureInOneNestedHost,
+): Promise<R> {
+  let joined: R | undefined;
+  const restarts: NestedRestart[] = [];
+  for (let host = 1; ; host++) {
+    const skipBoots = joined?.bootsDone ?? 0;
+    let part: NestedMeasurePart<R>;
+    try {
+      part = await runOne(measureJs, skipBoots > 0 ? { ...spec, skipBoots } : spec, o);
+    } catch (e) {
+      // Nothing finished in this nested host. Its own failure is worth another one (from the same
+      // boot); anything else, or the last host, ends the run with what earlier hosts measured.
+      const reason = (e as Error).message.split('; last console lines')[0]!;
+      if (e instanceof NestedHostError && host < MAX_NESTED_HOSTS_PER_RUN) {
+        restarts.push({ afterBoots: skipBoots, reason });
+        stderrProgress(`the nested host failed before finishing a guest boot (${reason.slice(0, 300)}); trying again in a fresh nested host (${host + 1} of at most ${MAX_NESTED_HOSTS_PER_RUN})`);
+        continue;
+      }
+      if (joined === undefined) throw e;
+      return { ...joined, nestedRestarts: restarts, incomplete: `${reason} (${skipBoots} guest boots done)` };
+    }
+    joined = joined === undefined ? part.result : joinResults(joined, part.result);
+    if (restarts.length > 0) joined = { ...joined, nestedRestarts: [...restarts] };
+    const bootsDone = joined.bootsDone;
+    if (joined.incomplete === undefined || !part.hostFailed || bootsDone === undefined || bootsDone <= skipBoots || host >= MAX_NESTED_HOSTS_PER_RUN) {
+      return joined;
+    }
+    const reason = joined.incomplete;
+    stderrProgress(`the nested host failed after ${bootsDone} guest boots (${reason.slice(0, 300)}); going on from the next boot in a fresh nested host (${host + 1} of at most ${MAX_NESTED_HOSTS_PER_RUN})`);
+    restarts.push({ afterBoots: bootsDone, reason });
+  }
+}
+
+/** A run's result so far followed by what a fresh nested host measured after it. */
+function joinResults<R extends NestedMeasureResult>(before: R, after: R): R {
+  const { incomplete: _ignored, ...rest } = before;
+  const outer = before.environment.outer;
+  return {
+    ...rest,
+    ...(after.incomplete !== undefined ? { incomplete: after.incomplete } : {}),
+    ...(after.bootsDone !== undefined ? { bootsDone: after.bootsDone } : {}),
+    ...(after.finishedAt !== undefined ? { finishedAt: after.finishedAt } : {}),
+    runs: [...(before.runs ?? []), ...(after.runs ?? [])],
+    environment: { ...before.environment, ...(outer !== undefined ? { outer: { ...outer, loadAverageEnd: after.environment.outer?.loadAverageEnd ?? loadavg() } } : {}) },
+  } as unknown as R;
+}
+
+/** What one nested-host boot measured, and whether the nested host itself failed (NestedHostError) rather than the measurement. */
+export interface NestedMeasurePart<R> {
+  readonly result: R;
+  readonly hostFailed: boolean;
+}
+
+/** One nested-host boot of measureInNestedHost; throws when no result line came back (the NestedHostError itself when the host failed). */
+async function measureInOneNestedHost<R extends NestedMeasureResult>(measureJs: string, spec: object, o: NestedMeasureOptions): Promise<NestedMeasurePart<R>> {
+  let hostFailed = false;
+  let hostError: NestedHostError | undefined;
   let pending = '';
   // Every result line the measurement printed, kept here too: should the nested host die, the
   // latest partial result (printed after each boot) is what is left of the run.
@@ -135,12 +216,17 @@ export async function measureInNestedHost<R extends { readonly environment: { re
     else if (r.status !== 0) failure = `the measurement inside the nested host failed with status ${r.status}`;
   } catch (e) {
     failure = (e as Error).message;
+    if (e instanceof NestedHostError) {
+      hostFailed = true;
+      hostError = e;
+    }
   }
   if (pending.startsWith(RESULT_PREFIX)) resultLines.push(pending);
   let inside: R;
   try {
     inside = decodeResultLines(resultLines.join('\n')) as R;
   } catch (e) {
+    if (hostError !== undefined) throw hostError;
     throw new Error(failure ?? (e as Error).message);
   }
   if (failure !== undefined) {
@@ -150,14 +236,15 @@ export async function measureInNestedHost<R extends { readonly environment: { re
   }
   // The outer machine's load after the run: its cores run the nested host and whatever else shares them.
   const outer = inside.environment.outer;
-  return outer === undefined ? inside : { ...inside, environment: { ...inside.environment, outer: { ...outer, loadAverageEnd: loadavg() } } };
+  const result = outer === undefined ? inside : { ...inside, environment: { ...inside.environment, outer: { ...outer, loadAverageEnd: loadavg() } } };
+  return { result, hostFailed };
 }
 
 /**
  * Run the frozen `measureJs`'s measure(spec) right here where KVM boots stock Linux, else inside one
  * nested-host boot, with what the result records of this machine (its load, its CPU) added to the spec.
  */
-export async function measureHereOrNested<S extends object, R extends { readonly environment: { readonly outer?: OuterEnvironment }; readonly incomplete?: string }>(
+export async function measureHereOrNested<S extends object, R extends NestedMeasureResult>(
   measureJs: string,
   spec: S,
   env: VirtualizationEnvironment,

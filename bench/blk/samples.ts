@@ -109,9 +109,19 @@ export interface BlkConfig {
 export interface BlkResult {
   /** Set when the run ended early (the emulated host died): why, and how many boots the result holds. */
   readonly incomplete?: string;
+  /** Guest boots done (a boot whose guest failed counts: it was measured); absent in results from before 2026-11-27. */
+  readonly bootsDone?: number;
+  /** Times the nested host failed mid-run and the run went on in a fresh one (measureInNestedHost). */
+  readonly nestedRestarts?: readonly NestedRestart[];
   readonly startedAt: string;
   readonly finishedAt: string;
   readonly environment: BlkEnvironment;
   readonly config: BlkConfig;
   readonly runs: readonly VmmRunSample[];
+}
+
+/** One failure of the nested host that the run survived: after how many guest boots, and why. */
+export interface NestedRestart {
+  readonly afterBoots: number;
+  readonly reason: string;
 }

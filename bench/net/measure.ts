@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CpioWriter } from '../../src/image/cpio.js';
 import { commandCmdlineArg } from '../../src/image/guest-protocol.js';
-import { bootQemu, guestConfig, measuringEnvironment, QEMU_CPU_MODELS, resultTimes, versionLine } from '../blk/measure.js';
+import { bootOrder, bootQemu, guestConfig, measuringEnvironment, QEMU_CPU_MODELS, resultTimes, versionLine } from '../blk/measure.js';
 import { measureMain, type PartialResultSink } from '../blk/result-lines.js';
 import type { OuterEnvironment } from '../blk/run-helpers.js';
 import { type BootSpec, type Invocation, profileNodeArgs, qemuMachineArgs, tsvmmRunArgs } from '../blk/vmms.js';
@@ -42,6 +42,8 @@ export interface NetMeasureSpec {
   readonly warmupSeconds: number;
   /** Guest boots per VMM. */
   readonly rounds: number;
+  /** Boots of bootOrder() an earlier nested host already did (a resumed run): start after them. */
+  readonly skipBoots?: number;
   readonly pings: number;
   readonly pingIntervalSeconds: number;
   readonly vmms: readonly VmmKind[];
@@ -120,6 +122,7 @@ export async function measure(spec: NetMeasureSpec, partial?: PartialResultSink)
   const tests = testNames(spec.repetitions);
   const work = mkdtempSync(join(tmpdir(), 'tsvmm-net-'));
   const runs: NetRunSample[] = [];
+  let bootsDone = 0;
   // Everything synchronous happens here, before any VMM runs.
   const kernel = join(work, 'vmlinuz');
   const initrd = join(work, 'initrd.cpio');
@@ -133,33 +136,33 @@ export async function measure(spec: NetMeasureSpec, partial?: PartialResultSink)
     const guest: BootSpec = { kernel, initrd, cmdline, vcpus: spec.vcpus, memoryMib: spec.memoryMib, ...(spec.vmmProfileDir !== undefined ? { nodeArgs: profileNodeArgs(spec.vmmProfileDir) } : {}) };
     const timeoutMs = BOOT_ALLOWANCE_MS + 2 * spec.warmupSeconds * 1000 + spec.pings * spec.pingIntervalSeconds * 1000 + tests.length * (spec.seconds * 1000 + TEST_ALLOWANCE_MS);
     const qemuCpu = { model: QEMU_CPU_MODELS[0]! };
-    for (let round = 0; round < spec.rounds; round++) {
-      // Alternate the order, so neither VMM always runs first or last.
-      const order = round % 2 === 0 ? [...spec.vmms] : [...spec.vmms].reverse();
-      for (const vmm of order) {
-        log(`round ${round + 1}/${spec.rounds}: ${vmm}`);
-        const base = { vmm, round, tests, tap: TAP, guestAddress: GUEST_ADDRESS, pings: spec.pings, pingIntervalSeconds: spec.pingIntervalSeconds, timeoutMs, log };
-        const server = startIperfServer(spec.iperf3);
-        let s: NetRunSample;
-        try {
-          if (vmm === 'tsvmm') {
-            s = await runVmm({ ...base, invocation: tsvmmInvocation(process.execPath, TSVMM_CLI, guest) });
-          } else {
-            s = await bootQemu(qemuCpu, (cpuModel) => runVmm({ ...base, invocation: qemuInvocation(spec.qemu, guest, cpuModel), cpuModel }), runs, log);
-          }
-        } finally {
-          await stopServer(server);
+    const order = bootOrder(spec.rounds, spec.vmms);
+    bootsDone = Math.min(spec.skipBoots ?? 0, order.length);
+    if (bootsDone > 0) log(`resuming after the ${bootsDone} guest boots an earlier nested host finished`);
+    for (const { round, vmm } of order.slice(bootsDone)) {
+      log(`round ${round + 1}/${spec.rounds}: ${vmm}`);
+      const base = { vmm, round, tests, tap: TAP, guestAddress: GUEST_ADDRESS, pings: spec.pings, pingIntervalSeconds: spec.pingIntervalSeconds, timeoutMs, log };
+      const server = startIperfServer(spec.iperf3);
+      let s: NetRunSample;
+      try {
+        if (vmm === 'tsvmm') {
+          s = await runVmm({ ...base, invocation: tsvmmInvocation(process.execPath, TSVMM_CLI, guest) });
+        } else {
+          s = await bootQemu(qemuCpu, (cpuModel) => runVmm({ ...base, invocation: qemuInvocation(spec.qemu, guest, cpuModel), cpuModel }), runs, log);
         }
-        log(`  ${vmm}: ${s.ok ? 'ok' : `FAILED (${s.problem ?? ''})`} in ${(s.wallMs / 1000).toFixed(1)} s`);
-        for (const t of s.tests) {
-          if (t.iperf === undefined) continue;
-          const gb = t.iperf.bytesReceived / 1e9;
-          log(`    ${t.name}: ${(t.iperf.bitsPerSecond / 1e6).toFixed(1)} Mbit/s, VMM CPU ${t.cpu !== undefined && gb > 0 ? (t.cpu.totalMs / 1000 / gb).toFixed(1) : '-'} s/GB`);
-        }
-        if (!s.ok) for (const n of s.notes) log(`    | ${n}`);
-        runs.push(s);
-        partial?.(resultSoFar(false));
+      } finally {
+        await stopServer(server);
       }
+      log(`  ${vmm}: ${s.ok ? 'ok' : `FAILED (${s.problem ?? ''})`} in ${(s.wallMs / 1000).toFixed(1)} s`);
+      for (const t of s.tests) {
+        if (t.iperf === undefined) continue;
+        const gb = t.iperf.bytesReceived / 1e9;
+        log(`    ${t.name}: ${(t.iperf.bitsPerSecond / 1e6).toFixed(1)} Mbit/s, VMM CPU ${t.cpu !== undefined && gb > 0 ? (t.cpu.totalMs / 1000 / gb).toFixed(1) : '-'} s/GB`);
+      }
+      if (!s.ok) for (const n of s.notes) log(`    | ${n}`);
+      runs.push(s);
+      bootsDone++;
+      partial?.(resultSoFar(false));
     }
   } finally {
     spawnSync('ip', ['link', 'del', TAP]);
@@ -175,7 +178,7 @@ export async function measure(spec: NetMeasureSpec, partial?: PartialResultSink)
       pingVersion: versionLine('ping', ['-V']),
     };
     return {
-      ...resultTimes(startedAt, done, runs.length, spec.rounds * spec.vmms.length),
+      ...resultTimes(startedAt, done, bootsDone, spec.rounds * spec.vmms.length),
       environment,
       config: {
         ...guestConfig(spec, cmdline, command),

@@ -10,7 +10,7 @@ import { type Summary, summarize } from '../boot/stats.js';
 import { type BarChart, barChartSvg } from '../boot/svg.js';
 import type { CpuDelta } from '../blk/proc-cpu.js';
 import { KVM_STATS_SHOWN, type KvmStats } from '../blk/kvm-stats.js';
-import { code, commandRows, machineRows, ratio, ratioText, runRows } from '../blk/report.js';
+import { code, commandRows, machineRows, nestedRestartNote, ratio, ratioText, runRows } from '../blk/report.js';
 import { DIRECTION_LABELS, DIRECTIONS, type Direction, GUEST_COUNTERS } from './guest-script.js';
 import { percentile } from './parse.js';
 import type { IperfSample, NetResult, VmmKind } from './samples.js';
@@ -179,6 +179,8 @@ export function writeReport(result: NetResult, dir: string, base: string): strin
   if (result.incomplete !== undefined) {
     L.push(`> **Incomplete run:** ${result.incomplete}. Every table holds only the guest boots that finished; the rounds the run was set for did not all happen.`, '');
   }
+  const restarts = nestedRestartNote(result.nestedRestarts);
+  if (restarts !== undefined) L.push(restarts, '');
 
   if (both) {
     L.push(`## Targets (issue #6): at least ${TARGET_RATIO.toFixed(1)}× QEMU's throughput, no worse latency`, '');

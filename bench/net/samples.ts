@@ -1,4 +1,5 @@
 /** The network benchmark's raw result: what one run measured, as saved in bench/results/net-<date>.json. */
+import type { NestedRestart } from '../blk/samples.js';
 import type { CpuDelta } from '../blk/proc-cpu.js';
 import type { KvmStats } from '../blk/kvm-stats.js';
 import type { MeasuringEnvironment, RunSampleBase, VmmKind } from '../blk/samples.js';
@@ -111,6 +112,10 @@ export interface NetConfig {
 export interface NetResult {
   /** Set when the run ended early (the emulated host died): why, and how many boots the result holds. */
   readonly incomplete?: string;
+  /** Guest boots done (a boot whose guest failed counts: it was measured); absent in results from before 2026-11-27. */
+  readonly bootsDone?: number;
+  /** Times the nested host failed mid-run and the run went on in a fresh one (measureInNestedHost). */
+  readonly nestedRestarts?: readonly NestedRestart[];
   readonly startedAt: string;
   readonly finishedAt: string;
   readonly environment: NetEnvironment;
