@@ -318,6 +318,8 @@ export function writeReport(result: BlkResult, dir: string, base: string): strin
  */
 export function nestedRestartNote(restarts: readonly NestedRestart[] | undefined): string | undefined {
   if (restarts === undefined || restarts.length === 0) return undefined;
-  const each = restarts.map((r) => `after ${r.afterBoots} guest boot${r.afterBoots === 1 ? '' : 's'} (${r.reason.replace(/\s+/g, ' ').slice(0, 200)})`);
+  // The reason's first clause says what failed; the rest is advice meant for a run that stopped.
+  const what = (reason: string): string => reason.split(/; QEMU killed|\. This is the emulated host failing/)[0]!.replace(/\s+/g, ' ').slice(0, 240);
+  const each = restarts.map((r) => `after ${r.afterBoots} guest boot${r.afterBoots === 1 ? '' : 's'} (${what(r.reason)})`);
   return `> **The nested host failed ${restarts.length === 1 ? 'once' : `${restarts.length} times`} during this run**, and the run went on from the next guest boot in a fresh nested host: ${each.join('; ')}. The boots on either side of a restart ran on different boots of the emulated machine.`;
 }

@@ -111,3 +111,10 @@ test('a measurement that failed on its own (the host was fine) is not retried, a
   await assert.rejects(measureInNestedHost<FakeResult>('m.js', {}, OPTIONS, broken.runOne), /status 1/);
   assert.equal(broken.skips.length, 1, 'not a nested host failure: no second host');
 });
+
+test("the report's restart line keeps what failed and drops the advice meant for a run that stopped", () => {
+  const note = nestedRestartNote([{ afterBoots: 1, reason: 'the nested host stopped responding: no heartbeat from its init for 91 s (the emulated machine wedged); QEMU killed. This is the emulated host failing, not the command: run it again' }])!;
+  assert.match(note, /failed once during this run/);
+  assert.match(note, /after 1 guest boot \(the nested host stopped responding: no heartbeat from its init for 91 s \(the emulated machine wedged\)\)/);
+  assert.doesNotMatch(note, /QEMU killed|run it again/);
+});
