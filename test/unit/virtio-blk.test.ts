@@ -604,6 +604,32 @@ test('DISCARD / WRITE_ZEROES errors: unknown flags and unmap on discard are UNSU
 
 // ---- asynchrony
 
+test('completions the threadpool hands over together cost one interrupt; the last request in flight interrupts at once', async () => {
+  const io = new SpyIo();
+  // Without EVENT_IDX every completion wants an interrupt (§2.7.7), so only the device can batch them.
+  const r = rig({ io, features: EVERYTHING & ~bit(F_EVENT_IDX) });
+  const interrupts = (): number => r.machine.msi.messages.filter((m) => m.vector === 1).length;
+  io.hold = true;
+  for (let i = 0; i < 4; i++) submit(r, VIRTIO_BLK_T_IN, i, { dataLength: SECTOR, kick: false });
+  r.queue.kick();
+  await waitForHeld(io, 4);
+  const before = interrupts();
+  // Three complete in one turn with a fourth still in flight: their interrupt waits for the turn's end.
+  io.hold = false;
+  const held = io.held.splice(0);
+  for (const deliver of held.slice(0, 3)) deliver();
+  assert.equal(interrupts(), before, 'no interrupt while the turn still runs');
+  assert.equal(r.queue.takeUsed().length, 3, 'the used elements are there already');
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(interrupts(), before + 1, 'one interrupt for the three');
+  // The last one in flight: its interrupt goes out from its own completion.
+  held[3]!();
+  assert.equal(interrupts(), before + 2);
+  assert.equal(r.queue.takeUsed().length, 1);
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(interrupts(), before + 2, 'nothing left over for the end of the turn');
+});
+
 test('requests complete out of order, and all of them complete', async () => {
   const io = new SpyIo();
   const r = rig({ io });

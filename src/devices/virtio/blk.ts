@@ -333,6 +333,9 @@ export class VirtioBlock implements VirtioDevice {
   private writeThrough = false;
   /** The queue processQueue is working on (-1: none): its completions are signalled once at the end. */
   private processing = -1;
+  /** Queues with completions whose interrupt waits for flushNotifications (notifyCompleted). */
+  private readonly notifyPending: boolean[] = [];
+  private notifyScheduled = false;
   /** Queues whose processQueue stopped for want of a free slot; a completion restarts them. */
   private readonly starved: boolean[] = [];
   private closed = false;
@@ -852,10 +855,41 @@ export class VirtioBlock implements VirtioDevice {
       else if (status === VIRTIO_BLK_S_UNSUPP) this.metrics.unsupported++;
       const queue = activation.queues[request.queue]!;
       queue.addUsed(chain.head, request.toGuest + 1);
-      if (this.processing !== request.queue && queue.needsNotification()) activation.interrupt.signalQueue(request.queue);
+      if (this.processing !== request.queue) this.notifyCompleted(request.queue, queue, activation);
     }
     this.release(request);
   }
+
+  /**
+   * Tell the driver of a completion outside processQueue. With other requests of the queue still
+   * in flight, once at the end of this turn of the event loop (setImmediate), so completions the
+   * threadpool finished together (libuv hands them over in one pass) cost the guest one interrupt
+   * and one wake-up, as QEMU's thread-pool completion handler batches them; the last request in
+   * flight interrupts at once, so a lone request (QD 1) waits for nothing.
+   */
+  private notifyCompleted(index: number, queue: SplitQueue, activation: VirtioActivation): void {
+    // This request still holds its slot: more than one slot taken means others are in flight.
+    if (BLK_QUEUE_SIZE - this.free[index]!.length <= 1) {
+      this.notifyPending[index] = false;
+      if (queue.needsNotification()) activation.interrupt.signalQueue(index);
+      return;
+    }
+    this.notifyPending[index] = true;
+    if (this.notifyScheduled) return;
+    this.notifyScheduled = true;
+    setImmediate(this.flushNotifications);
+  }
+
+  private readonly flushNotifications = (): void => {
+    this.notifyScheduled = false;
+    const activation = this.activation;
+    for (let index = 0; index < this.notifyPending.length; index++) {
+      if (!this.notifyPending[index]) continue;
+      this.notifyPending[index] = false;
+      const queue = activation?.queues[index];
+      if (activation !== undefined && queue !== undefined && queue.needsNotification()) activation.interrupt.signalQueue(index);
+    }
+  };
 
   /** A device bug surfaced while completing a request: the guest sees DEVICE_NEEDS_RESET, the VMM keeps running. */
   private failed(request: BlockRequest, e: unknown): void {
