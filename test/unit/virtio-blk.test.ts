@@ -17,7 +17,6 @@ import {
   BLK_CONFIG_SEG_MAX,
   BLK_CONFIG_WRITE_ZEROES_MAY_UNMAP,
   BLK_SEG_MAX,
-  IMMEDIATE_TRANSFER_MAX_BYTES,
   VIRTIO_BLK_F_BLK_SIZE,
   VIRTIO_BLK_F_DISCARD,
   VIRTIO_BLK_F_FLUSH,
@@ -358,23 +357,6 @@ test('immediate transfers that would wait, move part, or are refused fall back t
   const r4 = rig({ path: memoryImage(64 * SECTOR), regions: [[0, half], [half, half]], io: unmapped });
   await roundTrip(r4);
   assert.equal(unmapped.nowCalls, 0);
-});
-
-test('transfers above IMMEDIATE_TRANSFER_MAX_BYTES go to the threadpool even from memory, so a queue of them runs in parallel; smaller ones stay immediate', async () => {
-  const big = IMMEDIATE_TRANSFER_MAX_BYTES + SECTOR;
-  const r = rig({ path: memoryImage(4 * big), regions: [[0, 8 << 20]], hostMapped: true });
-  const data = pattern(big, 5);
-  assert.equal((await run(r, VIRTIO_BLK_T_OUT, 0, { data, split: 2 })).status, VIRTIO_BLK_S_OK);
-  const rd = await run(r, VIRTIO_BLK_T_IN, 0, { dataLength: big });
-  assert.equal(rd.status, VIRTIO_BLK_S_OK);
-  assert.deepEqual(r.machine.memory.read(rd.data, big), data);
-  assert.equal(r.device.metrics.immediateTransfers, 0, 'both went through the threadpool');
-  const small = pattern(IMMEDIATE_TRANSFER_MAX_BYTES, 9);
-  assert.equal((await run(r, VIRTIO_BLK_T_OUT, 1024, { data: small })).status, VIRTIO_BLK_S_OK);
-  const rs = await run(r, VIRTIO_BLK_T_IN, 1024, { dataLength: small.length });
-  assert.deepEqual(r.machine.memory.read(rs.data, small.length), small);
-  assert.equal(r.device.metrics.immediateTransfers, 2, 'exactly the limit: done at once');
-  assert.ok(r.machine.guardsIntact());
 });
 
 test('threadpool transfers name guest memory by host address: one preadv2/pwritev2 per request and no views; a failed call completes with IOERR', async () => {
