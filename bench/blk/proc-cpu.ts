@@ -16,6 +16,7 @@
  * fine over a job of several seconds.
  */
 import { readdirSync, readFileSync } from 'node:fs';
+import { statFieldsFrom3 } from '../../src/util/proc-stat.js';
 
 const USER_HZ = 100;
 
@@ -33,8 +34,8 @@ export interface CpuSnapshot {
 
 /** Fields of a /proc stat line after the command name, whose parentheses may hold spaces. */
 export function parseStat(text: string): CpuTimes {
-  const rest = text.slice(text.lastIndexOf(')') + 2).trim().split(/\s+/);
-  // rest[0] is field 3 (state): utime is field 14, stime 15, guest_time 43.
+  // utime is field 14, stime 15, guest_time 43.
+  const rest = statFieldsFrom3(text);
   const tick = (field: number): number => (Number(rest[field - 3]) * 1000) / USER_HZ;
   return { utimeMs: tick(14), stimeMs: tick(15), guestMs: tick(43) };
 }

@@ -10,6 +10,7 @@
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { statField } from '../../src/util/proc-stat.js';
 import { type CpuSnapshot, cpuSnapshot } from './proc-cpu.js';
 import { kvmStatsDelta, kvmStatsSnapshot } from './kvm-stats.js';
 
@@ -42,7 +43,7 @@ function readProc(path: string): string | undefined {
 function threadState(pid: number, tid: number): string {
   const stat = readProc(`/proc/${pid}/task/${tid}/stat`);
   if (stat === undefined) return '?';
-  return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0] ?? '?';
+  return statField(stat, 3) ?? '?';
 }
 
 /**

@@ -9,6 +9,7 @@
  * mapping (no file) whose size is the guest size, allowing a few pages of alignment or guard.
  */
 import { readFileSync } from 'node:fs';
+import { statField } from '../../src/util/proc-stat.js';
 
 export interface MemorySample {
   /** Milliseconds since the VMM process was spawned. */
@@ -62,9 +63,7 @@ export function parseSmaps(text: string, guestKiB: number): { rssKiB: number; gu
 /** utime + stime of a process in milliseconds (fields 14 and 15 of /proc/PID/stat, in clock ticks). */
 function cpuMs(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  // The command name (field 2) may contain spaces; fields resume after its closing parenthesis.
-  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const ticks = Number(rest[11]) + Number(rest[12]);
+  const ticks = Number(statField(stat, 14)) + Number(statField(stat, 15));
   return (ticks * 1000) / 100; // USER_HZ is 100 on every Linux x86 build.
 }
 

@@ -12,6 +12,7 @@
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { statField } from '../util/proc-stat.js';
 
 /** The file inside an owned folder naming its owner: "PID STARTTIME". */
 export const OWNER_FILE = '.tsvmm-owner';
@@ -29,10 +30,7 @@ export function processStartTime(pid: number): string | undefined {
   } catch {
     return undefined;
   }
-  // Field 2 (comm) is in parentheses and may hold spaces or parentheses itself: count from the last ')'.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  // fields[0] is field 3 (state), so field 22 is fields[19].
-  return fields[19];
+  return statField(stat, 22);
 }
 
 /** mkdtemp under `base` (default: the OS's temporary folder), with this process recorded as its owner. */

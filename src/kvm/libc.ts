@@ -362,8 +362,7 @@ export function transferIovecsNow(fd: number, write: boolean, iovecsAddress: num
 
 /**
  * transferIovecsNow with no flags on libuv's threadpool (koffi's async call, as node's own fs
- * calls run): for transfers that may wait for the disk or are large enough to be worth another
- * thread. `done` gets the bytes moved, or -1 when the call failed (errno belongs to the worker
+ * calls run): for transfers that may wait for the disk. `done` gets the bytes moved, or -1 when the call failed (errno belongs to the worker
  * thread and cannot be read back here). The iovecs, and the memory they name, must stay valid
  * until `done` runs.
  */

@@ -22,6 +22,7 @@ import {
   WORK_DIR_PREFIX,
 } from '../../src/host/nested.js';
 import { OWNER_FILE, removeStaleTempDirs } from '../../src/host/owned-temp-dirs.js';
+import { statField } from '../../src/util/proc-stat.js';
 
 /** The checkout (dist/test/nested/ → three levels up), whose node_modules has koffi. */
 const CHECKOUT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -168,9 +169,8 @@ function qemusOf(parent: number): number[] {
     } catch {
       continue;
     }
-    // pid (comm) state ppid ...: comm may hold spaces, so split after its closing parenthesis.
     const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
-    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    const ppid = Number(statField(stat, 4));
     if (ppid === parent && comm.startsWith('qemu-system')) found.push(Number(name));
   }
   return found;

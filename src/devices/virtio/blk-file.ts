@@ -57,7 +57,7 @@ export interface BlockFileIo {
   transferNow?(fd: number, write: boolean, iovecsAddress: number, count: number, position: number, flags: number): number;
   /**
    * Optional: preadv2/pwritev2 of `count` struct iovecs at `iovecsAddress` (as transferNow) on the
-   * threadpool, for transfers that may wait or are large. The iovecs stay untouched until `done`.
+   * threadpool, for transfers that may wait. The iovecs stay untouched until `done`.
    * Without it, such transfers go through read/write/readv/writev with views.
    */
   transferAsync?(fd: number, write: boolean, iovecsAddress: number, count: number, position: number, done: TransferCallback): void;
