@@ -134,6 +134,16 @@ export const BLK_MAX_DISCARD_SECTORS = 1 << 22;
 /** max_discard_seg and max_write_zeroes_seg: ranges per request. */
 export const BLK_MAX_DISCARD_SEGMENTS = 16;
 
+/**
+ * A request that moved at least this many data bytes and completed inside processQueue interrupts
+ * the driver at once instead of at the end of the pass. Within a pass the transfers run one after
+ * another on this thread; holding a large one's completion until the next large copies are done
+ * too would leave the guest idle meanwhile, where it could reap it and queue the next request
+ * (as it does on QEMU, whose pool threads complete large transfers one by one). Small requests
+ * still share the pass's one interrupt: their copies are short, the interrupts would not be.
+ */
+export const BLK_EARLY_NOTIFY_BYTES = 128 * 1024;
+
 /** Most buffers one preadv/pwritev takes (Linux's UIO_MAXIOV); longer requests take several calls. */
 const IOV_MAX = 1024;
 /** Sector high words at or above this put the byte offset past 2^53: beyond any capacity. */
@@ -265,6 +275,8 @@ class BlockRequest {
   skip = 0;
   /** Bytes written into device-writable data buffers: the used length, less the status byte. */
   toGuest = 0;
+  /** Data bytes of a read or write (0 for other requests). */
+  dataBytes = 0;
   /** Discard / write-zeroes ranges, copied out of guest memory, and the next one to do. */
   readonly ranges = new Uint8Array(BLK_MAX_DISCARD_SEGMENTS * BLK_RANGE_BYTES);
   readonly rangeView = new DataView(this.ranges.buffer);
@@ -541,6 +553,7 @@ export class VirtioBlock implements VirtioDevice {
     const chain = request.chain;
     request.epoch = this.epoch;
     request.toGuest = 0;
+    request.dataBytes = 0;
     request.file = undefined;
     if (chain.writableBytes === 0) {
       // The status byte must be device-writable (§5.2.6); without one the driver cannot be told anything.
@@ -610,6 +623,7 @@ export class VirtioBlock implements VirtioDevice {
     request.file = this.file.acquire();
     request.position = (sectorHigh * FOUR_GIB + sectorLow) * SECTOR_SIZE;
     request.remaining = length;
+    request.dataBytes = length;
     request.segment = segment;
     request.skip = skip;
     this.transfer(request);
@@ -837,7 +851,8 @@ export class VirtioBlock implements VirtioDevice {
 
   /**
    * Write the status byte (the last device-writable byte), return the chain with the bytes written
-   * to the driver (data plus status), and notify it unless processQueue will.
+   * to the driver (data plus status), and notify it unless processQueue will (for a large transfer,
+   * processQueue's pass notifies at once: BLK_EARLY_NOTIFY_BYTES).
    */
   private complete(request: BlockRequest, status: number): void {
     const activation = this.activation;
@@ -850,6 +865,7 @@ export class VirtioBlock implements VirtioDevice {
       const queue = activation.queues[request.queue]!;
       queue.addUsed(chain.head, request.toGuest + 1);
       if (this.processing !== request.queue) this.notifyCompleted(request.queue, queue, activation);
+      else if (request.dataBytes >= BLK_EARLY_NOTIFY_BYTES && queue.needsNotification()) activation.interrupt.signalQueue(request.queue);
     }
     this.release(request);
   }
