@@ -88,6 +88,21 @@ const TERM_GRACE_MS = 5000;
  */
 export const GUEST_STALL_LINE = /rcu: INFO: rcu_\w+ (detected stalls|self-detected stall)|watchdog: BUG: soft lockup/;
 export const STALL_GRACE_MS = 30_000;
+/**
+ * The guest kernel's last words when it powers off, halts or reboots on request (kernel/reboot.c:
+ * "reboot: Power down", "reboot: System halted", "reboot: Restarting system", printed at
+ * KERN_EMERG, so on the console whatever the log level).
+ */
+export const GUEST_REBOOT_LINE = /reboot: (Power down|System halted|Restarting system)/;
+/** A guest kernel panic (kernel/panic.c); with panic=1 the guest then resets, without GUEST_REBOOT_LINE. */
+const GUEST_PANIC_LINE = /Kernel panic - not syncing/;
+/**
+ * QEMU ran with -no-reboot ends with status 0 on a guest reset, without a word: KVM's shutdown
+ * exit (a triple fault) becomes a reset request, which -no-reboot turns into a normal exit. When
+ * the guest never said it was powering off or rebooting, that is what happened (tsvmm names a
+ * triple fault itself).
+ */
+export const QEMU_GUEST_RESET = 'QEMU exited without the guest powering off or rebooting: with -no-reboot that is a guest reset, most likely a triple fault';
 
 /** Lines kept from the console and stderr of a boot (a stall report adds one per thread). */
 export const NOTES_KEPT = 20;
@@ -136,6 +151,9 @@ export function runConsole(o: ConsoleRunOptions): Promise<ConsoleRunEnd> {
     let collecting: { target: Sections; kind: 'json' | 'err' } | undefined;
     /** The first stall line the guest printed, once it did. */
     let guestStall: string | undefined;
+    /** The guest's kernel said it powers off, halts or reboots (GUEST_REBOOT_LINE). */
+    let guestEnded = false;
+    let guestPanicked = false;
     let stallTimer: NodeJS.Timeout | undefined;
     let spawnError: string | undefined;
 
@@ -185,6 +203,11 @@ export function runConsole(o: ConsoleRunOptions): Promise<ConsoleRunEnd> {
         note(line);
       } else if (line.startsWith(o.prefix)) {
         o.onLine(line, mark);
+      } else if (GUEST_REBOOT_LINE.test(line)) {
+        guestEnded = true;
+      } else if (GUEST_PANIC_LINE.test(line)) {
+        guestPanicked = true;
+        note(line);
       } else if (guestStall === undefined && GUEST_STALL_LINE.test(line)) {
         guestStall = line.trim();
         note(line);
@@ -242,6 +265,7 @@ export function runConsole(o: ConsoleRunOptions): Promise<ConsoleRunEnd> {
       if (guestError !== undefined) problems.push(`guest: ${guestError}`);
       if (!done) problems.push('the guest script did not finish');
       if (status !== 0) problems.push(`exit status ${status ?? signal}`);
+      else if (o.vmm === 'qemu' && !guestEnded && !guestPanicked && stoppedBecause === undefined && spawnError === undefined) problems.push(QEMU_GUEST_RESET);
       resolve({
         sample: {
           vmm: o.vmm,

@@ -8,14 +8,12 @@
  * Sources: /proc/PID/task/TID/{stat,comm,wchan} (proc(5)), KVM's debugfs counters
  * (kvm-stats.ts) and, where the process has a VM and tracefs is there, KVM's trace events.
  */
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { statField } from '../../src/util/proc-stat.js';
 import { type CpuSnapshot, cpuSnapshot } from './proc-cpu.js';
 import { kvmStatsDelta, kvmStatsSnapshot } from './kvm-stats.js';
+import { TraceWindow, parseTraceLine } from './tracefs.js';
 
-/** Where the kernel's trace events are: tracefs, or its automount inside debugfs (the nested host mounts debugfs). */
-const TRACEFS_ROOTS = ['/sys/kernel/tracing', '/sys/kernel/debug/tracing'];
 /**
  * KVM's trace events (arch/x86/kvm/trace.h): every exit with its reason and guest RIP, each
  * instruction KVM emulates, and each MSR access it handles (a guest looping on the x2APIC or the
@@ -69,22 +67,15 @@ export async function describeStall(pid: number, windowMs = 2000): Promise<strin
  * exits. Nothing when tracefs is not there or not writable (only root may trace).
  */
 async function traceLines(snapshot: CpuSnapshot): Promise<string[]> {
-  const root = TRACEFS_ROOTS.find((r) => existsSync(join(r, 'events', KVM_TRACE_EVENTS[0], 'enable')));
-  if (root === undefined) return [];
-  const enable = (on: boolean): void => {
-    for (const e of KVM_TRACE_EVENTS) writeFileSync(join(root, 'events', e, 'enable'), on ? '1' : '0');
-  };
   let text: string;
   try {
-    writeFileSync(join(root, 'trace'), ''); // empties the buffer
-    enable(true);
+    const window = TraceWindow.start(KVM_TRACE_EVENTS);
+    if (window === undefined) return [];
     try {
       await new Promise((resolve) => setTimeout(resolve, TRACE_WINDOW_MS));
     } finally {
-      enable(false);
+      text = window.stop();
     }
-    text = readFileSync(join(root, 'trace'), 'utf8');
-    writeFileSync(join(root, 'trace'), '');
   } catch (e) {
     return [`stall: KVM trace events unusable: ${e instanceof Error ? e.message : String(e)}`];
   }
@@ -111,13 +102,13 @@ export function summarizeKvmTrace(text: string, tids: ReadonlySet<number>, windo
   // A trace line: "<comm>-<tid> [cpu] flags timestamp: event: details" (Documentation/trace/ftrace.rst).
   const counts = new Map<string, Map<string, number>>();
   for (const line of text.split('\n')) {
-    const m = /^\s*.+?-(\d+)\s+\[\d+\].*?:\s+(kvm_exit|kvm_emulate_insn|kvm_msr):\s+(.*)$/.exec(line);
-    if (m === null || !tids.has(Number(m[1]))) continue;
+    const t = parseTraceLine(line);
+    if (t === undefined || !tids.has(t.tid) || !(KVM_TRACE_EVENTS as readonly string[]).includes(`kvm/${t.event}`)) continue;
     // An MSR access by direction and index ("msr_write 6e0"), whatever the value.
-    const key = m[2] === 'kvm_exit' ? exitKey(m[3]!) : m[2] === 'kvm_msr' ? m[3]!.replace(/ = .*$/, '') : m[3]!;
-    const byKey = counts.get(m[2]!) ?? new Map<string, number>();
+    const key = t.event === 'kvm_exit' ? exitKey(t.details) : t.event === 'kvm_msr' ? t.details.replace(/ = .*$/, '') : t.details;
+    const byKey = counts.get(t.event) ?? new Map<string, number>();
     byKey.set(key, (byKey.get(key) ?? 0) + 1);
-    counts.set(m[2]!, byKey);
+    counts.set(t.event, byKey);
   }
   if (counts.size === 0) return [`stall: KVM trace over ${windowMs} ms: no exits`];
   return [...counts].map(([event, byKey]) => {

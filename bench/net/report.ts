@@ -122,6 +122,31 @@ export function summarizeLatency(result: NetResult): Record<VmmKind, { stats: { 
   return out;
 }
 
+/** The phases of ping-trace.ts, in round-trip order, with their column labels. */
+const PING_PHASES = [
+  { key: 'vmmReceiveUs', label: 'VMM receive (request on the tap → interrupt)' },
+  { key: 'guestUs', label: 'guest (interrupt → transmit kick)' },
+  { key: 'vmmTransmitUs', label: 'VMM transmit (kick → reply on the tap)' },
+  { key: 'tapToTapUs', label: 'tap to tap' },
+] as const;
+
+/** Per VMM and phase: the median over every traced round trip of every boot pooled, with the per-boot medians' range as min–max. */
+export function summarizePingPhases(result: NetResult): Partial<Record<VmmKind, { matched: number; requests: number; phases: Record<(typeof PING_PHASES)[number]['key'], Summary | undefined> }>> {
+  const out: Partial<Record<VmmKind, { matched: number; requests: number; phases: Record<(typeof PING_PHASES)[number]['key'], Summary | undefined> }>> = {};
+  for (const vmm of ['tsvmm', 'qemu'] as const) {
+    const traced = result.runs.filter((r) => r.vmm === vmm && r.ping?.phases !== undefined && r.ping.phases.matched > 0).map((r) => r.ping!.phases!);
+    if (traced.length === 0) continue;
+    const phases = {} as Record<(typeof PING_PHASES)[number]['key'], Summary | undefined>;
+    for (const { key } of PING_PHASES) {
+      const pooled = percentile(traced.flatMap((t) => t[key]), 50);
+      const range = summarize(traced.map((t) => percentile(t[key], 50)));
+      phases[key] = pooled === undefined || range === undefined ? undefined : { n: range.n, median: pooled, min: range.min, max: range.max };
+    }
+    out[vmm] = { matched: traced.reduce((a, t) => a + t.matched, 0), requests: traced.reduce((a, t) => a + t.requests, 0), phases };
+  }
+  return out;
+}
+
 const fmt = (digits: number) => (s: Summary | undefined): string => {
   if (s === undefined) return '–';
   return s.n > 1 && s.min !== s.max ? `${s.median.toFixed(digits)} <sub>(${s.min.toFixed(digits)}–${s.max.toFixed(digits)})</sub>` : s.median.toFixed(digits);
@@ -259,6 +284,24 @@ export function writeReport(result: NetResult, dir: string, base: string): strin
   }
   if (both) L.push(`| tsvmm / QEMU | | ${LATENCY_STATS.map((s) => ratioText(ratio(lat.tsvmm.stats[s], lat.qemu.stats[s]))).join(' | ')} | |`);
   L.push('', img(1), '');
+  const phases = summarizePingPhases(result);
+  if (Object.keys(phases).length > 0) {
+    L.push(
+      "Where the round trips went, from the measuring host kernel's trace events during the pings (bench/net/ping-trace.ts): the echo request handed to the tap, " +
+        "the VMM's interrupt to the guest (kvm_msi_set_irq), the guest's notification of a transmit queue (kvm_mmio), the reply written into the tap. " +
+        'Median µs over the traced round trips of every boot, with the range of the per-boot medians. The host\'s own stack (ping to the tap and back) is outside these.',
+      '',
+    );
+    L.push(`| VMM | traced | ${PING_PHASES.map((p) => p.label).join(' | ')} |`, `|---|---:|${PING_PHASES.map(() => '---:').join('|')}|`);
+    for (const v of vmms) {
+      const ph = phases[v];
+      if (ph !== undefined) L.push(`| ${v} | ${ph.matched}/${ph.requests} | ${PING_PHASES.map((p) => f0(ph.phases[p.key])).join(' | ')} |`);
+    }
+    const t = phases.tsvmm;
+    const q = phases.qemu;
+    if (t !== undefined && q !== undefined) L.push(`| tsvmm / QEMU | | ${PING_PHASES.map((p) => ratioText(ratio(t.phases[p.key], q.phases[p.key]))).join(' | ')} |`);
+    L.push('');
+  }
 
   L.push('## Host CPU per GB moved', '');
   L.push(

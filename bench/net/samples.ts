@@ -1,4 +1,5 @@
 /** The network benchmark's raw result: what one run measured, as saved in bench/results/net-<date>.json. */
+import type { PingPhases } from './ping-trace.js';
 import type { NestedRestart } from '../blk/samples.js';
 import type { CpuDelta } from '../blk/proc-cpu.js';
 import type { KvmStats } from '../blk/kvm-stats.js';
@@ -74,6 +75,8 @@ export interface PingSample {
   /** KVM's counters for the VM while the pings ran. */
   readonly kvm?: KvmStats;
   readonly windowMs?: number;
+  /** Where the round trips went, from the kernel's trace events (ping-trace.ts); absent where tracing was unavailable and in results from before it existed. */
+  readonly phases?: PingPhases;
 }
 
 export interface NetRunSample extends RunSampleBase {

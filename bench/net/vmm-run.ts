@@ -17,6 +17,8 @@ import { kvmStatsDelta } from '../blk/kvm-stats.js';
 import type { Invocation } from '../blk/vmms.js';
 import { directionOf, MARK, PING_DONE_PORT } from './guest-script.js';
 import { parseIperfJson, parsePing } from './parse.js';
+import { PING_TRACE_EVENTS, type PingPhases, pingPhases } from './ping-trace.js';
+import { TraceWindow } from '../blk/tracefs.js';
 import type { IperfSample, NetRunSample, PingSample, TapCounters, VmmKind } from './samples.js';
 
 const execFileAsync = promisify(execFile);
@@ -121,6 +123,8 @@ export async function runVmm(o: NetRunOptions): Promise<NetRunSample> {
   const runPing = async (mark: () => Mark): Promise<void> => {
     o.log(`  ${o.vmm}: pinging the guest ${o.pings} times`);
     const begin = mark();
+    // The kernel's view of each round trip (ping-trace.ts); nothing when this host cannot trace.
+    const trace = TraceWindow.start(PING_TRACE_EVENTS, 'mono');
     let text = '';
     let problem: string | undefined;
     try {
@@ -132,11 +136,17 @@ export async function runVmm(o: NetRunOptions): Promise<NetRunSample> {
       problem = `ping failed: ${err.message.split('\n')[0] ?? ''}`;
     }
     const end = mark();
+    let phases: PingPhases | undefined;
+    try {
+      if (trace !== undefined) phases = pingPhases(trace.stop(), o.tap);
+    } catch (e) {
+      notes.push(`ping trace unreadable: ${(e as Error).message}`);
+    }
     const p = parsePing(text);
     if (problem === undefined && p.received < p.transmitted) problem = `${p.transmitted - p.received} of ${p.transmitted} pings lost`;
     const cpu = begin.cpu !== undefined && end.cpu !== undefined ? cpuDelta(begin.cpu, end.cpu) : undefined;
     const kvm = begin.kvm !== undefined && end.kvm !== undefined ? kvmStatsDelta(begin.kvm, end.kvm) : undefined;
-    ping = { ok: problem === undefined && p.rttMs.length > 0, ...(problem !== undefined ? { problem } : {}), ...p, ...(cpu !== undefined ? { cpu } : {}), ...(kvm !== undefined ? { kvm } : {}), windowMs: end.at - begin.at };
+    ping = { ok: problem === undefined && p.rttMs.length > 0, ...(problem !== undefined ? { problem } : {}), ...p, ...(cpu !== undefined ? { cpu } : {}), ...(kvm !== undefined ? { kvm } : {}), ...(phases !== undefined ? { phases } : {}), windowMs: end.at - begin.at };
     o.log(`  ${o.vmm}: ping ${p.received}/${p.transmitted}${p.summary !== undefined ? `, ${p.summary}` : ''}`);
     try {
       await releaseGuest(o.guestAddress);

@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { GUEST_STALL_LINE, runConsole, type ConsoleRunOptions } from '../../bench/blk/console-run.js';
+import { GUEST_STALL_LINE, QEMU_GUEST_RESET, runConsole, type ConsoleRunOptions } from '../../bench/blk/console-run.js';
 
 const MARKS = {
   info: 'T-INFO ',
@@ -70,4 +70,19 @@ test('a boot without stall reports is untouched: done and exit 0 give no problem
 test('a hang without a stall report still ends at the timeout', async () => {
   const end = await runConsole(options(['T-INFO x=1'], true, [], 1000));
   assert.ok(end.problems.includes('timed out after 1 s'), end.problems.join('; '));
+});
+
+test('QEMU ending with status 0 without the guest powering off is named a guest reset; a power-off or a panic is not', async () => {
+  const qemu = (lines: string[]): ConsoleRunOptions => ({ ...options(lines, false, []), vmm: 'qemu' });
+  const reset = await runConsole(qemu(['T-INFO x=1', '[   60.1] some line']));
+  assert.ok(reset.problems.includes(QEMU_GUEST_RESET), reset.problems.join('; '));
+  assert.ok(reset.problems.includes('the guest script did not finish'));
+  const off = await runConsole(qemu(['T-INFO x=1', 'T-DONE', '[   80.2] reboot: Power down']));
+  assert.deepEqual(off.problems, []);
+  const panicked = await runConsole(qemu(['T-INFO x=1', '[   70.0] Kernel panic - not syncing: Fatal exception']));
+  assert.ok(!panicked.problems.includes(QEMU_GUEST_RESET), 'a panic says why itself');
+  assert.ok(panicked.sample.notes.some((n) => n.includes('Kernel panic')), 'and its line is kept');
+  // tsvmm says itself how its guest ended: no guess for it.
+  const tsvmm = await runConsole(options(['T-INFO x=1'], false, []));
+  assert.ok(!tsvmm.problems.includes(QEMU_GUEST_RESET));
 });
