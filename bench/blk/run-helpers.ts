@@ -29,10 +29,11 @@ export const COMMON_OPTIONS = {
 } as const;
 
 /**
- * --profile-vmm DIR: DIR made absolute and created, to be shared writable with the nested host;
- * the tsvmm processes write their main thread's CPU profiles there (bench/profile/main-thread.ts).
+ * A folder option (--profile-vmm, bench/net's --ping-trace-dir): DIR made absolute and created, to
+ * be shared writable with the nested host, where the measurement writes into it (CPU profiles of
+ * tsvmm's main thread, bench/profile/main-thread.ts; raw ping traces).
  */
-export function vmmProfileDir(dir: string | undefined): string | undefined {
+export function sharedWritableDir(dir: string | undefined): string | undefined {
   if (dir === undefined) return undefined;
   const abs = resolve(dir);
   mkdirSync(abs, { recursive: true });

@@ -22,7 +22,7 @@ import { ensureBenchInitramfs } from './initramfs.js';
 import { selectJobs } from './jobs.js';
 import type { BlkMeasureSpec } from './measure.js';
 import { writeReport } from './report.js';
-import { COMMON_OPTIONS, measureHereOrNested, outputDir, positiveInt, rerender, revision, selectVmms, runDriver, finishRun, vmmProfileDir } from './run-helpers.js';
+import { COMMON_OPTIONS, measureHereOrNested, outputDir, positiveInt, rerender, revision, selectVmms, runDriver, finishRun, sharedWritableDir } from './run-helpers.js';
 import type { BlkResult } from './samples.js';
 
 /** Where tsc put src/ and bench/ (dist/, or any --outDir). */
@@ -74,7 +74,7 @@ async function main(): Promise<number> {
   const initramfs = ensureBenchInitramfs(guest.initrd, stderrProgress);
   const frozen = freeze(COMPILED_ROOT, guest.kernel, initramfs.path);
   say(`measuring a frozen copy of the compiled tsvmm and of the guest in ${frozen.dir}`);
-  const profileDir = vmmProfileDir(values['profile-vmm']);
+  const profileDir = sharedWritableDir(values['profile-vmm']);
   const spec: BlkMeasureSpec = {
     kernel: frozen.kernel,
     kernelRelease: guest.kernelRelease,

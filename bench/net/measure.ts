@@ -52,6 +52,8 @@ export interface NetMeasureSpec {
   readonly out?: string;
   /** Where tsvmm writes its main thread's CPU profiles (--profile-vmm). */
   readonly vmmProfileDir?: string;
+  /** Where each boot's raw ping trace goes, with scheduler and system-call events added (--ping-trace-dir). */
+  readonly pingTraceDir?: string;
   readonly outer?: OuterEnvironment;
   readonly outerSummary?: string;
   readonly tsvmmRevision?: string;
@@ -141,7 +143,7 @@ export async function measure(spec: NetMeasureSpec, partial?: PartialResultSink)
     if (bootsDone > 0) log(`resuming after the ${bootsDone} guest boots an earlier nested host finished`);
     for (const { round, vmm } of order.slice(bootsDone)) {
       log(`round ${round + 1}/${spec.rounds}: ${vmm}`);
-      const base = { vmm, round, tests, tap: TAP, guestAddress: GUEST_ADDRESS, pings: spec.pings, pingIntervalSeconds: spec.pingIntervalSeconds, timeoutMs, log };
+      const base = { vmm, round, tests, tap: TAP, guestAddress: GUEST_ADDRESS, pings: spec.pings, pingIntervalSeconds: spec.pingIntervalSeconds, timeoutMs, log, ...(spec.pingTraceDir !== undefined ? { pingTraceDir: spec.pingTraceDir } : {}) };
       const server = startIperfServer(spec.iperf3);
       let s: NetRunSample;
       try {

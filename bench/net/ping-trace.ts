@@ -22,6 +22,12 @@ import { parseTraceLine } from '../blk/tracefs.js';
 /** The events the phases are cut from (kvm_mmio: include/trace/events/kvm.h; kvm_msi_set_irq: arch/x86/kvm/trace.h; net: include/trace/events/net.h). */
 export const PING_TRACE_EVENTS: readonly TraceEvent[] = ['kvm/kvm_msi_set_irq', 'kvm/kvm_mmio', 'net/net_dev_xmit', 'net/netif_receive_skb', 'net/netif_rx'];
 
+/**
+ * Added for a raw trace (--ping-trace-dir): which thread ran and woke when, and every system call,
+ * to follow one round trip through the VMM's threads by hand.
+ */
+export const PING_TIMELINE_EVENTS: readonly TraceEvent[] = ['sched/sched_switch', 'sched/sched_wakeup', 'raw_syscalls/sys_enter', 'raw_syscalls/sys_exit'];
+
 /** Shorter frames are not echoes (an ARP frame is 42 bytes; skb lengths here are 84 or 98 for a default ping). */
 const MIN_FRAME_BYTES = 64;
 

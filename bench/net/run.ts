@@ -6,6 +6,7 @@
  *
  *   node dist/bench/net/run.js [--cpus N] [--mem MIB] [--time S] [--reps N] [--rounds N] [--pings N] [--warmup S]
  *                              [--ping-interval S] [--only tsvmm,qemu] [--quick] [--out-dir DIR] [--profile-vmm DIR]
+ *                              [--ping-trace-dir DIR]
  *   node dist/bench/net/run.js --report FILE.json [--out-dir DIR]      (re-render a report)
  *
  * Where KVM boots stock Linux (hardware virtualization) it measures right here. Otherwise the
@@ -20,7 +21,7 @@ import { ensureDefaultGuest } from '../../src/image/default-guest.js';
 import { ensureToolsInitramfs, IPERF3 } from '../../src/image/guest-tools.js';
 import { stderrProgress } from '../../src/util/progress.js';
 import { freeze, packageRoot } from '../blk/freeze.js';
-import { COMMON_OPTIONS, measureHereOrNested, outputDir, positiveInt, rerender, revision, selectVmms, runDriver, finishRun, vmmProfileDir } from '../blk/run-helpers.js';
+import { COMMON_OPTIONS, measureHereOrNested, outputDir, positiveInt, rerender, revision, selectVmms, runDriver, finishRun, sharedWritableDir } from '../blk/run-helpers.js';
 import type { NetMeasureSpec } from './measure.js';
 import { writeReport } from './report.js';
 import type { NetResult } from './samples.js';
@@ -51,6 +52,8 @@ async function main(): Promise<number> {
       pings: { type: 'string' },
       warmup: { type: 'string' },
       'ping-interval': { type: 'string' },
+      /** Keep each boot's raw ping trace (with scheduler and system-call events) in this folder. */
+      'ping-trace-dir': { type: 'string' },
       quick: { type: 'boolean' },
     },
     strict: true,
@@ -82,7 +85,8 @@ async function main(): Promise<number> {
   const frozen = freeze(COMPILED_ROOT, guest.kernel, initrd);
   const measureJs = joinPath(frozen.dir, 'dist', 'bench', 'net', 'measure.js');
   say(`measuring a frozen copy of the compiled tsvmm and of the guest in ${frozen.dir}`);
-  const profileDir = vmmProfileDir(values['profile-vmm']);
+  const profileDir = sharedWritableDir(values['profile-vmm']);
+  const pingTraceDir = sharedWritableDir(values['ping-trace-dir']);
   const spec: NetMeasureSpec = {
     kernel: frozen.kernel,
     kernelRelease: guest.kernelRelease,
@@ -101,6 +105,7 @@ async function main(): Promise<number> {
     iperf3: IPERF3.program,
     tsvmmRevision: revision([pkg, process.cwd()]),
     ...(profileDir !== undefined ? { vmmProfileDir: profileDir } : {}),
+    ...(pingTraceDir !== undefined ? { pingTraceDir } : {}),
   };
 
   let result: NetResult;
@@ -113,7 +118,7 @@ async function main(): Promise<number> {
       // boot recorded and the run goes on; only the measurement itself hanging stops it.
       stallTimeoutMs: perBootMs + 60_000,
       memoryMiB: NESTED_MEMORY_MIB,
-      ...(profileDir !== undefined ? { writable: [profileDir] } : {}),
+      writable: [profileDir, pingTraceDir].filter((d): d is string => d !== undefined),
     }, say);
   } finally {
     frozen.remove();

@@ -8,7 +8,8 @@
  * process (tsvmm's CLI or QEMU), so /proc/PID counts the VMM alone, not this harness.
  */
 import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { connect } from 'node:net';
 import { promisify } from 'node:util';
 import { type Mark, NOTES_KEPT, runConsole, type Sections } from '../blk/console-run.js';
@@ -17,7 +18,7 @@ import { kvmStatsDelta } from '../blk/kvm-stats.js';
 import type { Invocation } from '../blk/vmms.js';
 import { directionOf, MARK, PING_DONE_PORT } from './guest-script.js';
 import { parseIperfJson, parsePing } from './parse.js';
-import { PING_TRACE_EVENTS, type PingPhases, pingPhases } from './ping-trace.js';
+import { PING_TIMELINE_EVENTS, PING_TRACE_EVENTS, type PingPhases, pingPhases } from './ping-trace.js';
 import { TraceWindow } from '../blk/tracefs.js';
 import type { IperfSample, NetRunSample, PingSample, TapCounters, VmmKind } from './samples.js';
 
@@ -36,6 +37,8 @@ export interface NetRunOptions {
   readonly pingIntervalSeconds: number;
   readonly timeoutMs: number;
   readonly cpuModel?: string;
+  /** Keep each boot's raw ping trace here, with PING_TIMELINE_EVENTS too. */
+  readonly pingTraceDir?: string;
   readonly log: (line: string) => void;
 }
 
@@ -124,7 +127,7 @@ export async function runVmm(o: NetRunOptions): Promise<NetRunSample> {
     o.log(`  ${o.vmm}: pinging the guest ${o.pings} times`);
     const begin = mark();
     // The kernel's view of each round trip (ping-trace.ts); nothing when this host cannot trace.
-    const trace = TraceWindow.start(PING_TRACE_EVENTS, 'mono');
+    const trace = TraceWindow.start(o.pingTraceDir === undefined ? PING_TRACE_EVENTS : [...PING_TRACE_EVENTS, ...PING_TIMELINE_EVENTS], 'mono');
     let text = '';
     let problem: string | undefined;
     try {
@@ -138,7 +141,11 @@ export async function runVmm(o: NetRunOptions): Promise<NetRunSample> {
     const end = mark();
     let phases: PingPhases | undefined;
     try {
-      if (trace !== undefined) phases = pingPhases(trace.stop(), o.tap);
+      if (trace !== undefined) {
+        const traced = trace.stop();
+        phases = pingPhases(traced, o.tap);
+        if (o.pingTraceDir !== undefined) writeFileSync(join(o.pingTraceDir, `ping-trace-${o.vmm}-${o.round + 1}.txt`), traced);
+      }
     } catch (e) {
       notes.push(`ping trace unreadable: ${(e as Error).message}`);
     }
