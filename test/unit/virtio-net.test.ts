@@ -356,19 +356,25 @@ for (const [path, viewsOnly] of [['by address', false], ['views (RAM without hos
   });
 }
 
+/** `read()` taken at each MSI message the device sends from now on: what the driver had been given by then. */
+function atEachInterrupt(n: ReturnType<typeof net>, read: () => number): number[] {
+  const seen: number[] = [];
+  const messages = n.machine.msi.messages;
+  const record = messages.push.bind(messages);
+  messages.push = (...m) => {
+    seen.push(read());
+    return record(...m);
+  };
+  return seen;
+}
+
 test('TX: the driver hears of each sent frame at once, not after the whole batch (EVENT_IDX respected)', async (t) => {
   const n = net(t);
   const frames = [frame(1000, 1), frame(1000, 2), frame(1000, 3), frame(1000, 4)];
   // used_event 0: the driver wants an interrupt once used->idx passes 0, i.e. after the first frame (§2.7.7.2).
   n.tx.setUsedEvent(0);
   const heads = frames.map((f) => queueTx(n, f));
-  const sentAtInterrupt: number[] = [];
-  const messages = n.machine.msi.messages;
-  const record = messages.push.bind(messages);
-  messages.push = (...m) => {
-    sentAtInterrupt.push(n.device.metrics.txFrames);
-    return record(...m);
-  };
+  const sentAtInterrupt = atEachInterrupt(n, () => n.device.metrics.txFrames);
   await kickTx(n);
   assert.deepEqual(n.backend.received(), frames);
   assert.deepEqual(n.tx.takeUsed(), heads.map((id) => ({ id, len: 0 })));
@@ -486,13 +492,7 @@ test('RX: the first frame of a wake interrupts before the next read; the rest sh
     n.rx.kick();
     n.rx.setUsedEvent(usedEvent);
     for (const f of [frame(100, 1), frame(200, 2), frame(300, 3)]) assert.ok(n.backend.send(f));
-    const deliveredAtInterrupt: number[] = [];
-    const messages = n.machine.msi.messages;
-    const record = messages.push.bind(messages);
-    messages.push = (...m) => {
-      deliveredAtInterrupt.push(n.device.metrics.rxFrames);
-      return record(...m);
-    };
+    const deliveredAtInterrupt = atEachInterrupt(n, () => n.device.metrics.rxFrames);
     n.manual!.fire(EPOLLIN);
     assert.equal(n.rx.takeUsed().length, 3);
     return deliveredAtInterrupt;
