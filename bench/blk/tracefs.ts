@@ -10,9 +10,9 @@ import { join } from 'node:path';
 /** Where the kernel's trace events are: tracefs, or its automount inside debugfs (the nested host mounts debugfs). */
 const TRACEFS_ROOTS = ['/sys/kernel/tracing', '/sys/kernel/debug/tracing'];
 
-/** The tracefs root holding `event` ("group/name"), if any. */
-export function tracefsRoot(event: string): string | undefined {
-  return TRACEFS_ROOTS.find((r) => existsSync(join(r, 'events', event, 'enable')));
+/** The tracefs root holding `event` ("group/name"), if any, among `roots`. */
+export function tracefsRoot(event: string, roots: readonly string[] = TRACEFS_ROOTS): string | undefined {
+  return roots.find((r) => existsSync(join(r, 'events', event, 'enable')));
 }
 
 /** An event as "group/name", e.g. "kvm/kvm_exit". */
@@ -28,10 +28,11 @@ export class TraceWindow {
   /**
    * Empty the buffer and switch `events` on (those this kernel has; at least the first must be
    * there). `clock` picks trace_clock: "mono" makes timestamps comparable across CPUs (the default
-   * "local" clock is per CPU). undefined when tracing is unavailable.
+   * "local" clock is per CPU). undefined when tracing is unavailable. `roots`: where to look for
+   * tracefs (tests point it at a folder of their own).
    */
-  static start(events: readonly TraceEvent[], clock?: string): TraceWindow | undefined {
-    const root = events[0] === undefined ? undefined : tracefsRoot(events[0]);
+  static start(events: readonly TraceEvent[], clock?: string, roots: readonly string[] = TRACEFS_ROOTS): TraceWindow | undefined {
+    const root = events[0] === undefined ? undefined : tracefsRoot(events[0], roots);
     if (root === undefined) return undefined;
     const present = events.filter((e) => existsSync(join(root, 'events', e, 'enable')));
     let previousClock: string | undefined;
@@ -46,6 +47,12 @@ export class TraceWindow {
       window.enable(true);
       return window;
     } catch {
+      // Not allowed to trace after all: leave the clock as it was.
+      try {
+        if (previousClock !== undefined) writeFileSync(join(root, 'trace_clock'), previousClock);
+      } catch {
+        // Nothing was changed then.
+      }
       return undefined;
     }
   }

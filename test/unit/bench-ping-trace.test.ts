@@ -4,7 +4,10 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseTraceLine } from '../../bench/blk/tracefs.js';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { TraceWindow, parseTraceLine } from '../../bench/blk/tracefs.js';
 import { pingPhases } from '../../bench/net/ping-trace.js';
 import { summarizePingPhases } from '../../bench/net/report.js';
 import type { NetResult, NetRunSample, PingSample } from '../../bench/net/samples.js';
@@ -75,4 +78,32 @@ test('the report pools the phases over boots: median of all round trips, range o
   assert.equal(s.tsvmm?.matched, 5);
   assert.equal(s.tsvmm?.requests, 6);
   assert.deepEqual(s.tsvmm?.phases.vmmReceiveUs, { n: 2, median: 30, min: 20, max: 40 });
+});
+
+test('a trace window switches its events on (those the kernel has), sets the clock, and puts everything back', () => {
+  const root = mkdtempSync(join(tmpdir(), 'tsvmm-tracefs-'));
+  try {
+    for (const e of ['kvm/kvm_mmio', 'net/net_dev_xmit']) {
+      mkdirSync(join(root, 'events', e), { recursive: true });
+      writeFileSync(join(root, 'events', e, 'enable'), '0');
+    }
+    writeFileSync(join(root, 'trace_clock'), '[local] global counter mono\n');
+    writeFileSync(join(root, 'trace'), 'old lines\n');
+    const read = (f: string): string => readFileSync(join(root, f), 'utf8');
+    assert.equal(TraceWindow.start(['kvm/kvm_exit'], 'mono', [root]), undefined, 'no such event: no window');
+    const w = TraceWindow.start(['kvm/kvm_mmio', 'net/net_dev_xmit', 'net/netif_rx'], 'mono', [root]);
+    assert.ok(w !== undefined);
+    assert.equal(read('events/kvm/kvm_mmio/enable'), '1');
+    assert.equal(read('events/net/net_dev_xmit/enable'), '1');
+    assert.equal(read('trace_clock'), 'mono');
+    assert.equal(read('trace'), '', 'emptied at the start');
+    writeFileSync(join(root, 'trace'), 'traced\n');
+    assert.equal(w.stop(), 'traced\n');
+    assert.equal(read('events/kvm/kvm_mmio/enable'), '0');
+    assert.equal(read('events/net/net_dev_xmit/enable'), '0');
+    assert.equal(read('trace_clock'), 'local', 'the clock it found');
+    assert.equal(read('trace'), '', 'emptied at the end');
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
 });
