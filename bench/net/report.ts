@@ -130,13 +130,20 @@ const PING_PHASES = [
   { key: 'tapToTapUs', label: 'tap to tap' },
 ] as const;
 
+/** One VMM's ping phases: round trips traced and matched, and each phase's summary. */
+export interface PingPhaseSummary {
+  readonly matched: number;
+  readonly requests: number;
+  readonly phases: Record<(typeof PING_PHASES)[number]['key'], Summary | undefined>;
+}
+
 /** Per VMM and phase: the median over every traced round trip of every boot pooled, with the per-boot medians' range as min–max. */
-export function summarizePingPhases(result: NetResult): Partial<Record<VmmKind, { matched: number; requests: number; phases: Record<(typeof PING_PHASES)[number]['key'], Summary | undefined> }>> {
-  const out: Partial<Record<VmmKind, { matched: number; requests: number; phases: Record<(typeof PING_PHASES)[number]['key'], Summary | undefined> }>> = {};
+export function summarizePingPhases(result: NetResult): Partial<Record<VmmKind, PingPhaseSummary>> {
+  const out: Partial<Record<VmmKind, PingPhaseSummary>> = {};
   for (const vmm of ['tsvmm', 'qemu'] as const) {
     const traced = result.runs.filter((r) => r.vmm === vmm && r.ping?.phases !== undefined && r.ping.phases.matched > 0).map((r) => r.ping!.phases!);
     if (traced.length === 0) continue;
-    const phases = {} as Record<(typeof PING_PHASES)[number]['key'], Summary | undefined>;
+    const phases = {} as PingPhaseSummary['phases'];
     for (const { key } of PING_PHASES) {
       const pooled = percentile(traced.flatMap((t) => t[key]), 50);
       const range = summarize(traced.map((t) => percentile(t[key], 50)));

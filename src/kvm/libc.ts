@@ -362,9 +362,9 @@ export function transferIovecsNow(fd: number, write: boolean, iovecsAddress: num
 
 /**
  * transferIovecsNow with no flags on libuv's threadpool (koffi's async call, as node's own fs
- * calls run): for transfers that may wait for the disk. `done` gets the bytes moved, or -1 when the call failed (errno belongs to the worker
- * thread and cannot be read back here). The iovecs, and the memory they name, must stay valid
- * until `done` runs.
+ * calls run): for transfers that may wait for the disk. `done` gets the bytes moved, or -1 when
+ * the call failed (errno belongs to the worker thread and cannot be read back here). The iovecs,
+ * and the memory they name, must stay valid until `done` runs.
  */
 export function transferIovecsAsync(fd: number, write: boolean, iovecsAddress: number, count: number, position: number, done: (result: number) => void): void {
   (write ? pwritev2Fn : preadv2Fn).async(fd, iovecsAddress, count, position, 0, (error: unknown, result: unknown) => done(error == null && typeof result === 'number' && result >= 0 ? result : -1));

@@ -587,11 +587,16 @@ test('DISCARD / WRITE_ZEROES errors: unknown flags and unmap on discard are UNSU
 
 // ---- asynchrony
 
+/** MSI messages sent so far for the request queue (MSI-X vector 1; vector 0 is configuration changes). */
+function queueInterrupts(r: Rig): number {
+  return r.machine.msi.messages.filter((m) => m.vector === 1).length;
+}
+
 test('completions the threadpool hands over together cost one interrupt; the last request in flight interrupts at once', async () => {
   const io = new SpyIo();
   // Without EVENT_IDX every completion wants an interrupt (§2.7.7), so only the device can batch them.
   const r = rig({ io, features: EVERYTHING & ~bit(F_EVENT_IDX) });
-  const interrupts = (): number => r.machine.msi.messages.filter((m) => m.vector === 1).length;
+  const interrupts = (): number => queueInterrupts(r);
   io.hold = true;
   for (let i = 0; i < 4; i++) submit(r, VIRTIO_BLK_T_IN, i, { dataLength: SECTOR, kick: false });
   r.queue.kick();
@@ -616,7 +621,7 @@ test('completions the threadpool hands over together cost one interrupt; the las
 test('a large transfer done at once interrupts at once; small ones share the end of the pass', async () => {
   // Without EVENT_IDX every completion wants an interrupt (§2.7.7): the count shows where the device sends them.
   const r = rig({ path: memoryImage(1 << 20), features: EVERYTHING & ~bit(F_EVENT_IDX), hostMapped: true });
-  const interrupts = (): number => r.machine.msi.messages.filter((m) => m.vector === 1).length;
+  const interrupts = (): number => queueInterrupts(r);
   const before = interrupts();
   const sizes = [SECTOR, SECTOR, BLK_EARLY_NOTIFY_BYTES, 2 * BLK_EARLY_NOTIFY_BYTES, SECTOR, BLK_EARLY_NOTIFY_BYTES - SECTOR];
   for (const [i, size] of sizes.entries()) submit(r, VIRTIO_BLK_T_IN, i * 256, { dataLength: size, kick: false });

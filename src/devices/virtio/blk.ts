@@ -337,7 +337,7 @@ export class VirtioBlock implements VirtioDevice {
   private epoch = 0;
   /** Writeback mode without FLUSH negotiated: every write is synced before it completes. */
   private writeThrough = false;
-  /** The queue processQueue is working on (-1: none): its completions are signalled once at the end. */
+  /** The queue processQueue is working on (-1: none): its completions are signalled once at the end (large ones at once: BLK_EARLY_NOTIFY_BYTES). */
   private processing = -1;
   /** Queues with completions whose interrupt waits for flushNotifications (notifyCompleted). */
   private readonly notifyPending: boolean[] = [];
