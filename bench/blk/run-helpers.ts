@@ -33,10 +33,14 @@ export const COMMON_OPTIONS = {
  * be shared writable with the nested host, where the measurement writes into it (CPU profiles of
  * tsvmm's main thread, bench/profile/main-thread.ts; raw ping traces).
  */
-export function sharedWritableDir(dir: string | undefined): string | undefined {
+export function sharedWritableDir(dir: string | undefined, option: string): string | undefined {
   if (dir === undefined) return undefined;
   const abs = resolve(dir);
-  mkdirSync(abs, { recursive: true });
+  try {
+    mkdirSync(abs, { recursive: true });
+  } catch (e) {
+    throw new Error(`${option}: cannot create the folder ${abs} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); give a folder you can write to`);
+  }
   return abs;
 }
 

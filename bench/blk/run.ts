@@ -67,6 +67,7 @@ async function main(): Promise<number> {
   const rounds = positiveInt(values.rounds, 3, '--rounds');
   const warmupSeconds = positiveInt(values.warmup, DEFAULT_WARMUP_SECONDS, '--warmup', 0);
 
+  const profileDir = sharedWritableDir(values['profile-vmm'], '--profile-vmm');
   const started = Date.now();
   const env = detectVirtualization();
   if (vmms.includes('qemu')) ensureAptPackages(['qemu-system-x86'], stderrProgress);
@@ -74,7 +75,6 @@ async function main(): Promise<number> {
   const initramfs = ensureBenchInitramfs(guest.initrd, stderrProgress);
   const frozen = freeze(COMPILED_ROOT, guest.kernel, initramfs.path);
   say(`measuring a frozen copy of the compiled tsvmm and of the guest in ${frozen.dir}`);
-  const profileDir = sharedWritableDir(values['profile-vmm']);
   const spec: BlkMeasureSpec = {
     kernel: frozen.kernel,
     kernelRelease: guest.kernelRelease,

@@ -76,6 +76,8 @@ async function main(): Promise<number> {
   const warmupSeconds = positiveInt(values.warmup, quick ? 3 : 5, '--warmup', 0);
   const pingIntervalSeconds = positiveNumber(values['ping-interval'], 0.2, '--ping-interval');
 
+  const profileDir = sharedWritableDir(values['profile-vmm'], '--profile-vmm');
+  const pingTraceDir = sharedWritableDir(values['ping-trace-dir'], '--ping-trace-dir');
   const started = Date.now();
   const env = detectVirtualization();
   if (vmms.includes('qemu')) ensureAptPackages(['qemu-system-x86'], stderrProgress);
@@ -85,8 +87,6 @@ async function main(): Promise<number> {
   const frozen = freeze(COMPILED_ROOT, guest.kernel, initrd);
   const measureJs = joinPath(frozen.dir, 'dist', 'bench', 'net', 'measure.js');
   say(`measuring a frozen copy of the compiled tsvmm and of the guest in ${frozen.dir}`);
-  const profileDir = sharedWritableDir(values['profile-vmm']);
-  const pingTraceDir = sharedWritableDir(values['ping-trace-dir']);
   const spec: NetMeasureSpec = {
     kernel: frozen.kernel,
     kernelRelease: guest.kernelRelease,

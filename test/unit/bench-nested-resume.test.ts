@@ -3,14 +3,18 @@
  * after the emulated host fails, the run goes on from the next guest boot in a fresh one, the
  * parts are joined, and the report says so; a failure of the measurement itself is not retried.
  * One nested-host boot is played by a fake here; bench/blk and bench/net's measure.ts skip the
- * boots named by spec.skipBoots in bootOrder's order.
+ * boots named by spec.skipBoots in bootOrder's order. Also the folder options shared writable with it
+ * (sharedWritableDir).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { NestedHostHungError, NestedHostPanicError } from '../../src/host/nested.js';
 import { bootOrder } from '../../bench/blk/measure.js';
 import { nestedRestartNote } from '../../bench/blk/report.js';
-import { MAX_NESTED_HOSTS_PER_RUN, measureInNestedHost, type NestedMeasureOptions, type NestedMeasurePart, type NestedMeasureResult } from '../../bench/blk/run-helpers.js';
+import { MAX_NESTED_HOSTS_PER_RUN, measureInNestedHost, type NestedMeasureOptions, type NestedMeasurePart, type NestedMeasureResult, sharedWritableDir } from '../../bench/blk/run-helpers.js';
 
 interface FakeResult extends NestedMeasureResult {
   readonly runs: readonly string[];
@@ -117,4 +121,18 @@ test("the report's restart line keeps what failed and drops the advice meant for
   assert.match(note, /failed once during this run/);
   assert.match(note, /after 1 guest boot \(the nested host stopped responding: no heartbeat from its init for 91 s \(the emulated machine wedged\)\)/);
   assert.doesNotMatch(note, /QEMU killed|run it again/);
+});
+
+test('a folder option is made absolute and created; one that cannot be created is a one-line error naming the option', () => {
+  const base = mkdtempSync(join(tmpdir(), 'tsvmm-shared-'));
+  try {
+    const made = sharedWritableDir(join(base, 'a', 'b'), '--ping-trace-dir');
+    assert.equal(made, join(base, 'a', 'b'));
+    assert.ok(statSync(made).isDirectory());
+    assert.equal(sharedWritableDir(undefined, '--ping-trace-dir'), undefined);
+    writeFileSync(join(base, 'file'), '');
+    assert.throws(() => sharedWritableDir(join(base, 'file', 'x'), '--profile-vmm'), /^Error: --profile-vmm: cannot create the folder .*file\/x \(ENOTDIR\); give a folder you can write to$/);
+  } finally {
+    rmSync(base, { recursive: true, force: true });
+  }
 });
