@@ -16,6 +16,14 @@ test('ping-like round trips through VirtioNet: each frame in and out once, one i
   assert.ok(r.wallUs > 0 && r.cpuUs > 0);
 });
 
+test('ping-like round trips with receive set up as a Linux guest does (guest TSO, 1536-byte buffers): every frame makes the whole trip', async () => {
+  const r = await measureNetRoundTrips(50, 10, 'linux');
+  assert.equal(r.rxFrames, 60);
+  assert.equal(r.txFrames, 60);
+  assert.equal(r.peerFrames, 60);
+  assert.equal(r.interrupts, 120);
+});
+
 test('the koffi system-call probe returns a time per call', () => {
   assert.ok(koffiReadvNs(1000) > 0);
 });
