@@ -543,7 +543,7 @@ export class VirtioBlock implements VirtioDevice {
     } finally {
       this.processing = -1;
     }
-    if (queue.needsNotification()) activation.interrupt.signalQueue(index);
+    activation.notifyIfNeeded(index);
   }
 
   // ---- requests
@@ -864,8 +864,8 @@ export class VirtioBlock implements VirtioDevice {
       else if (status === VIRTIO_BLK_S_UNSUPP) this.metrics.unsupported++;
       const queue = activation.queues[request.queue]!;
       queue.addUsed(chain.head, request.toGuest + 1);
-      if (this.processing !== request.queue) this.notifyCompleted(request.queue, queue, activation);
-      else if (request.dataBytes >= BLK_EARLY_NOTIFY_BYTES && queue.needsNotification()) activation.interrupt.signalQueue(request.queue);
+      if (this.processing !== request.queue) this.notifyCompleted(request.queue, activation);
+      else if (request.dataBytes >= BLK_EARLY_NOTIFY_BYTES) activation.notifyIfNeeded(request.queue);
     }
     this.release(request);
   }
@@ -877,11 +877,11 @@ export class VirtioBlock implements VirtioDevice {
    * and one wake-up, as QEMU's thread-pool completion handler batches them; the last request in
    * flight interrupts at once, so a lone request (QD 1) waits for nothing.
    */
-  private notifyCompleted(index: number, queue: SplitQueue, activation: VirtioActivation): void {
+  private notifyCompleted(index: number, activation: VirtioActivation): void {
     // This request still holds its slot: more than one slot taken means others are in flight.
     if (BLK_QUEUE_SIZE - this.free[index]!.length <= 1) {
       this.notifyPending[index] = false;
-      if (queue.needsNotification()) activation.interrupt.signalQueue(index);
+      activation.notifyIfNeeded(index);
       return;
     }
     this.notifyPending[index] = true;
@@ -896,8 +896,7 @@ export class VirtioBlock implements VirtioDevice {
     for (let index = 0; index < this.notifyPending.length; index++) {
       if (!this.notifyPending[index]) continue;
       this.notifyPending[index] = false;
-      const queue = activation?.queues[index];
-      if (activation !== undefined && queue !== undefined && queue.needsNotification()) activation.interrupt.signalQueue(index);
+      activation?.notifyIfNeeded(index);
     }
   };
 

@@ -71,6 +71,13 @@ export interface VirtioActivation {
   /** The negotiated features. */
   readonly features: bigint;
   readonly interrupt: VirtioInterrupt;
+  /**
+   * Send queue `queueIndex`'s used buffer notification if the driver wants one for the buffers
+   * used since the last check (SplitQueue.needsNotification: EVENT_IDX's used_event, or
+   * VIRTQ_AVAIL_F_NO_INTERRUPT, §2.7.7). What a device calls after returning buffers;
+   * interrupt.signalQueue notifies unconditionally.
+   */
+  notifyIfNeeded(queueIndex: number): void;
   /** Report a driver error the device cannot recover from: the transport sets DEVICE_NEEDS_RESET. */
   fail(reason: string): void;
 }

@@ -83,6 +83,6 @@ export class VirtioRng implements VirtioDevice {
       }
       if (!queue.enableNotification()) break;
     }
-    if (queue.needsNotification()) activation.interrupt.signalQueue(RNG_REQUEST_QUEUE);
+    activation.notifyIfNeeded(RNG_REQUEST_QUEUE);
   }
 }

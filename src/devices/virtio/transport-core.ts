@@ -260,6 +260,9 @@ export abstract class VirtioTransportCore {
       queues: this.queues,
       features,
       interrupt: this.interrupt,
+      notifyIfNeeded: (i) => {
+        if (this.queues[i]?.needsNotification() === true) this.deliverQueueInterrupt(i);
+      },
       fail: (reason) => this.fail(`${this.device.name}: ${reason}`),
     };
     this.guarded('to activate', () => this.device.activate(activation));

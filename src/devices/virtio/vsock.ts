@@ -210,7 +210,7 @@ export class VirtioVsock implements VirtioDevice {
       this.metrics.eventsLost++;
     }
     queue.addUsed(chain.head, fits ? VSOCK_EVENT_BYTES : 0);
-    if (queue.needsNotification()) activation.interrupt.signalQueue(VSOCK_EVENT_QUEUE);
+    activation.notifyIfNeeded(VSOCK_EVENT_QUEUE);
     return fits;
   }
 
@@ -284,7 +284,7 @@ export class VirtioVsock implements VirtioDevice {
       if (!queue.enableNotification()) break;
     }
     if (queue.failure !== undefined) this.fail(activation, queue.failure);
-    else if (queue.needsNotification()) activation.interrupt.signalQueue(VSOCK_TX_QUEUE);
+    else activation.notifyIfNeeded(VSOCK_TX_QUEUE);
   }
 
   /** Check one tx packet and hand it to the backend. Returns false when the device failed. */
@@ -374,7 +374,7 @@ export class VirtioVsock implements VirtioDevice {
       if (!backend.hasPendingRx() || !queue.enableNotification()) break;
     }
     if (queue.failure !== undefined) this.fail(activation, queue.failure);
-    else if (queue.needsNotification()) activation.interrupt.signalQueue(VSOCK_RX_QUEUE);
+    else activation.notifyIfNeeded(VSOCK_RX_QUEUE);
   }
 
   /** The device cannot go on: connections are dropped and the transport sets DEVICE_NEEDS_RESET. */
