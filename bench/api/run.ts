@@ -148,8 +148,8 @@ async function main(): Promise<number> {
   const env = detectVirtualization();
   ensureAptPackages(['qemu-system-x86'], stderrProgress);
   const guest = ensureDefaultGuest(stderrProgress);
-  const frozen = freeze(COMPILED_ROOT, guest.kernel, guest.initrd);
-  const measureJs = join(frozen.dir, 'dist', 'bench', 'api', 'measure.js');
+  const frozen = freeze(COMPILED_ROOT, guest.kernel, guest.initrd, 'api');
+  const measureJs = frozen.measure;
   say(`measuring a frozen copy of the compiled tsvmm and of the guest in ${frozen.dir}`);
   const spec: ApiMeasureSpec = {
     kernel: frozen.kernel,

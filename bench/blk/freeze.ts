@@ -10,9 +10,12 @@ import { copyFileSync, cpSync, existsSync, mkdirSync, rmSync, symlinkSync } from
 import { basename, dirname, join } from 'node:path';
 import { cacheDir } from '../../src/util/cache.js';
 
+/** The benchmark suites that freeze a copy: each has bench/<suite>/measure.js. */
+export type BenchSuite = 'blk' | 'net' | 'api';
+
 export interface Frozen {
   readonly dir: string;
-  /** measure.js inside the copy. */
+  /** The suite's measure.js inside the copy. */
   readonly measure: string;
   readonly kernel: string;
   readonly initrd: string;
@@ -27,10 +30,13 @@ export function packageRoot(compiledRoot: string): string {
   }
 }
 
-/** `compiledRoot` holds src/ and bench/ as tsc wrote them. */
-export function freeze(compiledRoot: string, kernel: string, initrd: string): Frozen {
+/**
+ * `compiledRoot` holds src/ and bench/ as tsc wrote them. The copy is named after `suite` (reports
+ * print its paths in the VMM's command line).
+ */
+export function freeze(compiledRoot: string, kernel: string, initrd: string, suite: BenchSuite): Frozen {
   const pkg = packageRoot(compiledRoot);
-  const dir = cacheDir('bench', `blk-${Date.now()}-${process.pid}`);
+  const dir = cacheDir('bench', `${suite}-${Date.now()}-${process.pid}`);
   mkdirSync(join(dir, 'guest'), { recursive: true });
   try {
     cpSync(join(compiledRoot, 'src'), join(dir, 'dist', 'src'), { recursive: true });
@@ -42,7 +48,7 @@ export function freeze(compiledRoot: string, kernel: string, initrd: string): Fr
     const i = join(dir, 'guest', basename(initrd));
     copyFileSync(kernel, k);
     copyFileSync(initrd, i);
-    return { dir, measure: join(dir, 'dist', 'bench', 'blk', 'measure.js'), kernel: k, initrd: i, remove: () => rmSync(dir, { recursive: true, force: true }) };
+    return { dir, measure: join(dir, 'dist', 'bench', suite, 'measure.js'), kernel: k, initrd: i, remove: () => rmSync(dir, { recursive: true, force: true }) };
   } catch (e) {
     rmSync(dir, { recursive: true, force: true });
     throw e;

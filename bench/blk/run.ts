@@ -73,7 +73,7 @@ async function main(): Promise<number> {
   if (vmms.includes('qemu')) ensureAptPackages(['qemu-system-x86'], stderrProgress);
   const guest = ensureDefaultGuest(stderrProgress);
   const initramfs = ensureBenchInitramfs(guest.initrd, stderrProgress);
-  const frozen = freeze(COMPILED_ROOT, guest.kernel, initramfs.path);
+  const frozen = freeze(COMPILED_ROOT, guest.kernel, initramfs.path, 'blk');
   say(`measuring a frozen copy of the compiled tsvmm and of the guest in ${frozen.dir}`);
   const spec: BlkMeasureSpec = {
     kernel: frozen.kernel,

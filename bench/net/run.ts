@@ -12,7 +12,7 @@
  * Where KVM boots stock Linux (hardware virtualization) it measures right here. Otherwise the
  * whole measurement runs inside ONE nested-host boot, so both VMMs share the same emulated machine.
  */
-import { dirname, join as joinPath, resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { detectVirtualization } from '../../src/host/environment.js';
@@ -84,8 +84,8 @@ async function main(): Promise<number> {
   const guest = ensureDefaultGuest(stderrProgress);
   // iperf3 in the guest (Debian's, with its libraries) and the same /usr/bin/iperf3 on the host.
   const initrd = ensureToolsInitramfs(guest.initrd, [IPERF3], stderrProgress);
-  const frozen = freeze(COMPILED_ROOT, guest.kernel, initrd);
-  const measureJs = joinPath(frozen.dir, 'dist', 'bench', 'net', 'measure.js');
+  const frozen = freeze(COMPILED_ROOT, guest.kernel, initrd, 'net');
+  const measureJs = frozen.measure;
   say(`measuring a frozen copy of the compiled tsvmm and of the guest in ${frozen.dir}`);
   const spec: NetMeasureSpec = {
     kernel: frozen.kernel,
