@@ -70,6 +70,16 @@ function runVcpu(data: VcpuData): void {
     // A blocking eventfd: read returns once the waiting side rang it, and resets it.
     readAt(data.answer, cells.address + COUNTER_BYTES, COUNTER_BYTES);
   };
+  // An epoll loop on the main thread ends only when `done` rings: ring it whatever happens here.
+  try {
+    measureTrips(data, trip);
+  } finally {
+    if (data.done >= 0) writeAt(data.done, cells.address, COUNTER_BYTES);
+  }
+}
+
+/** The warm-up and measured round trips; posts µs per round trip to the parent. */
+function measureTrips(data: VcpuData, trip: () => void): void {
   for (let i = 0; i < data.warmup; i++) trip();
   let elapsed = 0n;
   if (data.gapMs > 0) {
@@ -88,7 +98,6 @@ function runVcpu(data: VcpuData): void {
     elapsed = process.hrtime.bigint() - t0;
   }
   parentPort?.postMessage(Number(elapsed) / 1000 / data.roundTrips);
-  if (data.done >= 0) writeAt(data.done, cells.address, COUNTER_BYTES);
 }
 
 /** The waiting side in a synchronous epoll_wait loop, until the vCPU rings or `stop` is rung (on any thread). */
