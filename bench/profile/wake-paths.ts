@@ -9,6 +9,8 @@
  *   calling a koffi callback, Node-API entering JavaScript), how every device event arrives now;
  * - threadpool: EventFdPoller's fallback (epoll_wait on a libuv threadpool thread, then the main
  *   thread through uv_async_send);
+ * - held: EventFdPoller's held wait (TSVMM_POLLER=held): the main thread blocks in the poller's own
+ *   epoll_wait, the main loop's fd in the same set, and goes back to the loop only when it has work;
  * - epoll-thread: a worker thread of its own blocked in a synchronous epoll_wait through koffi:
  *   the kernel returns straight into the JavaScript that called it, as a QEMU iothread or a
  *   Firecracker event loop returns into its handler;
@@ -32,7 +34,7 @@ import { EventFd } from '../../src/kvm/eventfd.js';
 import { EFD_CLOEXEC, EPOLL_CTL_ADD, EPOLL_EVENT_DATA_OFFSET, EPOLL_EVENT_SIZE, close, epollCreate, epollCtl, eventfd, nativeCells, readAt, writeAt } from '../../src/kvm/libc.js';
 import { EventFdPoller } from '../../src/vmm/eventfd-poller.js';
 
-export const WAKE_PATHS = ['main-loop', 'threadpool', 'epoll-thread', 'epoll-main'] as const;
+export const WAKE_PATHS = ['main-loop', 'threadpool', 'held', 'epoll-thread', 'epoll-main'] as const;
 export type WakePath = (typeof WAKE_PATHS)[number];
 
 interface VcpuData {
@@ -138,7 +140,7 @@ export async function measureWakePath(path: WakePath, roundTrips: number, warmup
       waiter = new Worker(new URL(import.meta.url), { workerData: data });
     } else if (path !== 'epoll-main') {
       poller = new EventFdPoller(() => {}, path);
-      poller.add(ring, () => writeAt(answer, bell.address, COUNTER_BYTES));
+      poller.add(ring, () => writeAt(answer, bell.address, COUNTER_BYTES), { holdSafe: true });
       poller.start();
       if (poller.waitsOn !== path) throw new Error(`this process cannot wait on the ${path}`);
     }

@@ -391,7 +391,16 @@ export const EAGAIN = 11;
  * readable (main-loop-poll.ts), so it never blocks.
  */
 export function epollWaitNow(epfd: number, events: Buffer): number {
-  const n = c.epollWait(epfd, events, Math.floor(events.length / EPOLL_EVENT_SIZE), 0) as number;
+  return epollWaitBlocking(epfd, events, 0);
+}
+
+/**
+ * epoll_wait(2) on the calling thread, blocking it up to `timeoutMs` (-1: without limit): the
+ * events ready (at most as many as `events` holds), 0 on timeout, -1 on failure (EINTR). Only for
+ * a thread whose job is to wait there: EventFdPoller's held wait (eventfd-poller.ts).
+ */
+export function epollWaitBlocking(epfd: number, events: Buffer, timeoutMs: number): number {
+  const n = c.epollWait(epfd, events, Math.floor(events.length / EPOLL_EVENT_SIZE), timeoutMs) as number;
   return n < 0 ? -1 : n;
 }
 

@@ -40,6 +40,8 @@ interface LibuvBinding {
   close: (handle: unknown, cb: unknown) => void;
   pollCallbackType: koffi.IKoffiCType;
   closeCallbackType: koffi.IKoffiCType;
+  backendFd: (loop: unknown) => number;
+  backendTimeout: (loop: unknown) => number;
 }
 
 let binding: LibuvBinding | null | undefined;
@@ -67,6 +69,8 @@ function libuv(): LibuvBinding | null {
       pollStart: self.func('int uv_poll_start(void *handle, int events, tsvmm_uv_poll_cb *cb)'),
       pollStop: self.func('int uv_poll_stop(void *handle)'),
       close: self.func('void uv_close(void *handle, tsvmm_uv_close_cb *cb)'),
+      backendFd: self.func('int uv_backend_fd(void *loop)'),
+      backendTimeout: self.func('int uv_backend_timeout(void *loop)'),
       pollCallbackType: koffi.pointer(pollCallback),
       closeCallbackType: koffi.pointer(closeCallback),
     };
@@ -95,6 +99,26 @@ export interface MainLoopFdWatch {
 /** Whether this process can watch fds on the main thread's loop (watchFdOnMainLoop gives a watch). */
 export function canWatchOnMainLoop(): boolean {
   return libuv() !== null;
+}
+
+/**
+ * The main loop's own wait, for a caller that waits in its place (EventFdPoller's held wait): the
+ * epoll fd libuv blocks on (readable when the loop has I/O, an async wake-up or a signal to
+ * handle), and how long the loop would block now (uv_backend_timeout: ms until the next timer as
+ * of the loop's last time update, 0 when it has work pending such as immediates, -1 for no limit).
+ */
+export interface MainLoopBackend {
+  readonly fd: number;
+  timeout(): number;
+}
+
+/** The main loop's backend, or undefined where canWatchOnMainLoop() is false. */
+export function mainLoopBackend(): MainLoopBackend | undefined {
+  const uv = libuv();
+  if (uv === null) return undefined;
+  const loop = uv.loop;
+  const timeout = uv.backendTimeout;
+  return { fd: uv.backendFd(loop), timeout: () => timeout(loop) };
 }
 
 /**

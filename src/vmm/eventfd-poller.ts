@@ -43,7 +43,7 @@
  * hung-up socket would otherwise wake the poller forever.
  */
 import { EventFd } from '../kvm/eventfd.js';
-import { type MainLoopFdWatch, UV_DISCONNECT, UV_READABLE, UV_WRITABLE, canWatchOnMainLoop, watchFdOnMainLoop } from '../kvm/main-loop-poll.js';
+import { type MainLoopBackend, type MainLoopFdWatch, UV_DISCONNECT, UV_READABLE, UV_WRITABLE, canWatchOnMainLoop, mainLoopBackend, watchFdOnMainLoop } from '../kvm/main-loop-poll.js';
 import {
   EPOLLERR,
   EPOLLHUP,
@@ -59,6 +59,7 @@ import {
   epollCreate,
   epollCtl,
   epollWaitAsync,
+  epollWaitBlocking,
   epollWaitNow,
 } from '../kvm/libc.js';
 
@@ -68,6 +69,33 @@ const MAX_EVENTS_PER_WAKE = 32;
 const MAX_CONSECUTIVE_FAILURES = 100;
 /** Token of the poller's own stop eventfd. */
 const STOP_TOKEN = 0;
+/** Token of the main loop's backend fd in the epoll set, in the held wait (no watch has it: tokens are small indices). */
+const LOOP_TOKEN = 0xffffffff;
+/**
+ * Longest the held wait stays away from the main loop (ms). Handlers not marked holdSafe end the
+ * hold, so what they queue runs at once; this bounds the wait of anything a holdSafe handler
+ * queued against the rules, at the price of one loop turn per second when idle.
+ */
+const HOLD_MAX_MS = 1000;
+
+/** How the poller waits for events (see the constructor). */
+export type PollerWait = 'main-loop' | 'threadpool' | 'held';
+
+/** Per watch: whether its handler may run inside the held wait (see EventFdPoller.add). */
+export interface WatchOptions {
+  /**
+   * The handler queues no promise continuation and no process.nextTick callback (timers,
+   * setImmediate and I/O callbacks are fine): the held wait may run it and go on waiting. Other
+   * handlers end the hold, so what they queued runs before the next wait.
+   */
+  readonly holdSafe?: boolean;
+}
+
+/** TSVMM_POLLER=held (or main-loop, threadpool) chooses the default wait. */
+function defaultWait(): PollerWait {
+  const chosen = process.env['TSVMM_POLLER'];
+  return chosen === 'held' || chosen === 'threadpool' ? chosen : 'main-loop';
+}
 
 interface EventFdWatch {
   readonly kind: 'eventfd';
@@ -75,6 +103,7 @@ interface EventFdWatch {
   readonly onSignal: () => void;
   /** The main loop's own watch of this eventfd (main-loop mode); undefined when it is in the epoll set. */
   readonly loopWatch: MainLoopFdWatch | undefined;
+  readonly holdSafe: boolean;
 }
 
 /** Called on the main thread with the ready events (EPOLLIN, EPOLLOUT, EPOLLERR, EPOLLHUP bits). */
@@ -106,6 +135,7 @@ class FdWatchEntry implements FdWatch {
     readonly fd: number,
     readonly token: number,
     readonly onReady: FdReadyHandler,
+    readonly holdSafe: boolean,
   ) {}
 
   setEvents(events: number): void {
@@ -158,37 +188,53 @@ export class EventFdPoller {
   private loopWatch: MainLoopFdWatch | undefined;
   /** Eventfds and watched fds get a main-loop watch of their own (decided once, in the constructor). */
   private readonly eventFdsOnLoop: boolean;
+  /** The held wait's view of the main loop (held mode where this process can have it). */
+  private readonly loopBackend: MainLoopBackend | undefined;
+  /** Held mode: readable whenever the poller is out of its hold, so the main loop calls it back at once. */
+  private reenter: EventFd | undefined;
+  /** Inside hold(): the main thread waits in this poller's epoll set. */
+  private holding = false;
+  /** Set by handle(): what it dispatched wants the main loop to run before the next wait. */
+  private leaveHold = false;
+  /** Times the held wait was entered from the main loop (for tests and profiling). */
+  holds = 0;
 
   /**
    * `wait` chooses how the poller waits: 'main-loop' (the default) has Node's own event loop watch
    * the epoll fd where that is possible (main-loop-poll.ts: the main thread, with libuv's symbols)
    * and falls back to 'threadpool' elsewhere; 'threadpool' always waits in epoll_wait on a libuv
-   * threadpool thread (tests run the poller's behaviour against both).
+   * threadpool thread; 'held' (experimental) has the main thread wait in this poller's epoll set
+   * itself, with the main loop's fd in it, and falls back like 'main-loop' (see hold()). The
+   * default comes from TSVMM_POLLER. Tests run the poller's behaviour against all three.
    */
   constructor(
     private readonly onError: (error: Error) => void = () => {},
-    private readonly wait: 'main-loop' | 'threadpool' = 'main-loop',
+    private readonly wait: PollerWait = defaultWait(),
   ) {
     this.epfd = epollCreate();
     epollCtl(this.epfd, EPOLL_CTL_ADD, this.stopFd.fd, STOP_TOKEN);
     this.eventFdsOnLoop = wait === 'main-loop' && canWatchOnMainLoop();
+    this.loopBackend = wait === 'held' ? mainLoopBackend() : undefined;
   }
 
-  /** How the poller waits for events now: on the main loop, or on a threadpool thread (once started). */
-  get waitsOn(): 'main-loop' | 'threadpool' {
-    return this.loopWatch !== undefined ? 'main-loop' : 'threadpool';
+  /** How the poller waits for events now: on the main loop, held on the main thread, or on a threadpool thread (once started). */
+  get waitsOn(): PollerWait {
+    if (this.loopWatch === undefined) return 'threadpool';
+    return this.reenter !== undefined ? 'held' : 'main-loop';
   }
 
   /** Call `onSignal` on the main thread each time `eventFd` is signalled (coalesced: once per batch of signals). */
-  add(eventFd: EventFd, onSignal: () => void): void {
+  add(eventFd: EventFd, onSignal: () => void, options: WatchOptions = {}): void {
     if (this.closing) throw new Error('the eventfd poller is closed');
     const token = this.watches.length;
+    const holdSafe = options.holdSafe === true;
     if (this.eventFdsOnLoop) {
       const watch: EventFdWatch = {
         kind: 'eventfd',
         eventFd,
         onSignal,
         loopWatch: watchFdOnMainLoop(eventFd.fd, (status) => this.onEventFdReadable(watch, status), (e) => this.onError(e)),
+        holdSafe,
       };
       if (watch.loopWatch !== undefined) {
         this.watches.push(watch);
@@ -196,7 +242,7 @@ export class EventFdPoller {
         return;
       }
     }
-    this.watches.push({ kind: 'eventfd', eventFd, onSignal, loopWatch: undefined });
+    this.watches.push({ kind: 'eventfd', eventFd, onSignal, loopWatch: undefined, holdSafe });
     epollCtl(this.epfd, EPOLL_CTL_ADD, eventFd.fd, token);
   }
 
@@ -217,10 +263,10 @@ export class EventFdPoller {
    * must read until EAGAIN, or switch the interest off, or it is called again at once). With
    * `events` 0 (the default) nothing is watched until setEvents(). An fd is watched at most once.
    */
-  watchFd(fd: number, onReady: FdReadyHandler, events = 0): FdWatch {
+  watchFd(fd: number, onReady: FdReadyHandler, events = 0, options: WatchOptions = {}): FdWatch {
     if (this.closing) throw new Error('the eventfd poller is closed');
     if (this.watches.some((w) => w?.kind === 'fd' && w.fd === fd)) throw new Error(`fd ${fd} is already watched`);
-    const watch = new FdWatchEntry(this, fd, this.watches.length, onReady);
+    const watch = new FdWatchEntry(this, fd, this.watches.length, onReady, options.holdSafe === true);
     // On the main loop the fd gets a poll handle of its own, as the eventfds do: a ready tap then
     // reaches its handler directly, without the zero-timeout epoll_wait on the shared epoll fd.
     if (this.eventFdsOnLoop) watch.loopWatch = watchFdOnMainLoop(fd, (status, ready) => this.onFdReady(watch, status, ready), (e) => this.onError(e));
@@ -285,7 +331,8 @@ export class EventFdPoller {
     if (this.running || this.closing) return;
     this.running = true;
     this.stopped = new Promise<void>((resolve) => (this.resolveStopped = resolve));
-    if (this.wait === 'main-loop') {
+    if (this.loopBackend !== undefined) this.startHeld(this.loopBackend);
+    else if (this.wait === 'main-loop') {
       this.loopWatch = watchFdOnMainLoop(this.epfd, (status) => this.onLoopReadable(status), (e) => this.onError(e));
     }
     if (this.loopWatch !== undefined) {
@@ -322,6 +369,7 @@ export class EventFdPoller {
     this.closed = true;
     close(this.epfd);
     this.stopFd.close();
+    this.reenter?.close();
   }
 
   /** Start every eventfd's and fd's own loop watch, each fd with its interest (none: stays stopped). */
@@ -374,6 +422,74 @@ export class EventFdPoller {
     }
   }
 
+  /**
+   * Held mode: the main loop watches only `reenter`, an eventfd kept readable while the poller is
+   * out of its hold, so each loop turn calls hold() at once; the device fds and the loop's own fd
+   * sit in this poller's epoll set, where hold() waits.
+   */
+  private startHeld(backend: MainLoopBackend): void {
+    const reenter = new EventFd();
+    const watch = watchFdOnMainLoop(reenter.fd, () => this.hold(backend), (e) => this.onError(e));
+    if (watch === undefined) {
+      reenter.close();
+      return;
+    }
+    epollCtl(this.epfd, EPOLL_CTL_ADD, backend.fd, LOOP_TOKEN);
+    reenter.signal();
+    this.reenter = reenter;
+    this.loopWatch = watch;
+  }
+
+  /**
+   * The held wait: block the main thread in epoll_wait on this poller's set, where the device fds
+   * and the main loop's backend fd are, and run device handlers as their events come, without going
+   * back to the loop in between; go back when the loop has work: its fd is readable, a timer is due
+   * (uv_backend_timeout, counted from the hold's start, since the loop's clock stands still while
+   * we hold), it has immediates pending (timeout 0), a handler not marked holdSafe ran, or the
+   * poller was paused or closed.
+   *
+   * Why: inside the emulated nested host a wake-up that returns from a synchronous epoll_wait into
+   * the JavaScript that called it costs hundreds of µs less than one through libuv, a koffi callback
+   * and Node-API, when it comes after an idle pause, as a ping's does (bench/profile/wake-paths.ts,
+   * path held); back-to-back events cost the same either way.
+   */
+  private hold(backend: MainLoopBackend): void {
+    const reenter = this.reenter!;
+    if (this.closing || this.paused || this.holding) return;
+    let timeout = backend.timeout();
+    if (timeout === 0) return; // the loop has work now: come back on its next turn (reenter stays readable)
+    this.holds++;
+    // Not readable while we hold: the loop's fd, in our set, would report it and end the hold.
+    reenter.reset();
+    this.holding = true;
+    const start = performance.now();
+    let deadline = start + (timeout < 0 ? HOLD_MAX_MS : Math.min(timeout, HOLD_MAX_MS));
+    timeout = Math.ceil(deadline - start);
+    try {
+      for (;;) {
+        const n = epollWaitBlocking(this.epfd, this.events, timeout);
+        if (n === 0) break; // a timer is due, or the idle bound
+        this.leaveHold = false;
+        if (!this.handle(n)) {
+          // The poller gave up after repeated failures: stop being called back.
+          this.loopWatch?.stop();
+          break;
+        }
+        if (this.leaveHold || this.closing || this.paused) break;
+        // A handler may have set an immediate (the loop then wants to run: timeout 0) or a timer
+        // (due that long after the loop's clock, which stands where the hold started).
+        const loopTimeout = backend.timeout();
+        if (loopTimeout === 0) break;
+        if (loopTimeout > 0) deadline = Math.min(deadline, start + loopTimeout);
+        timeout = Math.ceil(deadline - performance.now());
+        if (timeout <= 0) break;
+      }
+    } finally {
+      this.holding = false;
+      if (!this.closed) reenter.signal();
+    }
+  }
+
   private waitOnThreadpool(): void {
     epollWaitAsync(this.epfd, this.events, -1, (n) => this.onThreadpoolWait(n));
   }
@@ -415,12 +531,18 @@ export class EventFdPoller {
       for (let i = 0; i < n; i++) {
         // Tokens are small indices: the low half of the 64-bit data field is enough, and reading it allocates no BigInt.
         const token = events.readUInt32LE(i * EPOLL_EVENT_SIZE + EPOLL_EVENT_DATA_OFFSET);
+        if (token === LOOP_TOKEN) {
+          // Held wait: the main loop has work (a vCPU exit's wake-up, a socket, a threadpool result).
+          this.leaveHold = true;
+          continue;
+        }
         const watch = this.watches[token];
         if (watch === undefined) {
           // epoll is level-triggered: drain what nobody handles (a stray stop signal) or it fires forever.
           if (token === STOP_TOKEN) this.stopFd.reset();
           continue;
         }
+        if (!watch.holdSafe) this.leaveHold = true;
         try {
           if (watch.kind === 'fd') {
             // An earlier handler of this batch may have switched the interest off meanwhile.

@@ -106,10 +106,14 @@ export class VirtioMmioDevices {
       this.plugged.push(plugged);
       for (const d of transport.queueDoorbells(base)) {
         const doorbell = doorbells[d.queue]!;
-        this.options.poller.add(doorbell, () => {
-          this.doorbellWakeups++;
-          transport.notifyQueue(d.queue);
-        });
+        this.options.poller.add(
+          doorbell,
+          () => {
+            this.doorbellWakeups++;
+            transport.notifyQueue(d.queue);
+          },
+          { holdSafe: device.holdSafe === true },
+        );
         const spec: IoeventfdSpec = { fd: doorbell.fd, addr: d.addr, len: d.len, pio: false, datamatch: d.datamatch };
         try {
           this.options.vm.registerIoeventfd(spec);

@@ -148,10 +148,14 @@ export class VirtioPciDevices {
     });
     try {
       doorbells.forEach((doorbell, queue) =>
-        this.poller.add(doorbell, () => {
-          this.doorbellWakeups++;
-          transport.notifyQueue(queue);
-        }),
+        this.poller.add(
+          doorbell,
+          () => {
+            this.doorbellWakeups++;
+            transport.notifyQueue(queue);
+          },
+          { holdSafe: device.holdSafe === true },
+        ),
       );
       this.plugged.push({ transport, doorbells, registered, msi, slot });
       // Placing BAR 0 maps it and calls moveDoorbells, which registers the ioeventfds.

@@ -1,8 +1,9 @@
 /**
  * The poller that wakes the main thread for ioeventfds and watched fds: signals reach their
  * handler, and a paused poller holds them (a paused VM's devices stay quiet) without losing any.
- * Every behaviour is checked with both ways of waiting: on Node's main loop (the default) and in
- * epoll_wait on a threadpool thread (the fallback off the main thread).
+ * Every behaviour is checked with each way of waiting: on Node's main loop (the default), in
+ * epoll_wait on a threadpool thread (the fallback off the main thread), and held on the main
+ * thread in the poller's own epoll_wait (experimental, TSVMM_POLLER=held).
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -32,9 +33,13 @@ test('on the main thread the poller waits on the main loop by default', async ()
   pooled.start();
   assert.equal(pooled.waitsOn, 'threadpool');
   await pooled.close();
+  const held = new EventFdPoller(undefined, 'held');
+  held.start();
+  assert.equal(held.waitsOn, 'held');
+  await held.close();
 });
 
-for (const mode of ['main-loop', 'threadpool'] as const) {
+for (const mode of ['main-loop', 'threadpool', 'held'] as const) {
   test(`${mode}: a signalled eventfd calls its handler on the main thread`, async () => {
     const poller = new EventFdPoller(undefined, mode);
     const fd = new EventFd();
@@ -144,6 +149,110 @@ for (const mode of ['main-loop', 'threadpool'] as const) {
       assert.equal(handled, 2000);
     } finally {
       // A started poller keeps the process alive: a failed assertion must not hang the file.
+      await poller.close();
+      fd.close();
+    }
+  });
+
+  test(`${mode}: what a handler not marked holdSafe queues (a promise continuation) runs before the next event's handler`, async () => {
+    const poller = new EventFdPoller(undefined, mode);
+    const a = new EventFd();
+    const b = new EventFd();
+    const order: string[] = [];
+    poller.add(a, () => {
+      order.push('a');
+      void Promise.resolve().then(() => order.push('continuation'));
+      b.signal();
+    });
+    poller.add(b, () => order.push('b'), { holdSafe: true });
+    poller.start();
+    try {
+      a.signal();
+      await until(() => order.length === 3);
+      assert.deepEqual(order, ['a', 'continuation', 'b']);
+    } finally {
+      await poller.close();
+      a.close();
+      b.close();
+    }
+  });
+
+  test(`${mode}: an immediate set by a holdSafe handler runs before the next event's handler`, async () => {
+    const poller = new EventFdPoller(undefined, mode);
+    const a = new EventFd();
+    const b = new EventFd();
+    const order: string[] = [];
+    poller.add(
+      a,
+      () => {
+        order.push('a');
+        setImmediate(() => order.push('immediate'));
+        b.signal();
+      },
+      { holdSafe: true },
+    );
+    poller.add(b, () => order.push('b'), { holdSafe: true });
+    poller.start();
+    try {
+      a.signal();
+      await until(() => order.length === 3);
+      assert.deepEqual(order, ['a', 'immediate', 'b']);
+    } finally {
+      await poller.close();
+      a.close();
+      b.close();
+    }
+  });
+
+  test(`${mode}: a timer fires while holdSafe events keep coming, not after them`, async () => {
+    const poller = new EventFdPoller(undefined, mode);
+    const fd = new EventFd();
+    const ack = new Int32Array(new SharedArrayBuffer(4));
+    const total = 600;
+    let handled = 0;
+    let handledWhenTimerFired = -1;
+    let timer: NodeJS.Timeout | undefined;
+    poller.add(
+      fd,
+      () => {
+        handled++;
+        // Set from the handler, as a device sets one (the worker's start-up would outlast one set before).
+        if (handled === 1) timer = setTimeout(() => (handledWhenTimerFired = handled), 30);
+        Atomics.store(ack, 0, handled);
+        Atomics.notify(ack, 0);
+      },
+      { holdSafe: true },
+    );
+    poller.start();
+    // 600 signals, each answered before the next, a 1 ms pause every 2: well over the timer's 30 ms.
+    const writer = new Worker(
+      `const { workerData } = require('node:worker_threads');
+       const fs = require('node:fs');
+       const ack = new Int32Array(workerData.ack);
+       const pause = new Int32Array(new SharedArrayBuffer(4));
+       const one = Buffer.alloc(8); one.writeBigUInt64LE(1n);
+       for (let i = 1; i <= workerData.total; i++) {
+         if (i % 2 === 0) Atomics.wait(pause, 0, 0, 1);
+         fs.writeSync(workerData.fd, one);
+         const deadline = Date.now() + 5000;
+         for (let seen = Atomics.load(ack, 0); seen < i; seen = Atomics.load(ack, 0)) {
+           if (Date.now() > deadline) throw new Error('signal ' + i + ' not handled');
+           Atomics.wait(ack, 0, seen, 100);
+         }
+       }`,
+      { eval: true, workerData: { fd: fd.fd, ack: ack.buffer, total } },
+    );
+    try {
+      const exit = await new Promise<number>((resolve, reject) => {
+        writer.once('error', reject);
+        writer.once('exit', resolve);
+      });
+      assert.equal(exit, 0);
+      assert.equal(handled, total);
+      assert.ok(handledWhenTimerFired > 0 && handledWhenTimerFired < total, `the timer fired after ${handledWhenTimerFired} of ${total} signals`);
+      if (mode === 'held') assert.ok(poller.holds < total, `${poller.holds} holds for ${total} holdSafe signals: they should share holds`);
+    } finally {
+      clearTimeout(timer);
       await poller.close();
       fd.close();
     }

@@ -299,6 +299,8 @@ class BlockRequest {
 
 export class VirtioBlock implements VirtioDevice {
   readonly deviceType = VIRTIO_ID_BLOCK;
+  /** Its queue and backend handlers queue no promise continuation or nextTick (VirtioDevice.holdSafe). */
+  readonly holdSafe = true;
   readonly name: string;
   readonly deviceFeatures: bigint;
   readonly queueMaxSizes: readonly number[];

@@ -103,4 +103,10 @@ export interface VirtioDevice {
   processQueue(index: number): void;
   /** The driver reset the device: drop the activation and any state derived from it. */
   reset(): void;
+  /**
+   * processQueue queues no promise continuation and no process.nextTick callback (timers,
+   * setImmediate and I/O callbacks are fine), so the VMM's held wait (EventFdPoller, WatchOptions)
+   * may run it without going back to the event loop. Absent: false.
+   */
+  readonly holdSafe?: boolean;
 }

@@ -131,7 +131,7 @@ export interface NetFdWatch {
 
 /** What tells the device its backend is readable or writable: the VMM's EventFdPoller. */
 export interface NetReadiness {
-  watchFd(fd: number, onReady: (events: number) => void, events?: number): NetFdWatch;
+  watchFd(fd: number, onReady: (events: number) => void, events?: number, options?: { readonly holdSafe?: boolean }): NetFdWatch;
 }
 
 export interface VirtioNetOptions {
@@ -222,6 +222,8 @@ const AGAIN = -1;
 
 export class VirtioNet implements VirtioDevice {
   readonly deviceType = VIRTIO_ID_NET;
+  /** Its queue and backend handlers queue no promise continuation or nextTick (VirtioDevice.holdSafe). */
+  readonly holdSafe = true;
   readonly name: string;
   readonly deviceFeatures: bigint;
   readonly queueMaxSizes: readonly number[] = [NET_QUEUE_SIZE, NET_QUEUE_SIZE];
@@ -304,7 +306,7 @@ export class VirtioNet implements VirtioDevice {
     view.setUint16(NET_CONFIG_MAX_VIRTQUEUE_PAIRS, 1, true);
     view.setUint16(NET_CONFIG_MTU, options.mtu ?? 0, true);
     for (let i = 0; i < NET_QUEUE_SIZE; i++) this.rxChains.push(new DescriptorChain(4));
-    this.watch = options.readiness.watchFd(this.fd, (events) => this.onReady(events));
+    this.watch = options.readiness.watchFd(this.fd, (events) => this.onReady(events), 0, { holdSafe: true });
   }
 
   readConfig(offset: number, data: Uint8Array): void {

@@ -31,6 +31,8 @@ export interface VirtioRngOptions {
 
 export class VirtioRng implements VirtioDevice {
   readonly deviceType = VIRTIO_ID_ENTROPY;
+  /** Its queue and backend handlers queue no promise continuation or nextTick (VirtioDevice.holdSafe). */
+  readonly holdSafe = true;
   readonly name = 'virtio-rng';
   readonly deviceFeatures = 0n;
   readonly queueMaxSizes: readonly number[] = [RNG_QUEUE_SIZE];
