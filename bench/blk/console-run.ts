@@ -158,7 +158,7 @@ export function runConsole(o: ConsoleRunOptions): Promise<ConsoleRunEnd> {
     let spawnError: string | undefined;
 
     // TSVMM_STOP_REPORT: tsvmm stopped by the timeout's SIGTERM prints its devices' state (QEMU ignores it).
-    const child = spawn(o.invocation.command, [...o.invocation.args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TSVMM_STOP_REPORT: '1' } });
+    const child = spawn(o.invocation.command, [...o.invocation.args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...o.invocation.env, TSVMM_STOP_REPORT: '1' } });
     const pid = child.pid;
     const mark = (): Mark => ({ at: since(), cpu: pid === undefined ? undefined : cpuSnapshot(pid), kvm: pid === undefined ? undefined : kvmStatsSnapshot(pid) });
 

@@ -9,6 +9,7 @@
  * when given, else to stdout as BLK-RESULT lines (result-lines.ts): inside the nested host the
  * console is the only way out.
  */
+import type { PollerWait } from '../../src/vmm/eventfd-poller.js';
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os';
@@ -49,6 +50,8 @@ export interface BlkMeasureSpec {
   readonly out?: string;
   /** Where tsvmm writes its main thread's CPU profiles (--profile-vmm). */
   readonly vmmProfileDir?: string;
+  /** How tsvmm's EventFdPoller waits (--tsvmm-poller). */
+  readonly tsvmmPoller?: PollerWait;
   readonly outer?: OuterEnvironment;
   readonly outerSummary?: string;
   readonly tsvmmRevision?: string;
@@ -163,7 +166,7 @@ export async function measure(spec: BlkMeasureSpec, partial?: PartialResultSink)
     log(`writing the ${spec.imageMib} MiB raw image ${image} (${fsTypeOf(image)})`);
     imageFillSeconds = writeImage(image, spec.imageMib);
     log(`  written in ${imageFillSeconds.toFixed(1)} s`);
-    const guest: GuestSpec = { kernel, initrd, cmdline, vcpus: spec.vcpus, memoryMib: spec.memoryMib, image, ...(spec.vmmProfileDir !== undefined ? { nodeArgs: profileNodeArgs(spec.vmmProfileDir) } : {}) };
+    const guest: GuestSpec = { kernel, initrd, cmdline, vcpus: spec.vcpus, memoryMib: spec.memoryMib, image, ...(spec.vmmProfileDir !== undefined ? { nodeArgs: profileNodeArgs(spec.vmmProfileDir) } : {}), ...(spec.tsvmmPoller !== undefined ? { poller: spec.tsvmmPoller } : {}) };
     const timeoutMs = BOOT_ALLOWANCE_MS + jobs.length * (spec.runtimeSeconds * 1000 + JOB_ALLOWANCE_MS);
     const qemuCpu = { model: QEMU_CPU_MODELS[0]! };
     const order = bootOrder(spec.rounds, spec.vmms);
@@ -213,6 +216,7 @@ export async function measure(spec: BlkMeasureSpec, partial?: PartialResultSink)
         jobs: jobs.map((j) => j.name),
         vmms: spec.vmms,
         ...(spec.tsvmmRevision !== undefined ? { tsvmmRevision: spec.tsvmmRevision } : {}),
+        ...(spec.tsvmmPoller !== undefined ? { tsvmmPoller: spec.tsvmmPoller } : {}),
         ...(imageFillSeconds !== undefined ? { imageFillSeconds } : {}),
       },
       runs,

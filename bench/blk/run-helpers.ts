@@ -26,6 +26,8 @@ export const COMMON_OPTIONS = {
   report: { type: 'string' },
   /** Profile the tsvmm processes' main thread and leave their .cpuprofile files in this folder. */
   'profile-vmm': { type: 'string' },
+  /** How tsvmm's EventFdPoller waits (TSVMM_POLLER: main-loop, threadpool, held); default: tsvmm's own. */
+  'tsvmm-poller': { type: 'string' },
 } as const;
 
 /**

@@ -4,7 +4,7 @@
  * bench/results/blk-<date>.md (with the raw result as JSON and the charts as SVG).
  *
  *   node dist/bench/blk/run.js [--cpus N] [--mem MIB] [--runtime S] [--idle S] [--warmup S] [--rounds N] [--image-mib MIB]
- *                              [--jobs NAME,…] [--only tsvmm,qemu] [--image-dir DIR] [--out-dir DIR] [--profile-vmm DIR]
+ *                              [--jobs NAME,…] [--only tsvmm,qemu] [--image-dir DIR] [--out-dir DIR] [--profile-vmm DIR] [--tsvmm-poller held]
  *   node dist/bench/blk/run.js --report FILE.json [--out-dir DIR]      (re-render a report)
  *
  * Where KVM boots stock Linux (hardware virtualization) it measures right here. Otherwise the
@@ -13,6 +13,7 @@
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { pollerOption } from './vmms.js';
 import { detectVirtualization } from '../../src/host/environment.js';
 import { ensureAptPackages } from '../../src/image/debian.js';
 import { ensureDefaultGuest } from '../../src/image/default-guest.js';
@@ -68,6 +69,7 @@ async function main(): Promise<number> {
   const warmupSeconds = positiveInt(values.warmup, DEFAULT_WARMUP_SECONDS, '--warmup', 0);
 
   const profileDir = sharedWritableDir(values['profile-vmm'], '--profile-vmm');
+  const poller = pollerOption(values['tsvmm-poller']);
   const started = Date.now();
   const env = detectVirtualization();
   if (vmms.includes('qemu')) ensureAptPackages(['qemu-system-x86'], stderrProgress);
@@ -93,6 +95,7 @@ async function main(): Promise<number> {
     qemu: QEMU,
     tsvmmRevision: revision([pkg, process.cwd()]),
     ...(profileDir !== undefined ? { vmmProfileDir: profileDir } : {}),
+    ...(poller !== undefined ? { tsvmmPoller: poller } : {}),
   };
 
   let result: BlkResult;

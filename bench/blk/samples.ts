@@ -102,6 +102,8 @@ export interface BlkConfig {
   readonly jobs: readonly string[];
   readonly vmms: readonly VmmKind[];
   readonly tsvmmRevision?: string;
+  /** tsvmm's EventFdPoller wait when the run chose one (--tsvmm-poller). */
+  readonly tsvmmPoller?: string;
   /** Seconds spent writing the image before the first boot. */
   readonly imageFillSeconds?: number;
 }

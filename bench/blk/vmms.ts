@@ -14,6 +14,7 @@
  * - machine: QEMU `-M q35` (virtio-blk-pci needs a PCI machine; microvm has PCI only as an
  *   option). It boots through SeaBIOS, which costs boot time but nothing once fio runs.
  */
+import type { PollerWait } from '../../src/vmm/eventfd-poller.js';
 
 export interface GuestSpec {
   readonly kernel: string;
@@ -24,11 +25,27 @@ export interface GuestSpec {
   readonly image: string;
   /** node flags for the tsvmm process (bench --profile-vmm). */
   readonly nodeArgs?: readonly string[];
+  /** How tsvmm's EventFdPoller waits (TSVMM_POLLER; bench --tsvmm-poller); absent: its default. */
+  readonly poller?: PollerWait;
 }
 
 export interface Invocation {
   readonly command: string;
   readonly args: readonly string[];
+  /** Added to the environment the VMM process inherits. */
+  readonly env?: Readonly<Record<string, string>>;
+}
+
+/** The environment for tsvmm's process that `g` asks for. */
+export function tsvmmEnv(g: BootSpec): Readonly<Record<string, string>> | undefined {
+  return g.poller !== undefined ? { TSVMM_POLLER: g.poller } : undefined;
+}
+
+/** --tsvmm-poller's value, checked. */
+export function pollerOption(value: string | undefined): PollerWait | undefined {
+  if (value === undefined) return undefined;
+  if (value === 'main-loop' || value === 'threadpool' || value === 'held') return value;
+  throw new Error(`--tsvmm-poller takes main-loop, threadpool or held, not '${value}'`);
 }
 
 /** The guest without its drive: what every benchmark's guest has. */
@@ -56,7 +73,8 @@ export function tsvmmRunArgs(cli: string, g: BootSpec): string[] {
 
 export function tsvmmInvocation(node: string, cli: string, g: GuestSpec): Invocation {
   if (g.image.includes(',')) throw new Error(`the image path ${g.image} contains a comma, which --disk cannot take`);
-  return { command: node, args: [...tsvmmRunArgs(cli, g), '--disk', `${g.image},id=bench,cache=unsafe`] };
+  const env = tsvmmEnv(g);
+  return { command: node, args: [...tsvmmRunArgs(cli, g), '--disk', `${g.image},id=bench,cache=unsafe`], ...(env !== undefined ? { env } : {}) };
 }
 
 /** QEMU q35 with KVM booting `g` straight from its kernel, console on stdio, no devices; a benchmark appends its own. */

@@ -20,7 +20,8 @@ import { commandCmdlineArg } from '../../src/image/guest-protocol.js';
 import { bootOrder, bootQemu, guestConfig, measuringEnvironment, QEMU_CPU_MODELS, resultTimes, versionLine } from '../blk/measure.js';
 import { measureMain, type PartialResultSink } from '../blk/result-lines.js';
 import type { OuterEnvironment } from '../blk/run-helpers.js';
-import { type BootSpec, type Invocation, profileNodeArgs, qemuMachineArgs, tsvmmRunArgs } from '../blk/vmms.js';
+import { type BootSpec, type Invocation, profileNodeArgs, qemuMachineArgs, tsvmmEnv, tsvmmRunArgs } from '../blk/vmms.js';
+import type { PollerWait } from '../../src/vmm/eventfd-poller.js';
 import { GUEST_SCRIPT_PATH, guestCommand, guestScript, IPERF_PORT, testNames } from './guest-script.js';
 import type { NetEnvironment, NetResult, NetRunSample, VmmKind } from './samples.js';
 import { runVmm } from './vmm-run.js';
@@ -52,6 +53,8 @@ export interface NetMeasureSpec {
   readonly out?: string;
   /** Where tsvmm writes its main thread's CPU profiles (--profile-vmm). */
   readonly vmmProfileDir?: string;
+  /** How tsvmm's EventFdPoller waits (--tsvmm-poller). */
+  readonly tsvmmPoller?: PollerWait;
   /** Where each boot's raw ping trace goes, with scheduler and system-call events added (--ping-trace-dir). */
   readonly pingTraceDir?: string;
   readonly outer?: OuterEnvironment;
@@ -89,7 +92,8 @@ function makeTap(): void {
  * as bench/blk's virtio-blk-pci.
  */
 export function tsvmmInvocation(node: string, cli: string, g: BootSpec): Invocation {
-  return { command: node, args: [...tsvmmRunArgs(cli, g), '--net', `${TAP},mac=${GUEST_MAC},id=eth0`] };
+  const env = tsvmmEnv(g);
+  return { command: node, args: [...tsvmmRunArgs(cli, g), '--net', `${TAP},mac=${GUEST_MAC},id=eth0`], ...(env !== undefined ? { env } : {}) };
 }
 
 export function qemuInvocation(qemu: string, g: BootSpec, cpuModel: string): Invocation {
@@ -135,7 +139,7 @@ export async function measure(spec: NetMeasureSpec, partial?: PartialResultSink)
     appendFileSync(initrd, new CpioWriter().file(GUEST_SCRIPT_PATH, guestScript(), 0o755).finish());
     makeTap();
     log(`tap ${TAP}: host ${HOST_ADDRESS}/${PREFIX_LEN}, guest ${GUEST_ADDRESS} (${GUEST_MAC})`);
-    const guest: BootSpec = { kernel, initrd, cmdline, vcpus: spec.vcpus, memoryMib: spec.memoryMib, ...(spec.vmmProfileDir !== undefined ? { nodeArgs: profileNodeArgs(spec.vmmProfileDir) } : {}) };
+    const guest: BootSpec = { kernel, initrd, cmdline, vcpus: spec.vcpus, memoryMib: spec.memoryMib, ...(spec.vmmProfileDir !== undefined ? { nodeArgs: profileNodeArgs(spec.vmmProfileDir) } : {}), ...(spec.tsvmmPoller !== undefined ? { poller: spec.tsvmmPoller } : {}) };
     const timeoutMs = BOOT_ALLOWANCE_MS + 2 * spec.warmupSeconds * 1000 + spec.pings * spec.pingIntervalSeconds * 1000 + tests.length * (spec.seconds * 1000 + TEST_ALLOWANCE_MS);
     const qemuCpu = { model: QEMU_CPU_MODELS[0]! };
     const order = bootOrder(spec.rounds, spec.vmms);
@@ -196,6 +200,7 @@ export async function measure(spec: NetMeasureSpec, partial?: PartialResultSink)
         guestAddress: GUEST_ADDRESS,
         guestMac: GUEST_MAC,
         ...(spec.tsvmmRevision !== undefined ? { tsvmmRevision: spec.tsvmmRevision } : {}),
+        ...(spec.tsvmmPoller !== undefined ? { tsvmmPoller: spec.tsvmmPoller } : {}),
       },
       runs,
     };

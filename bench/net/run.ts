@@ -5,7 +5,7 @@
  * result as JSON and the charts as SVG).
  *
  *   node dist/bench/net/run.js [--cpus N] [--mem MIB] [--time S] [--reps N] [--rounds N] [--pings N] [--warmup S]
- *                              [--ping-interval S] [--only tsvmm,qemu] [--quick] [--out-dir DIR] [--profile-vmm DIR]
+ *                              [--ping-interval S] [--only tsvmm,qemu] [--quick] [--out-dir DIR] [--profile-vmm DIR] [--tsvmm-poller held]
  *                              [--ping-trace-dir DIR]
  *   node dist/bench/net/run.js --report FILE.json [--out-dir DIR]      (re-render a report)
  *
@@ -15,6 +15,7 @@
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { pollerOption } from '../blk/vmms.js';
 import { detectVirtualization } from '../../src/host/environment.js';
 import { ensureAptPackages } from '../../src/image/debian.js';
 import { ensureDefaultGuest } from '../../src/image/default-guest.js';
@@ -77,6 +78,7 @@ async function main(): Promise<number> {
   const pingIntervalSeconds = positiveNumber(values['ping-interval'], 0.2, '--ping-interval');
 
   const profileDir = sharedWritableDir(values['profile-vmm'], '--profile-vmm');
+  const poller = pollerOption(values['tsvmm-poller']);
   const pingTraceDir = sharedWritableDir(values['ping-trace-dir'], '--ping-trace-dir');
   const started = Date.now();
   const env = detectVirtualization();
@@ -105,6 +107,7 @@ async function main(): Promise<number> {
     iperf3: IPERF3.program,
     tsvmmRevision: revision([pkg, process.cwd()]),
     ...(profileDir !== undefined ? { vmmProfileDir: profileDir } : {}),
+    ...(poller !== undefined ? { tsvmmPoller: poller } : {}),
     ...(pingTraceDir !== undefined ? { pingTraceDir } : {}),
   };
 

@@ -110,6 +110,8 @@ export interface NetConfig {
   readonly guestAddress: string;
   readonly guestMac: string;
   readonly tsvmmRevision?: string;
+  /** tsvmm's EventFdPoller wait when the run chose one (--tsvmm-poller). */
+  readonly tsvmmPoller?: string;
 }
 
 export interface NetResult {

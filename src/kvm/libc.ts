@@ -34,6 +34,8 @@ const c = {
   epollCtl: lib.func('int epoll_ctl(int epfd, int op, int fd, void *event)'),
   epollWait: lib.func('int epoll_wait(int epfd, void *events, int maxevents, int timeout)'),
   socketpair: lib.func('int socketpair(int domain, int type, int protocol, int *sv)'),
+  timerfdCreate: lib.func('int timerfd_create(int clockid, int flags)'),
+  timerfdSettime: lib.func('int timerfd_settime(int fd, int flags, uintptr_t newValue, uintptr_t oldValue)'),
 };
 
 // open(2) flags, from asm-generic/fcntl.h.
@@ -217,6 +219,41 @@ export function viewMapping(mapping: HostMapping): ArrayBuffer {
 
 export function eventfd(initval: number, flags: number): number {
   return check(c.eventfd(initval, flags) as number, 'eventfd', 'create an eventfd');
+}
+
+/** clock_gettime(2) clock IDs, from linux/time.h. */
+export const CLOCK_MONOTONIC = 1;
+/** timerfd_create(2) flags (linux/timerfd.h: the O_ flags' values). */
+export const TFD_NONBLOCK = O_NONBLOCK;
+export const TFD_CLOEXEC = O_CLOEXEC;
+/** struct itimerspec: it_interval then it_value, each a struct timespec of two 64-bit fields. */
+const ITIMERSPEC_SIZE = 32;
+const ITIMERSPEC_VALUE_OFFSET = 16;
+
+/**
+ * A one-shot CLOCK_MONOTONIC timerfd: readable once armed time has passed. Arming again restarts
+ * it and clears an expiry not yet read (timerfd_settime resets the count), so nobody has to read it.
+ */
+export class OneShotTimerFd {
+  readonly fd: number;
+  private readonly spec = nativeCells(ITIMERSPEC_SIZE);
+
+  constructor() {
+    this.fd = check(c.timerfdCreate(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC) as number, 'timerfd_create', 'create a timerfd');
+  }
+
+  /** Expire `ms` from now (at least 1 ms: an all-zero it_value would disarm it). One system call. */
+  arm(ms: number): void {
+    const whole = Math.max(1, Math.ceil(ms));
+    // Two 32-bit halves each (the high ones stay 0): no BigInt to allocate.
+    this.spec.view.setUint32(ITIMERSPEC_VALUE_OFFSET, Math.floor(whole / 1000), true);
+    this.spec.view.setUint32(ITIMERSPEC_VALUE_OFFSET + 8, (whole % 1000) * 1_000_000, true);
+    check(c.timerfdSettime(this.fd, 0, this.spec.address, 0) as number, 'timerfd_settime', 'arm a timerfd');
+  }
+
+  close(): void {
+    close(this.fd);
+  }
 }
 
 /** read(2); returns bytes read, or -errno (e.g. -EAGAIN on a non-blocking fd) without throwing for EAGAIN. */

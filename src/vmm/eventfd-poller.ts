@@ -61,7 +61,9 @@ import {
   epollWaitAsync,
   epollWaitBlocking,
   epollWaitNow,
+  OneShotTimerFd,
 } from '../kvm/libc.js';
+import { type HeldBatchScheduler, heldBatchScheduler, setHeldBatchScheduler } from '../devices/end-of-batch.js';
 
 /** Events taken per epoll_wait; more stay ready for the next call. */
 const MAX_EVENTS_PER_WAKE = 32;
@@ -71,6 +73,10 @@ const MAX_CONSECUTIVE_FAILURES = 100;
 const STOP_TOKEN = 0;
 /** Token of the main loop's backend fd in the epoll set, in the held wait (no watch has it: tokens are small indices). */
 const LOOP_TOKEN = 0xffffffff;
+/** Token of the held wait's deadline timerfd. */
+const DEADLINE_TOKEN = 0xfffffffe;
+/** epoll_wait without a timeout. */
+const FOREVER = -1;
 /**
  * Longest the held wait stays away from the main loop (ms). Handlers not marked holdSafe end the
  * hold, so what they queue runs at once; this bounds the wait of anything a holdSafe handler
@@ -196,6 +202,22 @@ export class EventFdPoller {
   private holding = false;
   /** Set by handle(): what it dispatched wants the main loop to run before the next wait. */
   private leaveHold = false;
+  /** Held mode: expires when the main loop's next timer is due (armed on each hold's entry). */
+  private holdDeadline: OneShotTimerFd | undefined;
+  /** Work deferred to the end of the current batch (deferAfterBatch), and the spare list runAfterBatch swaps in. */
+  private afterBatch: (() => void)[] = [];
+  private afterBatchSpare: (() => void)[] = [];
+  /** What end-of-batch.ts calls while this poller holds the main thread. */
+  private readonly batchScheduler: HeldBatchScheduler = {
+    afterBatch: (work) => {
+      if (!this.holding) return false;
+      this.afterBatch.push(work);
+      return true;
+    },
+    leaveAfterBatch: () => {
+      if (this.holding) this.leaveHold = true;
+    },
+  };
   /** Times the held wait was entered from the main loop (for tests and profiling). */
   holds = 0;
 
@@ -370,6 +392,8 @@ export class EventFdPoller {
     close(this.epfd);
     this.stopFd.close();
     this.reenter?.close();
+    this.holdDeadline?.close();
+    if (heldBatchScheduler() === this.batchScheduler) setHeldBatchScheduler(undefined);
   }
 
   /** Start every eventfd's and fd's own loop watch, each fd with its interest (none: stays stopped). */
@@ -424,8 +448,8 @@ export class EventFdPoller {
 
   /**
    * Held mode: the main loop watches only `reenter`, an eventfd kept readable while the poller is
-   * out of its hold, so each loop turn calls hold() at once; the device fds and the loop's own fd
-   * sit in this poller's epoll set, where hold() waits.
+   * out of its hold, so each loop turn calls hold() at once; the device fds, the loop's own fd and
+   * the hold's deadline timer sit in this poller's epoll set, where hold() waits.
    */
   private startHeld(backend: MainLoopBackend): void {
     const reenter = new EventFd();
@@ -434,60 +458,80 @@ export class EventFdPoller {
       reenter.close();
       return;
     }
+    const deadline = new OneShotTimerFd();
     epollCtl(this.epfd, EPOLL_CTL_ADD, backend.fd, LOOP_TOKEN);
+    epollCtl(this.epfd, EPOLL_CTL_ADD, deadline.fd, DEADLINE_TOKEN);
     reenter.signal();
     this.reenter = reenter;
+    this.holdDeadline = deadline;
     this.loopWatch = watch;
+    setHeldBatchScheduler(this.batchScheduler);
   }
 
   /**
    * The held wait: block the main thread in epoll_wait on this poller's set, where the device fds
    * and the main loop's backend fd are, and run device handlers as their events come, without going
-   * back to the loop in between; go back when the loop has work: its fd is readable, a timer is due
-   * (uv_backend_timeout, counted from the hold's start, since the loop's clock stands still while
-   * we hold), it has immediates pending (timeout 0), a handler not marked holdSafe ran, or the
-   * poller was paused or closed.
+   * back to the loop in between; go back when the loop has work: its fd is readable (a vCPU exit's
+   * wake-up, a socket, a threadpool result, a signal), its next timer is due (a timerfd armed on
+   * entry: the loop's clock stands still while we hold, and reading a clock per event costs more in
+   * the nested host than the hold saves), a handler not marked holdSafe ran, a device asked for a
+   * loop turn (deferToLoopTurn), or the poller was paused or closed. Work a device defers to the end
+   * of a batch (deferAfterBatch) runs here after each batch of events.
    *
    * Why: inside the emulated nested host a wake-up that returns from a synchronous epoll_wait into
-   * the JavaScript that called it costs hundreds of µs less than one through libuv, a koffi callback
-   * and Node-API, when it comes after an idle pause, as a ping's does (bench/profile/wake-paths.ts,
-   * path held); back-to-back events cost the same either way.
+   * the JavaScript that called it costs less than one through libuv, a koffi callback and Node-API
+   * (bench/profile/wake-paths.ts: path held against main-loop), most of all after an idle pause, as a
+   * ping's wake-ups come.
    */
   private hold(backend: MainLoopBackend): void {
     const reenter = this.reenter!;
     if (this.closing || this.paused || this.holding) return;
-    let timeout = backend.timeout();
-    if (timeout === 0) return; // the loop has work now: come back on its next turn (reenter stays readable)
+    const loopTimeout = backend.timeout();
+    if (loopTimeout === 0) return; // the loop has work now: come back on its next turn (reenter stays readable)
     this.holds++;
+    this.holdDeadline!.arm(loopTimeout < 0 ? HOLD_MAX_MS : Math.min(loopTimeout, HOLD_MAX_MS));
     // Not readable while we hold: the loop's fd, in our set, would report it and end the hold.
     reenter.reset();
     this.holding = true;
-    const start = performance.now();
-    let deadline = start + (timeout < 0 ? HOLD_MAX_MS : Math.min(timeout, HOLD_MAX_MS));
-    timeout = Math.ceil(deadline - start);
+    this.leaveHold = false;
     try {
-      for (;;) {
-        const n = epollWaitBlocking(this.epfd, this.events, timeout);
-        if (n === 0) break; // a timer is due, or the idle bound
-        this.leaveHold = false;
-        if (!this.handle(n)) {
-          // The poller gave up after repeated failures: stop being called back.
-          this.loopWatch?.stop();
-          break;
+      while (!this.leaveHold && !this.closing && !this.paused) {
+        const n = epollWaitBlocking(this.epfd, this.events, this.afterBatch.length > 0 ? 0 : FOREVER);
+        if (n > 0 || n < 0) {
+          if (!this.handle(n)) {
+            // The poller gave up after repeated failures: stop being called back.
+            this.loopWatch?.stop();
+            break;
+          }
         }
-        if (this.leaveHold || this.closing || this.paused) break;
-        // A handler may have set an immediate (the loop then wants to run: timeout 0) or a timer
-        // (due that long after the loop's clock, which stands where the hold started).
-        const loopTimeout = backend.timeout();
-        if (loopTimeout === 0) break;
-        if (loopTimeout > 0) deadline = Math.min(deadline, start + loopTimeout);
-        timeout = Math.ceil(deadline - performance.now());
-        if (timeout <= 0) break;
+        this.runAfterBatch();
       }
     } finally {
       this.holding = false;
+      // Deferred work is never left behind: what is still queued goes to the loop.
+      if (this.afterBatch.length > 0) for (const work of this.afterBatch.splice(0)) setImmediate(work);
       if (!this.closed) reenter.signal();
     }
+  }
+
+  /** Run the work deferred to the end of this batch, including what that work defers in turn, once round. */
+  private runAfterBatch(): void {
+    const count = this.afterBatch.length;
+    if (count === 0) return;
+    // Swap in the spare list: work deferred while running goes there and runs after the next wait.
+    const running = this.afterBatch;
+    this.afterBatch = this.afterBatchSpare;
+    this.afterBatchSpare = running;
+    for (let i = 0; i < count; i++) {
+      const work = running[i]!;
+      running[i] = undefined as unknown as () => void;
+      try {
+        work();
+      } catch (e) {
+        this.onError(e instanceof Error ? e : new Error(String(e)));
+      }
+    }
+    running.length = 0;
   }
 
   private waitOnThreadpool(): void {
@@ -531,8 +575,9 @@ export class EventFdPoller {
       for (let i = 0; i < n; i++) {
         // Tokens are small indices: the low half of the 64-bit data field is enough, and reading it allocates no BigInt.
         const token = events.readUInt32LE(i * EPOLL_EVENT_SIZE + EPOLL_EVENT_DATA_OFFSET);
-        if (token === LOOP_TOKEN) {
-          // Held wait: the main loop has work (a vCPU exit's wake-up, a socket, a threadpool result).
+        if (token === LOOP_TOKEN || token === DEADLINE_TOKEN) {
+          // Held wait: the main loop has work (a vCPU exit's wake-up, a socket, a threadpool
+          // result), or its next timer is due. The timerfd needs no read: arming resets it.
           this.leaveHold = true;
           continue;
         }

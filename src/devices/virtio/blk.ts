@@ -62,6 +62,7 @@ import { nodeBlockFileIo, type BlockFileIo, type DoneCallback, type TransferCall
 import { VIRTIO_ID_BLOCK, featureBit, hasFeature, type VirtioActivation, type VirtioDevice } from './device.js';
 import { HostIovecs } from './host-iovecs.js';
 import { DescriptorChain, type SplitQueue } from './queue.js';
+import { deferAfterBatch } from '../end-of-batch.js';
 
 // Feature bits (virtio 1.2 §5.2.3).
 export const VIRTIO_BLK_F_SIZE_MAX = 1;
@@ -889,7 +890,7 @@ export class VirtioBlock implements VirtioDevice {
     this.notifyPending[index] = true;
     if (this.notifyScheduled) return;
     this.notifyScheduled = true;
-    setImmediate(this.flushNotifications);
+    deferAfterBatch(this.flushNotifications);
   }
 
   private readonly flushNotifications = (): void => {

@@ -42,6 +42,7 @@ import { EAGAIN, EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, TUN_F_CSUM, TUN_F_TSO4, 
 import { VIRTIO_ID_NET, featureBit, hasFeature, type VirtioActivation, type VirtioDevice } from './device.js';
 import { DescriptorChain, type SplitQueue } from './queue.js';
 import { HostIovecs } from './host-iovecs.js';
+import { deferAfterBatch } from '../end-of-batch.js';
 
 // Feature bits (virtio 1.2 §5.1.3).
 export const VIRTIO_NET_F_CSUM = 0;
@@ -451,7 +452,7 @@ export class VirtioNet implements VirtioDevice {
     this.transmit(false);
     if (this.txScheduled) return;
     this.txScheduled = true;
-    setImmediate(this.runScheduledTransmit);
+    deferAfterBatch(this.runScheduledTransmit);
   }
 
   private readonly runScheduledTransmit = (): void => {

@@ -36,6 +36,7 @@ import {
   type VirtioInterrupt,
 } from './device.js';
 import { SplitQueue } from './queue.js';
+import { deferToLoopTurn } from '../end-of-batch.js';
 
 /**
  * Feature words the transports hold: bits 0–63. §2.2 allocates bits up to 127 and beyond, but no
@@ -165,7 +166,7 @@ export abstract class VirtioTransportCore {
     if (this.passScheduled[index] === true) return;
     this.passScheduled[index] = true;
     const epoch = this.queueEpoch;
-    setImmediate(() => {
+    deferToLoopTurn(() => {
       this.passScheduled[index] = false;
       if (epoch === this.queueEpoch) this.runQueue(index);
     });
