@@ -20,6 +20,13 @@
  * - threadpool (the fallback, e.g. a VM run from a worker thread): one epoll_wait at a time on a
  *   libuv threadpool thread (koffi's asynchronous call): two wake-ups per event (that thread, then
  *   the main thread) and a new asynchronous call to wait again.
+ * - held (experimental, TSVMM_POLLER=held; main thread only, else as main loop): the main thread
+ *   blocks in epoll_wait on the epoll instance itself, which also holds libuv's own backend fd and
+ *   a deadline timerfd, and runs the handlers of holdSafe watches as their events come, going back
+ *   to Node's loop only when the loop has something to do (see hold()). A wake-up then returns
+ *   from a system call into the JavaScript that made it instead of coming through libuv, a koffi
+ *   callback and Node-API, which costs less in the emulated nested host, most of all after an
+ *   idle pause (bench/profile/wake-paths.ts).
  *
  * Measured on the development machine (an eventfd written by another thread, the main thread
  * acknowledging through Atomics, 5000 round trips): the main loop 49–51 µs per round trip, the
@@ -220,13 +227,16 @@ export class EventFdPoller {
   };
   /** Times the held wait was entered from the main loop (for tests and profiling). */
   holds = 0;
+  /** A poller of this process has the held wait (until it is closed). */
+  private static heldClaimed = false;
 
   /**
    * `wait` chooses how the poller waits: 'main-loop' (the default) has Node's own event loop watch
    * the epoll fd where that is possible (main-loop-poll.ts: the main thread, with libuv's symbols)
    * and falls back to 'threadpool' elsewhere; 'threadpool' always waits in epoll_wait on a libuv
    * threadpool thread; 'held' (experimental) has the main thread wait in this poller's epoll set
-   * itself, with the main loop's fd in it, and falls back like 'main-loop' (see hold()). The
+   * itself, with the main loop's fd in it (see hold()), falls back like 'main-loop', and waits on
+   * the main loop when another poller of this process holds already (one hold at a time). The
    * default comes from TSVMM_POLLER. Tests run the poller's behaviour against all three.
    */
   constructor(
@@ -235,8 +245,12 @@ export class EventFdPoller {
   ) {
     this.epfd = epollCreate();
     epollCtl(this.epfd, EPOLL_CTL_ADD, this.stopFd.fd, STOP_TOKEN);
-    this.eventFdsOnLoop = wait === 'main-loop' && canWatchOnMainLoop();
-    this.loopBackend = wait === 'held' ? mainLoopBackend() : undefined;
+    // One held wait per process: while one poller holds the main thread, another's fds would go
+    // unwatched. A second poller asking for it waits on the main loop instead.
+    const held = wait === 'held' && !EventFdPoller.heldClaimed ? mainLoopBackend() : undefined;
+    if (held !== undefined) EventFdPoller.heldClaimed = true;
+    this.loopBackend = held;
+    this.eventFdsOnLoop = (wait === 'main-loop' || (wait === 'held' && held === undefined)) && canWatchOnMainLoop();
   }
 
   /** How the poller waits for events now: on the main loop, held on the main thread, or on a threadpool thread (once started). */
@@ -354,7 +368,7 @@ export class EventFdPoller {
     this.running = true;
     this.stopped = new Promise<void>((resolve) => (this.resolveStopped = resolve));
     if (this.loopBackend !== undefined) this.startHeld(this.loopBackend);
-    else if (this.wait === 'main-loop') {
+    else if (this.wait !== 'threadpool') {
       this.loopWatch = watchFdOnMainLoop(this.epfd, (status) => this.onLoopReadable(status), (e) => this.onError(e));
     }
     if (this.loopWatch !== undefined) {
@@ -394,6 +408,7 @@ export class EventFdPoller {
     this.reenter?.close();
     this.holdDeadline?.close();
     if (heldBatchScheduler() === this.batchScheduler) setHeldBatchScheduler(undefined);
+    if (this.loopBackend !== undefined) EventFdPoller.heldClaimed = false;
   }
 
   /** Start every eventfd's and fd's own loop watch, each fd with its interest (none: stays stopped). */

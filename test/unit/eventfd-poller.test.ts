@@ -37,7 +37,16 @@ test('on the main thread the poller waits on the main loop by default', async ()
   const held = new EventFdPoller(undefined, 'held');
   held.start();
   assert.equal(held.waitsOn, 'held');
+  // One hold per process: a second poller asking for it waits on the main loop, until the first is closed.
+  const second = new EventFdPoller(undefined, 'held');
+  second.start();
+  assert.equal(second.waitsOn, 'main-loop');
   await held.close();
+  await second.close();
+  const third = new EventFdPoller(undefined, 'held');
+  third.start();
+  assert.equal(third.waitsOn, 'held');
+  await third.close();
 });
 
 for (const mode of ['main-loop', 'threadpool', 'held'] as const) {

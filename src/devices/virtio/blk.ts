@@ -875,7 +875,8 @@ export class VirtioBlock implements VirtioDevice {
 
   /**
    * Tell the driver of a completion outside processQueue. With other requests of the queue still
-   * in flight, once at the end of this turn of the event loop (setImmediate), so completions the
+   * in flight, once at the end of this batch of events (deferAfterBatch: setImmediate, or the held
+   * wait's end of batch, src/devices/end-of-batch.ts), so completions the
    * threadpool finished together (libuv hands them over in one pass) cost the guest one interrupt
    * and one wake-up, as QEMU's thread-pool completion handler batches them; the last request in
    * flight interrupts at once, so a lone request (QD 1) waits for nothing.

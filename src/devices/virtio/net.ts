@@ -257,7 +257,7 @@ export class VirtioNet implements VirtioDevice {
   private readonly txChain = new DescriptorChain(16);
   /** txChain holds a frame the backend refused with EAGAIN: send it before taking another. */
   private txPending = false;
-  /** A pass over the transmit queue is waiting for setImmediate (scheduleTransmit). */
+  /** A pass over the transmit queue is waiting for the end of the batch (scheduleTransmit). */
   private txScheduled = false;
   /** Waiting for EPOLLOUT. */
   private txBlocked = false;
@@ -438,7 +438,8 @@ export class VirtioNet implements VirtioDevice {
   // ---- transmit
 
   /**
-   * A kick: send what is there at once, then once more from setImmediate, with the queue's
+   * A kick: send what is there at once, then once more at the end of the batch of events
+   * (deferAfterBatch: setImmediate, or inside the held wait after the batch), with the queue's
    * notifications off in between, so frames the guest queues meanwhile ride along without kicks of
    * their own (QEMU's tx=bh batches the same way, in a bottom half). Sending the first frames
    * before the hop matters to latency: a ping's reply is one frame, and in the nested host the

@@ -79,7 +79,7 @@ export abstract class VirtioTransportCore {
   private readonly reportError: ((reason: string) => void) | undefined;
   /** Handed to the device at activation: its interrupts go out the transport's way. */
   private readonly interrupt: VirtioInterrupt;
-  /** Per queue: a pass asked for by SplitQueue's budget is waiting for setImmediate. */
+  /** Per queue: a pass asked for by SplitQueue's budget is waiting for the loop's next turn (deferToLoopTurn). */
   private readonly passScheduled: boolean[];
   /** Bumped by activation and reset: a pass scheduled before either is dropped. */
   private queueEpoch = 0;
