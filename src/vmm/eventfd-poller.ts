@@ -25,8 +25,9 @@
  *   a deadline timerfd, and runs the handlers of holdSafe watches as their events come, going back
  *   to Node's loop only when the loop has something to do (see hold()). A wake-up then returns
  *   from a system call into the JavaScript that made it instead of coming through libuv, a koffi
- *   callback and Node-API, which costs less in the emulated nested host, most of all after an
- *   idle pause (bench/profile/wake-paths.ts).
+ *   callback and Node-API; whether that pays is not settled (docs/architecture.md, "Where the
+ *   main thread waits": in the nested host it measured from even to a few hundred µs better per
+ *   wake-up after an idle pause, bench/profile/wake-paths.ts, path held).
  *
  * Measured on the development machine (an eventfd written by another thread, the main thread
  * acknowledging through Atomics, 5000 round trips): the main loop 49–51 µs per round trip, the
@@ -494,9 +495,9 @@ export class EventFdPoller {
    * of a batch (deferAfterBatch) runs here after each batch of events.
    *
    * Why: inside the emulated nested host a wake-up that returns from a synchronous epoll_wait into
-   * the JavaScript that called it costs less than one through libuv, a koffi callback and Node-API
-   * (bench/profile/wake-paths.ts: path held against main-loop), most of all after an idle pause, as a
-   * ping's wake-ups come.
+   * the JavaScript that called it (wake-paths' epoll-main) costs several hundred µs less after an
+   * idle pause, as a ping's wake-ups come, than one through libuv, a koffi callback and Node-API.
+   * How much of that this wait keeps is not settled (docs/architecture.md).
    */
   private hold(backend: MainLoopBackend): void {
     const reenter = this.reenter!;
