@@ -49,6 +49,39 @@ test('on the main thread the poller waits on the main loop by default', async ()
   await third.close();
 });
 
+/**
+ * A worker signalling `fd` `total` times, each once the handler counted the one before in `ack`
+ * (none may be lost or late), sleeping 1 ms before every `pauseEvery`-th (0: never).
+ */
+function signalWriter(fd: EventFd, ack: Int32Array, total: number, pauseEvery: number): Worker {
+  return new Worker(
+    `const { workerData } = require('node:worker_threads');
+     const fs = require('node:fs');
+     const ack = new Int32Array(workerData.ack);
+     const pause = new Int32Array(new SharedArrayBuffer(4));
+     const one = Buffer.alloc(8); one.writeBigUInt64LE(1n);
+     for (let i = 1; i <= workerData.total; i++) {
+       if (workerData.pauseEvery > 0 && i % workerData.pauseEvery === 0) Atomics.wait(pause, 0, 0, 1);
+       fs.writeSync(workerData.fd, one);
+       // Wait until the count reaches i, not for a wake-up: a notify from the previous signal's
+       // handler can land after this wait began (store, then notify), and must not count.
+       const deadline = Date.now() + 5000;
+       for (let seen = Atomics.load(ack, 0); seen < i; seen = Atomics.load(ack, 0)) {
+         if (Date.now() > deadline) throw new Error('signal ' + i + ' not handled');
+         Atomics.wait(ack, 0, seen, 100);
+       }
+     }`,
+    { eval: true, workerData: { fd: fd.fd, ack: ack.buffer, total, pauseEvery } },
+  );
+}
+
+function exitOf(worker: Worker): Promise<number> {
+  return new Promise<number>((resolve, reject) => {
+    worker.once('error', reject);
+    worker.once('exit', resolve);
+  });
+}
+
 for (const mode of ['main-loop', 'threadpool', 'held'] as const) {
   test(`${mode}: a signalled eventfd calls its handler on the main thread`, async () => {
     const poller = new EventFdPoller(undefined, mode);
@@ -132,30 +165,9 @@ for (const mode of ['main-loop', 'threadpool', 'held'] as const) {
       Atomics.notify(ack, 0);
     });
     poller.start();
-    // The writer waits for each signal to be handled before the next: none may be lost or late.
-    const writer = new Worker(
-      `const { workerData } = require('node:worker_threads');
-       const fs = require('node:fs');
-       const ack = new Int32Array(workerData.ack);
-       const one = Buffer.alloc(8); one.writeBigUInt64LE(1n);
-       for (let i = 1; i <= 2000; i++) {
-         fs.writeSync(workerData.fd, one);
-         // Wait until the count reaches i, not for a wake-up: a notify from the previous signal's
-         // handler can land after this wait began (store, then notify), and must not count.
-         const deadline = Date.now() + 5000;
-         for (let seen = Atomics.load(ack, 0); seen < i; seen = Atomics.load(ack, 0)) {
-           if (Date.now() > deadline) throw new Error('signal ' + i + ' not handled');
-           Atomics.wait(ack, 0, seen, 100);
-         }
-       }`,
-      { eval: true, workerData: { fd: fd.fd, ack: ack.buffer } },
-    );
+    const writer = signalWriter(fd, ack, 2000, 0);
     try {
-      const exit = await new Promise<number>((resolve, reject) => {
-        writer.once('error', reject);
-        writer.once('exit', resolve);
-      });
-      assert.equal(exit, 0);
+      assert.equal(await exitOf(writer), 0);
       assert.equal(handled, 2000);
     } finally {
       // A started poller keeps the process alive: a failed assertion must not hang the file.
@@ -164,86 +176,75 @@ for (const mode of ['main-loop', 'threadpool', 'held'] as const) {
     }
   });
 
-  test(`${mode}: what a handler not marked holdSafe queues (a promise continuation) runs before the next event's handler`, async () => {
+  /**
+   * Signal eventfd `a`, whose handler runs `onA(b)` (which signals `b` among other things); `b`'s
+   * handler is holdSafe. Returns what both recorded in `order`, once it holds `count` entries.
+   */
+  async function orderAfter(onA: (order: string[], b: EventFd) => void, aHoldSafe: boolean, count: number): Promise<string[]> {
     const poller = new EventFdPoller(undefined, mode);
     const a = new EventFd();
     const b = new EventFd();
     const order: string[] = [];
-    poller.add(a, () => {
-      order.push('a');
-      void Promise.resolve().then(() => order.push('continuation'));
-      b.signal();
-    });
+    poller.add(
+      a,
+      () => {
+        order.push('a');
+        onA(order, b);
+      },
+      { holdSafe: aHoldSafe },
+    );
     poller.add(b, () => order.push('b'), { holdSafe: true });
     poller.start();
     try {
       a.signal();
-      await until(() => order.length === 3);
-      assert.deepEqual(order, ['a', 'continuation', 'b']);
+      await until(() => order.length === count);
+      return order;
     } finally {
       await poller.close();
       a.close();
       b.close();
     }
+  }
+
+  test(`${mode}: what a handler not marked holdSafe queues (a promise continuation) runs before the next event's handler`, async () => {
+    const order = await orderAfter(
+      (o, b) => {
+        void Promise.resolve().then(() => o.push('continuation'));
+        b.signal();
+      },
+      false,
+      3,
+    );
+    assert.deepEqual(order, ['a', 'continuation', 'b']);
   });
 
   test(`${mode}: work a holdSafe handler defers to the end of the batch runs before the next event's handler`, async () => {
-    const poller = new EventFdPoller(undefined, mode);
-    const a = new EventFd();
-    const b = new EventFd();
-    const order: string[] = [];
-    poller.add(
-      a,
-      () => {
-        order.push('a');
+    const order = await orderAfter(
+      (o, b) => {
         deferAfterBatch(() => {
-          order.push('deferred');
+          o.push('deferred');
           // Deferred again from deferred work: runs too, without a new event.
-          deferAfterBatch(() => order.push('deferred again'));
+          deferAfterBatch(() => o.push('deferred again'));
         });
         b.signal();
       },
-      { holdSafe: true },
+      true,
+      4,
     );
-    poller.add(b, () => order.push('b'), { holdSafe: true });
-    poller.start();
-    try {
-      a.signal();
-      await until(() => order.length === 4);
-      assert.deepEqual(order.slice(0, 2), ['a', 'deferred']);
-      assert.deepEqual([...order].sort(), ['a', 'b', 'deferred', 'deferred again']);
-    } finally {
-      await poller.close();
-      a.close();
-      b.close();
-    }
+    assert.deepEqual(order.slice(0, 2), ['a', 'deferred']);
+    assert.deepEqual([...order].sort(), ['a', 'b', 'deferred', 'deferred again']);
   });
 
   test(`${mode}: work deferred to the loop's next turn runs before the next event's handler`, async () => {
-    const poller = new EventFdPoller(undefined, mode);
-    const a = new EventFd();
-    const b = new EventFd();
-    const order: string[] = [];
-    poller.add(
-      a,
-      () => {
-        order.push('a');
-        deferToLoopTurn(() => order.push('turn'));
+    const order = await orderAfter(
+      (o, b) => {
+        deferToLoopTurn(() => o.push('turn'));
         b.signal();
       },
-      { holdSafe: true },
+      true,
+      3,
     );
-    poller.add(b, () => order.push('b'), { holdSafe: true });
-    poller.start();
-    try {
-      a.signal();
-      await until(() => order.length === 3);
-      assert.deepEqual(order, ['a', 'turn', 'b']);
-    } finally {
-      await poller.close();
-      a.close();
-      b.close();
-    }
+    assert.deepEqual(order, ['a', 'turn', 'b']);
   });
 
   test(`${mode}: a timer fires while holdSafe events keep coming, not after them`, async () => {
@@ -265,31 +266,11 @@ for (const mode of ['main-loop', 'threadpool', 'held'] as const) {
     );
     poller.start();
     // 600 signals, each answered before the next, a 1 ms pause every 2: well over the timer's 30 ms.
-    const writer = new Worker(
-      `const { workerData } = require('node:worker_threads');
-       const fs = require('node:fs');
-       const ack = new Int32Array(workerData.ack);
-       const pause = new Int32Array(new SharedArrayBuffer(4));
-       const one = Buffer.alloc(8); one.writeBigUInt64LE(1n);
-       for (let i = 1; i <= workerData.total; i++) {
-         if (i % 2 === 0) Atomics.wait(pause, 0, 0, 1);
-         fs.writeSync(workerData.fd, one);
-         const deadline = Date.now() + 5000;
-         for (let seen = Atomics.load(ack, 0); seen < i; seen = Atomics.load(ack, 0)) {
-           if (Date.now() > deadline) throw new Error('signal ' + i + ' not handled');
-           Atomics.wait(ack, 0, seen, 100);
-         }
-       }`,
-      { eval: true, workerData: { fd: fd.fd, ack: ack.buffer, total } },
-    );
+    const writer = signalWriter(fd, ack, total, 2);
     // Set once the worker runs (its start-up would outlast a timer set before), outside any handler.
     writer.once('online', () => (timer = setTimeout(() => (handledWhenTimerFired = handled), 30)));
     try {
-      const exit = await new Promise<number>((resolve, reject) => {
-        writer.once('error', reject);
-        writer.once('exit', resolve);
-      });
-      assert.equal(exit, 0);
+      assert.equal(await exitOf(writer), 0);
       assert.equal(handled, total);
       assert.ok(handledWhenTimerFired >= 0 && handledWhenTimerFired < total, `the timer fired after ${handledWhenTimerFired} of ${total} signals`);
       if (mode === 'held') assert.ok(poller.holds < total, `${poller.holds} holds for ${total} holdSafe signals: they should share holds`);
