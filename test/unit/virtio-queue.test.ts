@@ -235,3 +235,51 @@ test('maximum sizes must be powers of two up to 32768', () => {
   assert.throws(() => new SplitQueue(0, 65536), RangeError);
   assert.doesNotThrow(() => new SplitQueue(0, 32768));
 });
+
+test('an indirect table off a 4-byte boundary is read as one on it (the word path and the DataView path agree)', () => {
+  const segmentsOf = (table: number): number[][] => {
+    const { queue, desc, publish, chain } = setup();
+    desc(0, 0x8000, 16, NEXT, 1, table);
+    desc(1, 0x8f00, 0x300, WRITE | NEXT, 2, table); // crosses nothing: one region
+    desc(2, 0x9ffe, 1, WRITE, 0, table);
+    desc(6, table, 48, INDIRECT);
+    publish(6);
+    assert.equal(queue.pop(chain), true, `table at 0x${table.toString(16)}`);
+    const out: number[][] = [];
+    for (let s = 0; s < chain.segmentCount; s++) out.push([chain.offsets[s]!, chain.lengths[s]!, chain.addresses[s]!]);
+    return out;
+  };
+  const aligned = segmentsOf(0x5000);
+  assert.deepEqual(aligned, [
+    [0x8000, 16, 0x8000],
+    [0x8f00, 0x300, 0x8f00],
+    [0x9ffe, 1, 0x9ffe],
+  ]);
+  assert.deepEqual(segmentsOf(0x5002), aligned);
+});
+
+test('buffers in two regions, one after the other and across their boundary, land in the right region', () => {
+  const low = new Uint8Array(0x10000);
+  const high = new Uint8Array(0x10000);
+  const memory = GuestMemory.fromBuffers([
+    { gpa: 0, bytes: low },
+    { gpa: 0x10000, bytes: high },
+  ]);
+  const { queue, desc, publish, chain } = setup({ memory });
+  desc(0, 0x12000, 8, NEXT, 1); // second region first: the last-region shortcut must not keep the first
+  desc(1, 0x8000, 8, NEXT, 2);
+  desc(2, 0xfff0, 0x20, WRITE); // 16 bytes in each region
+  publish(0);
+  assert.equal(queue.pop(chain), true);
+  const seen: [Uint8Array, number, number][] = [];
+  for (let s = 0; s < chain.segmentCount; s++) seen.push([chain.buffers[s]!, chain.offsets[s]!, chain.lengths[s]!]);
+  assert.deepEqual(seen, [
+    [high, 0x2000, 8],
+    [low, 0x8000, 8],
+    [low, 0xfff0, 0x10],
+    [high, 0, 0x10],
+  ]);
+  assert.equal(seen[0]![0], high);
+  assert.equal(seen[1]![0], low);
+  assert.equal(seen[3]![0], high);
+});

@@ -62,6 +62,8 @@ export const availRingBytes = (size: number): number => 6 + 2 * size;
 export const usedRingBytes = (size: number): number => 6 + 8 * size;
 /** A chain may carry at most 2^32 bytes (§2.7.5.2). */
 const MAX_CHAIN_BYTES = 2 ** 32;
+/** DescriptorChain keeps a segment's offset into its region in 32 bits (guest-memory.ts cuts RAM into 1 GiB regions). */
+const MAX_REGION_SEGMENT_BYTES = 2 ** 32;
 const FOUR_GIB = 2 ** 32;
 /** Descriptor address high words at or above this put the address past 2^53: never guest RAM. */
 const MAX_ADDRESS_HIGH = 2 ** 21;
@@ -92,8 +94,14 @@ export class DescriptorChain {
   readableBytes = 0;
   writableBytes = 0;
   buffers: Uint8Array[] = [];
-  offsets: Float64Array = new Float64Array(0);
-  lengths: Float64Array = new Float64Array(0);
+  /**
+   * Offset into the segment's region buffer and its length. 32-bit words (a region is at most
+   * 1 GiB, a descriptor's len 32 bits): devices do their per-segment arithmetic on them, which
+   * then stays in integers (host-iovecs.ts on why that matters in the nested host).
+   */
+  offsets: Uint32Array = new Uint32Array(0);
+  lengths: Uint32Array = new Uint32Array(0);
+  /** Guest physical address of each segment. */
   addresses: Float64Array = new Float64Array(0);
 
   constructor(initialCapacity = 16) {
@@ -146,14 +154,15 @@ export class DescriptorChain {
   }
 
   private grow(capacity: number): void {
-    const grown = (old: Float64Array): Float64Array => {
-      const next = new Float64Array(capacity);
-      next.set(old);
-      return next;
-    };
-    this.offsets = grown(this.offsets);
-    this.lengths = grown(this.lengths);
-    this.addresses = grown(this.addresses);
+    const offsets = new Uint32Array(capacity);
+    offsets.set(this.offsets);
+    this.offsets = offsets;
+    const lengths = new Uint32Array(capacity);
+    lengths.set(this.lengths);
+    this.lengths = lengths;
+    const addresses = new Float64Array(capacity);
+    addresses.set(this.addresses);
+    this.addresses = addresses;
   }
 
   private copy(first: number, end: number, bytes: Uint8Array, skip: number, toGuest: boolean): number {
@@ -208,6 +217,14 @@ export class SplitQueue {
 
   private active = false;
   private regions: readonly GuestRegion[] = [];
+  /**
+   * Each region as 32-bit words (undefined where its buffer does not start on a 4-byte boundary):
+   * an indirect table on a 4-byte boundary is read as the ring's descriptor table is, without a
+   * DataView call per field. Made once at activation.
+   */
+  private regionWords: (Uint32Array | undefined)[] = [];
+  /** The region the last buffer was in: a chain's buffers nearly always share one (no search). */
+  private lastRegion = 0;
   private memory: GuestMemory | undefined;
   private desc: Uint32Array = EMPTY_U32;
   private avail16: Uint16Array = EMPTY_U16;
@@ -251,6 +268,8 @@ export class SplitQueue {
     this.failure = undefined;
     this.active = false;
     this.regions = [];
+    this.regionWords = [];
+    this.lastRegion = 0;
     this.memory = undefined;
     this.desc = EMPTY_U32;
     this.avail16 = EMPTY_U16;
@@ -278,7 +297,10 @@ export class SplitQueue {
     if (this.descTableAddress % DESCRIPTOR_TABLE_ALIGN !== 0 || this.availRingAddress % AVAIL_RING_ALIGN !== 0 || this.usedRingAddress % USED_RING_ALIGN !== 0) {
       return this.fail('a ring address is not aligned as virtio 1.2 §2.7 requires (16, 2, 4)');
     }
+    if (memory.regions.some((r) => r.size > MAX_REGION_SEGMENT_BYTES)) return this.fail('a guest RAM region is larger than 4 GiB (segment offsets are 32-bit)');
     this.regions = memory.regions;
+    this.regionWords = memory.regions.map((r) => (r.bytes.byteOffset % 4 === 0 ? new Uint32Array(r.bytes.buffer, r.bytes.byteOffset, Math.floor(r.bytes.length / 4)) : undefined));
+    this.lastRegion = 0;
     this.memory = memory;
     const desc = this.view(this.descTableAddress, descriptorTableBytes(size), 4, 'descriptor table');
     const avail = this.view(this.availRingAddress, availRingBytes(size), 2, 'available ring');
@@ -438,7 +460,11 @@ export class SplitQueue {
 
   private walk(head: number, chain: DescriptorChain): boolean {
     chain.clear(head);
-    const ring = this.desc;
+    // The table being read: the ring's, or an indirect one as words (tableBase: its first word)
+    // or, off a 4-byte boundary, through the region's DataView (indirectView).
+    let table = this.desc;
+    let tableBase = 0;
+    let inIndirect = false;
     let indirectView: DataView | undefined;
     let indirectBase = 0;
     let entries = this.size;
@@ -456,11 +482,11 @@ export class SplitQueue {
       let flags: number;
       let next: number;
       if (indirectView === undefined) {
-        const w = index * DESC_WORDS;
-        addressLow = ring[w]!;
-        addressHigh = ring[w + 1]!;
-        len = ring[w + 2]!;
-        const flagsNext = ring[w + 3]!;
+        const w = tableBase + index * DESC_WORDS;
+        addressLow = table[w]!;
+        addressHigh = table[w + 1]!;
+        len = table[w + 2]!;
+        const flagsNext = table[w + 3]!;
         flags = flagsNext & 0xffff;
         next = flagsNext >>> 16;
       } else {
@@ -473,15 +499,20 @@ export class SplitQueue {
       }
 
       if ((flags & VIRTQ_DESC_F_INDIRECT) !== 0) {
-        if (indirectView !== undefined) return this.fail(`descriptor chain from head ${head} nests an indirect table inside an indirect table`);
+        if (inIndirect) return this.fail(`descriptor chain from head ${head} nests an indirect table inside an indirect table`);
         if (!this.indirect) return this.fail(`descriptor chain from head ${head} uses an indirect table, but VIRTIO_F_INDIRECT_DESC was not negotiated`);
         if ((flags & VIRTQ_DESC_F_NEXT) !== 0) return this.fail(`descriptor chain from head ${head} sets both INDIRECT and NEXT`);
         if (len === 0 || len % DESCRIPTOR_SIZE !== 0) return this.fail(`indirect table of ${len} bytes is not a non-zero multiple of ${DESCRIPTOR_SIZE}`);
         const r = addressHigh < MAX_ADDRESS_HIGH ? this.regionOf(addressHigh * FOUR_GIB + addressLow, len) : -1;
         if (r < 0) return this.fail(`indirect table at 0x${(addressHigh * FOUR_GIB + addressLow).toString(16)} (+${len}) is not inside one region of guest RAM`);
         const region = this.regions[r]!;
-        indirectView = region.view;
+        inIndirect = true;
         indirectBase = addressHigh * FOUR_GIB + addressLow - region.gpa;
+        const words = this.regionWords[r];
+        if (words !== undefined && indirectBase % 4 === 0) {
+          table = words;
+          tableBase = indirectBase / 4;
+        } else indirectView = region.view;
         entries = len / DESCRIPTOR_SIZE;
         index = 0;
         budget++; // the descriptor pointing at the table carries no data of its own
@@ -500,6 +531,18 @@ export class SplitQueue {
   /** Add [address, address + len) as one segment per host region it covers; fail outside RAM. */
   private addSegments(chain: DescriptorChain, addressLow: number, addressHigh: number, len: number, writable: boolean): boolean {
     if (chain.readableBytes + chain.writableBytes + len > MAX_CHAIN_BYTES) return this.fail(`descriptor chain from head ${chain.head} is longer than 2^32 bytes`);
+    if (addressHigh === 0) {
+      // The common case without floating-point arithmetic (host-iovecs.ts: it is slow in the
+      // nested host): below 4 GiB, wholly inside the region of the last buffer.
+      const last = this.regions[this.lastRegion];
+      if (last !== undefined) {
+        const offset = addressLow - last.gpa;
+        if (offset >= 0 && offset < last.size && len <= last.size - offset) {
+          chain.push(last.bytes, offset, len, addressLow, writable);
+          return true;
+        }
+      }
+    }
     let address = addressHigh * FOUR_GIB + addressLow;
     let r = addressHigh < MAX_ADDRESS_HIGH ? this.regionAt(address) : -1;
     let remaining = len;
@@ -518,7 +561,11 @@ export class SplitQueue {
 
   /** Index of the region holding `gpa`, or -1 (binary search, no allocation). */
   private regionAt(gpa: number): number {
-    return this.memory === undefined ? -1 : this.memory.regionIndexAt(gpa);
+    const last = this.regions[this.lastRegion];
+    if (last !== undefined && gpa >= last.gpa && gpa - last.gpa < last.size) return this.lastRegion;
+    const r = this.memory === undefined ? -1 : this.memory.regionIndexAt(gpa);
+    if (r >= 0) this.lastRegion = r;
+    return r;
   }
 
 
