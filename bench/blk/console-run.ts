@@ -69,6 +69,14 @@ export interface ConsoleRunOptions {
   readonly keepLine: (line: string) => boolean;
   /** How long a boot may go on after its guest reported a stalled CPU (GUEST_STALL_LINE); default STALL_GRACE_MS. */
   readonly stallGraceMs?: number;
+  /**
+   * Once the guest is up (its INFO line), the longest the guest's script may go without printing
+   * a protocol line before the boot is stopped; undefined: only the whole boot's timeout applies.
+   * A guest that stopped making progress without a stall report (2026-11-28: a nested host
+   * spinning a vCPU inside KVM for 15 min, until the boot's timeout) then costs minutes, not the
+   * rest of the boot's allowance.
+   */
+  readonly silenceLimitMs?: number;
 }
 
 /** How a boot ended: the sample's common fields, and the problems every benchmark counts (spawn, timeout, guest error, script unfinished, exit status). */
@@ -155,7 +163,17 @@ export function runConsole(o: ConsoleRunOptions): Promise<ConsoleRunEnd> {
     let guestEnded = false;
     let guestPanicked = false;
     let stallTimer: NodeJS.Timeout | undefined;
+    let silenceTimer: NodeJS.Timeout | undefined;
     let spawnError: string | undefined;
+    /** The guest's script printed a protocol line: the silence limit counts from now. */
+    const progressed = (): void => {
+      const limitMs = o.silenceLimitMs;
+      if (limitMs === undefined || infoAtMs === undefined || done) return;
+      clearTimeout(silenceTimer);
+      silenceTimer = setTimeout(() => {
+        if (!done) stop(`the guest's script printed nothing for ${(limitMs / 1000).toFixed(limitMs < 10_000 ? 1 : 0)} s`);
+      }, limitMs);
+    };
 
     // TSVMM_STOP_REPORT: tsvmm stopped by the timeout's SIGTERM prints its devices' state (QEMU ignores it).
     const child = spawn(o.invocation.command, [...o.invocation.args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...o.invocation.env, TSVMM_STOP_REPORT: '1' } });
@@ -168,6 +186,7 @@ export function runConsole(o: ConsoleRunOptions): Promise<ConsoleRunEnd> {
       if (ECHO_CONSOLE) process.stderr.write(`console ${o.vmm} ${(since() / 1000).toFixed(3)} ${clean.slice(0, 200)}\n`);
       const at = clean.indexOf(o.prefix);
       const line = at > 0 ? clean.slice(at) : clean;
+      if (line.startsWith(o.prefix)) progressed();
       if (collecting !== undefined) {
         const endMark = collecting.kind === 'json' ? m.jsonEnd : m.errEnd;
         if (line.startsWith(endMark)) {
@@ -196,8 +215,10 @@ export function runConsole(o: ConsoleRunOptions): Promise<ConsoleRunEnd> {
           if (i > 0) guestInfo[kv.slice(0, i)] = kv.slice(i + 1);
         }
         o.log(`  ${o.vmm}: guest up at ${(infoAtMs / 1000).toFixed(1)} s (${o.describeInfo(guestInfo)})`);
+        progressed();
       } else if (line === m.done) {
         done = true;
+        clearTimeout(silenceTimer);
       } else if (line.startsWith(m.error)) {
         guestError = line.slice(m.error.length);
         note(line);
@@ -256,6 +277,7 @@ export function runConsole(o: ConsoleRunOptions): Promise<ConsoleRunEnd> {
       clearTimeout(timer);
       clearTimeout(killTimer);
       clearTimeout(stallTimer);
+      clearTimeout(silenceTimer);
       out.end();
       err.end();
       const problems: string[] = [];

@@ -168,6 +168,9 @@ export async function measure(spec: BlkMeasureSpec, partial?: PartialResultSink)
     log(`  written in ${imageFillSeconds.toFixed(1)} s`);
     const guest: GuestSpec = { kernel, initrd, cmdline, vcpus: spec.vcpus, memoryMib: spec.memoryMib, image, ...(spec.vmmProfileDir !== undefined ? { nodeArgs: profileNodeArgs(spec.vmmProfileDir) } : {}), ...(spec.tsvmmPoller !== undefined ? { poller: spec.tsvmmPoller } : {}) };
     const timeoutMs = BOOT_ALLOWANCE_MS + jobs.length * (spec.runtimeSeconds * 1000 + JOB_ALLOWANCE_MS);
+    // The script prints a line at every step (warm-up, idle sleep, each job's start and end): the
+    // longest of them plus a job's allowance is the longest a working guest stays silent.
+    const silenceLimitMs = Math.max(spec.runtimeSeconds, spec.warmupSeconds, spec.idleSeconds) * 1000 + JOB_ALLOWANCE_MS;
     const qemuCpu = { model: QEMU_CPU_MODELS[0]! };
     const order = bootOrder(spec.rounds, spec.vmms);
     bootsDone = Math.min(spec.skipBoots ?? 0, order.length);
@@ -175,7 +178,7 @@ export async function measure(spec: BlkMeasureSpec, partial?: PartialResultSink)
     for (const { round, vmm } of order.slice(bootsDone)) {
       log(`round ${round + 1}/${spec.rounds}: ${vmm}`);
       const names = jobs.map((j) => j.name);
-      const base = { vmm, round, jobs: names, timeoutMs, log };
+      const base = { vmm, round, jobs: names, timeoutMs, silenceLimitMs, log };
       let s: VmmRunSample;
       if (vmm === 'tsvmm') {
         s = await runVmm({ ...base, invocation: tsvmmInvocation(process.execPath, TSVMM_CLI, guest) });

@@ -23,6 +23,8 @@ export interface VmmRunOptions {
   /** The jobs the guest was told to run, in order. */
   readonly jobs: readonly string[];
   readonly timeoutMs: number;
+  /** ConsoleRunOptions.silenceLimitMs: the longest the guest's script may print nothing once it is up. */
+  readonly silenceLimitMs?: number;
   readonly cpuModel?: string;
   /** Progress lines (job started, job done), for a live view of a long run. */
   readonly log: (line: string) => void;

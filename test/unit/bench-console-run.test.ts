@@ -86,3 +86,25 @@ test('QEMU ending with status 0 without the guest powering off is named a guest 
   const tsvmm = await runConsole(options(['T-INFO x=1'], false, []));
   assert.ok(!tsvmm.problems.includes(QEMU_GUEST_RESET));
 });
+
+test('a guest whose script goes silent past the silence limit is stopped then, not at the timeout', async () => {
+  const log: string[] = [];
+  const started = Date.now();
+  const end = await runConsole({ ...options(['T-INFO x=1', 'T-STEP one'], true, log), silenceLimitMs: 400 });
+  assert.ok(Date.now() - started < 60_000, 'stopped long before the 120 s timeout');
+  assert.ok(end.problems.includes("the guest's script printed nothing for 0.4 s"), end.problems.join('; '));
+  assert.ok(end.problems.includes('the guest script did not finish'));
+  assert.ok(!end.problems.some((p) => p.startsWith('timed out')));
+});
+
+test('the silence limit counts from the last protocol line: a script that keeps printing runs to its end', async () => {
+  // Eight steps 150 ms apart: 1.2 s in all, each gap well inside the 600 ms limit.
+  const script = `console.log('T-INFO x=1'); let n = 0; const t = setInterval(() => { console.log('T-STEP ' + n); if (++n === 8) { clearInterval(t); console.log('T-DONE'); } }, 150);`;
+  const end = await runConsole({ ...options([], false, []), invocation: { command: process.execPath, args: ['-e', script] }, silenceLimitMs: 600 });
+  assert.deepEqual(end.problems, []);
+});
+
+test('before the guest is up the silence limit does not apply (booting is the timeout\'s business)', async () => {
+  const end = await runConsole({ ...options(['[    0.1] booting'], true, [], 1500), silenceLimitMs: 200 });
+  assert.ok(end.problems.includes('timed out after 2 s'), end.problems.join('; '));
+});
