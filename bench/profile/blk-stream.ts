@@ -16,15 +16,15 @@
  * Each round queues DEPTH requests, kicks once (the device serves them all in that call) and
  * takes the used elements back. The baseline is the same preadv2 calls made directly on the same
  * iovec layout, so "JavaScript" is the device's time minus that. Device and baseline rounds
- * alternate, so the machine's load weighs on both alike.
+ * alternate (profile-tool.ts), so the machine's load weighs on both alike.
  *
  *   node dist/bench/profile/blk-stream.js [REQUESTS] [--segments N] [--depth N]   (add --cpu-prof for a profile)
  *
  * A profiling aid for the block path (docs/benchmarks.md), not a comparison with peers.
  */
 import { closeSync, ftruncateSync, openSync, unlinkSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { alternate, runIfMain } from './profile-tool.js';
 import { featureBit } from '../../src/devices/virtio/device.js';
 import { HostIovecs } from '../../src/devices/virtio/host-iovecs.js';
 import { BLK_REQUEST_HEADER_BYTES, VIRTIO_BLK_S_OK, VIRTIO_BLK_T_IN, VirtioBlock } from '../../src/devices/virtio/blk.js';
@@ -116,25 +116,9 @@ export function measureRead(requests: number, segments: number, depth: number): 
       }
       return [depth, process.hrtime.bigint() - t0];
     };
-    const rounds = Math.max(1, Math.ceil(requests / depth));
-    for (let i = 0; i < Math.min(rounds, 200); i++) {
-      device();
-      baseline();
-    }
-    let done = 0;
-    let deviceNs = 0n;
-    let baselineDone = 0;
-    let baselineNs = 0n;
-    for (let i = 0; i < rounds; i++) {
-      const [n, ns] = device();
-      done += n;
-      deviceNs += ns;
-      const [m, ms] = baseline();
-      baselineDone += m;
-      baselineNs += ms;
-    }
+    const r = alternate(Math.max(1, Math.ceil(requests / depth)), device, baseline, 200);
     closeSync(fd);
-    return { requests: done, bytesPerRequest: bytes, deviceUs: Number(deviceNs) / 1000 / done, syscallUs: Number(baselineNs) / 1000 / baselineDone };
+    return { requests: r.items, bytesPerRequest: bytes, deviceUs: r.deviceUs, syscallUs: r.baselineUs };
   } finally {
     void device.close();
     unlinkSync(imagePath);
@@ -160,11 +144,4 @@ function main(): void {
   );
 }
 
-if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  try {
-    main();
-  } catch (e) {
-    console.error(`blk-stream: ${e instanceof Error ? e.message : String(e)}`);
-    process.exit(1);
-  }
-}
+runIfMain(import.meta.url, 'blk-stream', main);

@@ -23,7 +23,7 @@
  * A profiling aid for the network path (docs/benchmarks.md), not a comparison with peers.
  */
 import { closeSync, readSync, writeSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { alternate, runIfMain, type Round } from './profile-tool.js';
 import { featureBit } from '../../src/devices/virtio/device.js';
 import { HostIovecs } from '../../src/devices/virtio/host-iovecs.js';
 import {
@@ -122,29 +122,10 @@ function receiveBufferAddresses(machine: TestMachine, count: number): number[] {
   return out;
 }
 
-/**
- * Run `rounds` of `device` and `baseline` alternately (warm-up rounds first, untimed), so that the
- * machine's load, which moves by tens of per cent from second to second, weighs on both alike.
- * Each returns the frames it handled and takes its own time.
- */
-function alternate(rounds: number, device: () => [frames: number, ns: bigint], baseline: () => [frames: number, ns: bigint]): StreamResult {
-  for (let i = 0; i < Math.min(rounds, 500); i++) {
-    device();
-    baseline();
-  }
-  let frames = 0;
-  let deviceNs = 0n;
-  let baselineFrames = 0;
-  let baselineNs = 0n;
-  for (let i = 0; i < rounds; i++) {
-    const [n, ns] = device();
-    frames += n;
-    deviceNs += ns;
-    const [m, ms] = baseline();
-    baselineFrames += m;
-    baselineNs += ms;
-  }
-  return { frames, deviceUs: Number(deviceNs) / 1000 / frames, syscallUs: Number(baselineNs) / 1000 / baselineFrames, framesPerCall: frames / rounds };
+/** profile-tool.ts's loop, its result named as this tool reports it. */
+function alternateFrames(rounds: number, device: Round, baseline: Round): StreamResult {
+  const r = alternate(rounds, device, baseline);
+  return { frames: r.items, deviceUs: r.deviceUs, syscallUs: r.baselineUs, framesPerCall: r.itemsPerRound };
 }
 
 /** Receive: the peer fills the socket, the device reads it dry into guest buffers. */
@@ -205,7 +186,7 @@ export function measureReceive(frames: number): StreamResult {
       }
       return [written, process.hrtime.bigint() - t0];
     };
-    return alternate(Math.ceil(frames / 4), device, baseline);
+    return alternateFrames(Math.ceil(frames / 4), device, baseline);
   } finally {
     b.close();
   }
@@ -253,7 +234,7 @@ export function measureTransmit(frames: number): StreamResult {
       drain();
       return [perKick, ns];
     };
-    return alternate(Math.ceil(frames / perKick), device, baseline);
+    return alternateFrames(Math.ceil(frames / perKick), device, baseline);
   } finally {
     b.close();
   }
@@ -285,11 +266,4 @@ function main(): void {
   }
 }
 
-if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  try {
-    main();
-  } catch (e) {
-    console.error(`net-stream: ${e instanceof Error ? e.message : String(e)}`);
-    process.exit(1);
-  }
-}
+runIfMain(import.meta.url, 'net-stream', main);
