@@ -27,7 +27,8 @@
  * owner through `onYield` for another pass after the event loop had a turn.
  *
  * The hot path allocates nothing: the rings are typed-array views made once at activation,
- * indirect tables are read through the region's DataView, and a chain is described by a reusable
+ * indirect tables are read through a word view of their region made then too (the region's
+ * DataView for a table off a 4-byte boundary), and a chain is described by a reusable
  * DescriptorChain holding (region buffer, offset, length) per segment, ready for
  * crypto.randomFillSync(buffer, offset, length) or fs.readSync(fd, buffer, offset, length).
  * A buffer crossing from one host region into the next becomes two segments.
