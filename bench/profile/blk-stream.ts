@@ -50,8 +50,9 @@ export function measureRead(requests: number, segments: number, depth: number): 
   const machine = new TestMachine({ regions: [[0, ramBytes]], hostMapped: true });
   const imagePath = `/dev/shm/tsvmm-blk-stream-${process.pid}.img`;
   const imageBytes = 64 << 20;
-  closeSync(openSync(imagePath, 'w'));
-  ftruncateSync(openSync(imagePath, 'r+'), imageBytes);
+  const created = openSync(imagePath, 'w');
+  ftruncateSync(created, imageBytes);
+  closeSync(created);
   const device = new VirtioBlock({ path: imagePath });
   const { slot } = machine.addVirtio(device, {});
   const queue = new VirtioPciDriver(machine, slot).bringUp(FEATURES, { queueSize: QUEUE_SIZE })[0]!;

@@ -633,13 +633,13 @@ export class VirtioBlock implements VirtioDevice {
   }
 
   /**
-   * Issue the next transfer from the cursor: tried at once first (transferNow); otherwise
-   * guest-contiguous segments are merged into pieces (at most IOV_MAX) for the threadpool: by host
-   * address where guest memory has them, else one piece to pread/pwrite without any view and
-   * several to preadv/pwritev as views.
+   * Issue the next transfer from the cursor: tried at once first (transferNow), then on the
+   * threadpool by host address (transferAsync); guest memory without host addresses (unit tests)
+   * has guest-contiguous segments merged into pieces (at most IOV_MAX): one piece goes to
+   * pread/pwrite without any view, several to preadv/pwritev as views.
    */
   private transfer(request: BlockRequest): void {
-    if (this.transferNow(request)) return;
+    if (this.transferNow(request) || this.transferAsync(request)) return;
     const chain = request.chain;
     const pieceBuffers = this.pieceBuffers;
     const pieceOffsets = this.pieceOffsets;
@@ -676,7 +676,6 @@ export class VirtioBlock implements VirtioDevice {
       // The chain ran out before the data did: cannot happen for lengths taken from the chain.
       return this.complete(request, VIRTIO_BLK_S_IOERR);
     }
-    if (this.transferAsync(request, pieces)) return;
     const fd = request.file!.fd;
     const reading = request.type === VIRTIO_BLK_T_IN;
     if (pieces === 1) {
@@ -697,10 +696,6 @@ export class VirtioBlock implements VirtioDevice {
    * Try the transfer from the cursor at once on this thread (BlockFileIo.transferNow: RWF_NOWAIT,
    * nothing that could wait for the disk). True when it moved bytes and the request went on
    * (completed, or its next part issued); false to go through the threadpool.
-   *
-   * The chain's segments go straight into the iovec array (HostIovecs merges guest-contiguous
-   * ones), in one pass: a 1 MiB request has ~256 of them, and in the emulated nested host every
-   * per-segment step costs microseconds (bench/profile/blk-stream.ts).
    */
   private transferNow(request: BlockRequest): boolean {
     const transferNow = this.io.transferNow;
@@ -709,6 +704,44 @@ export class VirtioBlock implements VirtioDevice {
     const flags = write ? file.writeNowFlags : file.readNowFlags;
     const iovecs = this.iovecs;
     if (transferNow === undefined || flags === undefined || !iovecs.usable) return false;
+    if (!this.gatherIovecs(request, iovecs)) return false;
+    const n = transferNow(file.fd, write, iovecs.address, iovecs.count, request.position, flags);
+    if (n === -EOPNOTSUPP) {
+      // This file system does not take RWF_NOWAIT this way: the threadpool from now on.
+      if (write) file.writeNowFlags = undefined;
+      else file.readNowFlags = undefined;
+    }
+    // 0 bytes (end of file) and real errors are left to the threadpool call, which reports them.
+    if (n <= 0) return false;
+    this.metrics.immediateTransfers++;
+    this.transferred(request, null, n);
+    return true;
+  }
+
+  /**
+   * The transfer from the cursor on the threadpool, by host address (BlockFileIo.transferAsync):
+   * one preadv2/pwritev2 over the slot's own iovec array, which stays as it is until the call
+   * completes, and no view per piece. False when guest memory has no host addresses or the file
+   * operations cannot do it.
+   */
+  private transferAsync(request: BlockRequest): boolean {
+    const transferAsync = this.io.transferAsync;
+    if (transferAsync === undefined || !this.iovecs.usable) return false;
+    const iovecs = (request.iovecs ??= new HostIovecs(IOV_MAX));
+    iovecs.useRegionsOf(this.iovecs);
+    if (!this.gatherIovecs(request, iovecs)) return false;
+    transferAsync(request.file!.fd, request.type !== VIRTIO_BLK_T_IN, iovecs.address, iovecs.count, request.position, request.onTransfer);
+    return true;
+  }
+
+  /**
+   * The request's data from its cursor into `iovecs`, in one pass over the chain's segments
+   * (HostIovecs merges guest-contiguous ones), as far as the array's IOV_MAX entries reach; the
+   * rest goes in the next call. A 1 MiB request has ~256 segments, and in the emulated nested host
+   * every per-segment step costs microseconds (bench/profile/blk-stream.ts). False when nothing
+   * was gathered (the chain ran out before the data) or a segment is not a region buffer.
+   */
+  private gatherIovecs(request: BlockRequest, iovecs: HostIovecs): boolean {
     iovecs.reset();
     const chain = request.chain;
     const buffers = chain.buffers;
@@ -731,36 +764,7 @@ export class VirtioBlock implements VirtioDevice {
       segment++;
       skip = 0;
     }
-    if (iovecs.count === 0) return false;
-    const n = transferNow(file.fd, write, iovecs.address, iovecs.count, request.position, flags);
-    if (n === -EOPNOTSUPP) {
-      // This file system does not take RWF_NOWAIT this way: the threadpool from now on.
-      if (write) file.writeNowFlags = undefined;
-      else file.readNowFlags = undefined;
-    }
-    // 0 bytes (end of file) and real errors are left to the threadpool call, which reports them.
-    if (n <= 0) return false;
-    this.metrics.immediateTransfers++;
-    this.transferred(request, null, n);
-    return true;
-  }
-
-  /**
-   * The transfer of the first `pieces` pieces on the threadpool, by host address
-   * (BlockFileIo.transferAsync): one preadv2/pwritev2 over the slot's own iovec array, which
-   * stays as it is until the call completes, and no view per piece. False when guest memory has
-   * no host addresses or the file operations cannot do it.
-   */
-  private transferAsync(request: BlockRequest, pieces: number): boolean {
-    const transferAsync = this.io.transferAsync;
-    if (transferAsync === undefined || !this.iovecs.usable) return false;
-    const iovecs = (request.iovecs ??= new HostIovecs(IOV_MAX));
-    iovecs.useRegionsOf(this.iovecs);
-    for (let i = 0; i < pieces; i++) {
-      if (!iovecs.add(this.pieceBuffers[i]!, this.pieceOffsets[i]!, this.pieceLengths[i]!)) return false;
-    }
-    transferAsync(request.file!.fd, request.type !== VIRTIO_BLK_T_IN, iovecs.address, iovecs.count, request.position, request.onTransfer);
-    return true;
+    return iovecs.count > 0;
   }
 
   /** A read or write call finished. */
