@@ -18,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { commandCmdlineArg } from '../../src/image/guest-protocol.js';
 import { guestCommand } from './guest-script.js';
 import { fsTypeOf, writeImage } from './image.js';
-import { selectJobs } from './jobs.js';
+import { type FioJob, selectJobs } from './jobs.js';
 import { measureMain, type PartialResultSink } from './result-lines.js';
 import type { OuterEnvironment } from './run-helpers.js';
 import type { BlkEnvironment, BlkResult, MeasuringEnvironment, RunSampleBase, VmmKind, VmmRunSample } from './samples.js';
@@ -145,6 +145,15 @@ export async function bootQemu<S extends RunSampleBase>(cpu: { model: string }, 
   return boot(cpu.model);
 }
 
+/**
+ * The jobs of `jobs` a boot did not finish, for a second boot of the same VMM in the same round;
+ * none when the guest never came up (the VMM's failure, to report, not the machine's).
+ */
+export function jobsToRetry(jobs: readonly FioJob[], s: Pick<VmmRunSample, 'infoAtMs' | 'jobs'>): FioJob[] {
+  if (s.infoAtMs === undefined) return [];
+  return jobs.filter((j) => s.jobs.find((x) => x.job === j.name)?.ok !== true);
+}
+
 export async function measure(spec: BlkMeasureSpec, partial?: PartialResultSink): Promise<BlkResult> {
   const startedAt = new Date().toISOString();
   const loadAverageStart = loadavg();
@@ -175,16 +184,14 @@ export async function measure(spec: BlkMeasureSpec, partial?: PartialResultSink)
     const order = bootOrder(spec.rounds, spec.vmms);
     bootsDone = Math.min(spec.skipBoots ?? 0, order.length);
     if (bootsDone > 0) log(`resuming after the ${bootsDone} guest boots an earlier nested host finished`);
-    for (const { round, vmm } of order.slice(bootsDone)) {
-      log(`round ${round + 1}/${spec.rounds}: ${vmm}`);
-      const names = jobs.map((j) => j.name);
-      const base = { vmm, round, jobs: names, timeoutMs, silenceLimitMs, log };
-      let s: VmmRunSample;
-      if (vmm === 'tsvmm') {
-        s = await runVmm({ ...base, invocation: tsvmmInvocation(process.execPath, TSVMM_CLI, guest) });
-      } else {
-        s = await bootQemu(qemuCpu, (cpuModel) => runVmm({ ...base, invocation: qemuInvocation(spec.qemu, guest, cpuModel), cpuModel }), runs, log);
-      }
+    /** One boot of `vmm` in `round` running `bootJobs` (idle phase and all when `first`). */
+    const bootOnce = async (round: number, vmm: VmmKind, bootJobs: readonly FioJob[], first: boolean): Promise<VmmRunSample> => {
+      const bootCmdline = first ? cmdline : `${spec.bootArgs} ${commandCmdlineArg(guestCommand(spec.runtimeSeconds, 0, spec.warmupSeconds, bootJobs))}`;
+      const g: GuestSpec = { ...guest, cmdline: bootCmdline };
+      const base = { vmm, round, jobs: bootJobs.map((j) => j.name), timeoutMs, silenceLimitMs, log };
+      const s = vmm === 'tsvmm'
+        ? await runVmm({ ...base, invocation: tsvmmInvocation(process.execPath, TSVMM_CLI, g) })
+        : await bootQemu(qemuCpu, (cpuModel) => runVmm({ ...base, invocation: qemuInvocation(spec.qemu, g, cpuModel), cpuModel }), runs, log);
       log(`  ${vmm}: ${s.ok ? 'ok' : `FAILED (${s.problem ?? ''})`} in ${(s.wallMs / 1000).toFixed(1)} s${s.idle !== undefined ? `; idle guest: VMM CPU ${((100 * s.idle.cpu.totalMs) / s.idle.windowMs).toFixed(0)} %` : ''}`);
       for (const j of s.jobs) {
         const f = j.fio;
@@ -193,7 +200,21 @@ export async function measure(spec: BlkMeasureSpec, partial?: PartialResultSink)
         const ios = f.read.ios + f.write.ios;
         log(`    ${j.job}: ${d.iops.toFixed(0)} IOPS, ${(d.bandwidthBps / 1e6).toFixed(1)} MB/s, VMM CPU ${j.cpu !== undefined && ios > 0 ? ((j.cpu.totalMs * 1000) / ios).toFixed(1) : '-'} µs/IO`);
       }
+      return first ? s : { ...s, retriedJobs: bootJobs.map((j) => j.name) };
+    };
+    for (const { round, vmm } of order.slice(bootsDone)) {
+      log(`round ${round + 1}/${spec.rounds}: ${vmm}`);
+      const s = await bootOnce(round, vmm, jobs, true);
       runs.push(s);
+      // A guest lost mid-run (in the nested host: the emulated machine's page-fault loops, stalls)
+      // leaves its round without some jobs of one VMM. One more boot of the same VMM runs those
+      // jobs (after the same warm-up) in the same round, so the round still compares both VMMs
+      // in this host. Both boots stay in the result and the report's runs table; the failed
+      const failed = jobsToRetry(jobs, s);
+      if (failed.length > 0) {
+        log(`  ${vmm}: booting again for the jobs it lost (${failed.map((j) => j.name).join(', ')})`);
+        runs.push(await bootOnce(round, vmm, failed, false));
+      }
       bootsDone++;
       partial?.(resultSoFar(false));
     }

@@ -91,7 +91,7 @@ export function commandRows(runs: readonly RunSampleBase[], vmms: readonly VmmKi
 export function runRows(runs: readonly RunSampleBase[], ready: string): string[] {
   const L = [`| round | VMM | ok | VMM start → ${ready} | VMM start → exit | problem |`, '|---:|---|---|---:|---:|---|'];
   for (const r of runs) {
-    L.push(`| ${r.round + 1} | ${r.vmm}${r.cpuModel !== undefined ? ` (-cpu ${r.cpuModel})` : ''} | ${r.ok ? 'yes' : '**no**'} | ${r.infoAtMs !== undefined ? `${(r.infoAtMs / 1000).toFixed(1)} s` : '–'} | ${(r.wallMs / 1000).toFixed(1)} s | ${r.problem ?? ''} |`);
+    L.push(`| ${r.round + 1} | ${r.vmm}${r.cpuModel !== undefined ? ` (-cpu ${r.cpuModel})` : ''}${r.retriedJobs !== undefined ? `, again for ${r.retriedJobs.join(', ')}` : ''} | ${r.ok ? 'yes' : '**no**'} | ${r.infoAtMs !== undefined ? `${(r.infoAtMs / 1000).toFixed(1)} s` : '–'} | ${(r.wallMs / 1000).toFixed(1)} s | ${r.problem ?? ''} |`);
   }
   for (const r of runs.filter((x) => !x.ok && x.notes.length > 0)) L.push('', `Notes from round ${r.round + 1}, ${r.vmm}:`, '', '```', ...r.notes, '```');
   return L;
@@ -320,6 +320,7 @@ export function nestedRestartNote(restarts: readonly NestedRestart[] | undefined
   if (restarts === undefined || restarts.length === 0) return undefined;
   // The reason's first clause says what failed; the rest is advice meant for a run that stopped.
   const what = (reason: string): string => reason.split(/; QEMU killed|\. This is the emulated host failing/)[0]!.replace(/\s+/g, ' ').slice(0, 240);
-  const each = restarts.map((r) => `after ${r.afterBoots} guest boot${r.afterBoots === 1 ? '' : 's'} (${what(r.reason)})`);
-  return `> **The nested host failed ${restarts.length === 1 ? 'once' : `${restarts.length} times`} during this run**, and the run went on from the next guest boot in a fresh nested host: ${each.join('; ')}. The boots on either side of a restart ran on different boots of the emulated machine.`;
+  const each = restarts.map((r) => `after ${r.afterBoots} guest boot${r.afterBoots === 1 ? '' : 's'} (${what(r.reason)})${r.redoneBoots !== undefined ? `, the round it cut short run again from its start (${r.redoneBoots} finished boot${r.redoneBoots === 1 ? '' : 's'} dropped)` : ''}`);
+  const whole = restarts.some((r) => r.redoneBoots !== undefined);
+  return `> **The nested host failed ${restarts.length === 1 ? 'once' : `${restarts.length} times`} during this run**, and the run went on in a fresh nested host: ${each.join('; ')}. The boots on either side of a restart ran on different boots of the emulated machine${whole ? '; a cut round was run again whole, so the VMMs of each round ran on the same one' : ''}.`;
 }

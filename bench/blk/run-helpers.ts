@@ -104,6 +104,11 @@ export interface NestedMeasureOptions {
   readonly stallTimeoutMs: number;
   readonly memoryMiB: number;
   readonly writable?: readonly string[];
+  /**
+   * Guest boots per round (one per VMM). A fresh nested host starts at the beginning of the round
+   * the failed one cut short, so every round's VMMs ran in one emulated machine. Absent: 1.
+   */
+  readonly bootsPerRound?: number;
 }
 
 /** What a measurement's result must hold for measureInNestedHost. */
@@ -113,12 +118,15 @@ export interface NestedMeasureResult {
   /** Guest boots done, counted over the whole run (bench/blk and bench/net; resumable when present). */
   readonly bootsDone?: number;
   readonly nestedRestarts?: readonly NestedRestart[];
-  readonly runs?: readonly unknown[];
+  readonly runs?: readonly { readonly round: number }[];
   readonly finishedAt?: string;
 }
 
-/** Nested hosts one benchmark run may use: the first, and fresh ones after it fails mid-run. */
-export const MAX_NESTED_HOSTS_PER_RUN = 3;
+/**
+ * Nested hosts one benchmark run may use: the first, and fresh ones after it fails mid-run. On
+ * 2-core machines a 3-round bench/blk run has seen three failures (a panic, a wedge, a soft lockup).
+ */
+export const MAX_NESTED_HOSTS_PER_RUN = 4;
 
 /**
  * Run `node measureJs SPEC_BASE64` in the nested host, show its progress live (without the result
@@ -127,11 +135,14 @@ export const MAX_NESTED_HOSTS_PER_RUN = 3;
  *
  * Should the nested host itself fail (a panic, a soft lockup, no heartbeat: NestedHostError) after
  * some guest boots finished, and the result counts its boots (`bootsDone`), the run goes on in a
- * fresh nested host from the next boot (spec.skipBoots), up to MAX_NESTED_HOSTS_PER_RUN in all,
- * and the results are joined, each restart recorded in `nestedRestarts` (the reports say so). On
- * 2-core machines the emulated host fails in about one long run in two; without this, most
- * 3-round runs ended incomplete. Whatever cannot be resumed comes back marked `incomplete` with
- * the reason; with no boot finished at all, the failure is thrown.
+ * fresh nested host (spec.skipBoots), up to MAX_NESTED_HOSTS_PER_RUN in all, and the results are
+ * joined, each restart recorded in `nestedRestarts` (the reports say so). On 2-core machines the
+ * emulated host fails in about one long run in two; without this, most 3-round runs ended
+ * incomplete. The fresh host starts at the beginning of the round the failure cut short
+ * (`o.bootsPerRound`), dropping that round's finished boots: the emulated machine's speed moves
+ * by tens of per cent from one boot of it to the next, so the VMMs of a round are compared only
+ * on one. Whatever cannot be resumed comes back marked `incomplete` with the reason (keeping a cut
+ * round's boots, the best left); with no boot finished at all, the failure is thrown.
  */
 export async function measureInNestedHost<R extends NestedMeasureResult>(
   measureJs: string,
@@ -166,9 +177,18 @@ export async function measureInNestedHost<R extends NestedMeasureResult>(
       return joined;
     }
     const reason = joined.incomplete;
-    stderrProgress(`the nested host failed after ${bootsDone} guest boots (${reason.slice(0, 300)}); going on from the next boot in a fresh nested host (${host + 1} of at most ${MAX_NESTED_HOSTS_PER_RUN})`);
-    restarts.push({ afterBoots: bootsDone, reason });
+    const perRound = o.bootsPerRound ?? 1;
+    const roundStart = bootsDone - (bootsDone % perRound);
+    const redone = bootsDone - roundStart;
+    stderrProgress(`the nested host failed after ${bootsDone} guest boots (${reason.slice(0, 300)}); going on ${redone > 0 ? `from the start of round ${roundStart / perRound + 1} (its ${redone} finished boot${redone === 1 ? '' : 's'} again)` : 'from the next boot'} in a fresh nested host (${host + 1} of at most ${MAX_NESTED_HOSTS_PER_RUN})`);
+    restarts.push({ afterBoots: bootsDone, reason, ...(redone > 0 ? { redoneBoots: redone } : {}) });
+    if (redone > 0) joined = dropRoundsFrom(joined, roundStart / perRound, roundStart);
   }
+}
+
+/** The result without the runs of rounds `round` and later, counted as `bootsDone` boots. */
+function dropRoundsFrom<R extends NestedMeasureResult>(result: R, round: number, bootsDone: number): R {
+  return { ...result, bootsDone, runs: (result.runs ?? []).filter((r) => r.round < round) };
 }
 
 /** A run's result so far followed by what a fresh nested host measured after it. */

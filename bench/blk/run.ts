@@ -107,6 +107,7 @@ async function main(): Promise<number> {
       // The measurement prints a line per job at least; this long without one means it hangs.
       stallTimeoutMs: perBootMs,
       memoryMiB: NESTED_MEMORY_MIB,
+      bootsPerRound: vmms.length,
       writable: [...(values['image-dir'] !== undefined ? [resolve(values['image-dir'])] : []), ...(profileDir !== undefined ? [profileDir] : [])],
     }, say);
   } finally {

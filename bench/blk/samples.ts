@@ -38,6 +38,8 @@ export interface JobSample {
 export interface RunSampleBase {
   readonly vmm: VmmKind;
   readonly round: number;
+  /** This boot ran again, in the same round, only these jobs, which an earlier boot of the same VMM lost (bench/blk measure.ts). */
+  readonly retriedJobs?: readonly string[];
   readonly ok: boolean;
   readonly problem?: string;
   readonly exitStatus: number | null;
@@ -126,4 +128,6 @@ export interface BlkResult {
 export interface NestedRestart {
   readonly afterBoots: number;
   readonly reason: string;
+  /** Boots of the round the failure cut short, dropped from the result and run again in the fresh host (absent: none). */
+  readonly redoneBoots?: number;
 }

@@ -121,6 +121,7 @@ async function main(): Promise<number> {
       // boot recorded and the run goes on; only the measurement itself hanging stops it.
       stallTimeoutMs: perBootMs + 60_000,
       memoryMiB: NESTED_MEMORY_MIB,
+      bootsPerRound: vmms.length,
       writable: [profileDir, pingTraceDir].filter((d): d is string => d !== undefined),
     }, say);
   } finally {

@@ -1,7 +1,8 @@
 /**
  * A benchmark run that outlives its nested host (bench/blk/run-helpers.ts measureInNestedHost):
- * after the emulated host fails, the run goes on from the next guest boot in a fresh one, the
- * parts are joined, and the report says so; a failure of the measurement itself is not retried.
+ * after the emulated host fails, the run goes on in a fresh one from the start of the round it
+ * cut short (so each round's VMMs share one emulated machine), the parts are joined, and the
+ * report says so; a failure of the measurement itself is not retried.
  * One nested-host boot is played by a fake here; bench/blk and bench/net's measure.ts skip the
  * boots named by spec.skipBoots in bootOrder's order. Also the folder options shared writable with it
  * (sharedWritableDir).
@@ -12,25 +13,34 @@ import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NestedHostHungError, NestedHostPanicError } from '../../src/host/nested.js';
-import { bootOrder } from '../../bench/blk/measure.js';
+import { bootOrder, jobsToRetry } from '../../bench/blk/measure.js';
+import { selectJobs } from '../../bench/blk/jobs.js';
+import { runRows } from '../../bench/blk/report.js';
 import { nestedRestartNote } from '../../bench/blk/report.js';
 import { MAX_NESTED_HOSTS_PER_RUN, measureInNestedHost, type NestedMeasureOptions, type NestedMeasurePart, type NestedMeasureResult, sharedWritableDir } from '../../bench/blk/run-helpers.js';
 
+interface FakeRun {
+  readonly round: number;
+  readonly name: string;
+}
+
 interface FakeResult extends NestedMeasureResult {
-  readonly runs: readonly string[];
+  readonly runs: readonly FakeRun[];
   readonly bootsDone: number;
 }
 
-const OPTIONS: NestedMeasureOptions = { cwd: '/', timeoutMs: 1000, stallTimeoutMs: 1000, memoryMiB: 1024 };
+/** Two VMMs per round, as bench/blk and bench/net run. */
+const PER_ROUND = 2;
+const OPTIONS: NestedMeasureOptions = { cwd: '/', timeoutMs: 1000, stallTimeoutMs: 1000, memoryMiB: 1024, bootsPerRound: PER_ROUND };
 const outer = { cpuModel: 'x', cpus: 2, kernelRelease: 'r', loadAverage: [0, 0, 0] };
 
-/** A result of `boots` boots (named for the boot index) after `skip`, planned `planned`. */
+/** A result of `boots` boots (named for the boot index; PER_ROUND to a round) after `skip`, planned `planned`. */
 function part(skip: number, boots: number, planned: number, hostFailed: boolean): NestedMeasurePart<FakeResult> {
   const done = skip + boots;
   return {
     result: {
       environment: { outer },
-      runs: Array.from({ length: boots }, (_, i) => `boot ${skip + i}`),
+      runs: Array.from({ length: boots }, (_, i) => ({ round: Math.floor((skip + i) / PER_ROUND), name: `boot ${skip + i}` })),
       bootsDone: done,
       finishedAt: `t${done}`,
       ...(done < planned ? { incomplete: `the nested host's kernel panicked (${done} of ${planned} guest boots done)` } : {}),
@@ -69,7 +79,7 @@ test('a nested host that fails mid-run: the run goes on from the next boot in a 
   ]);
   const r = await measureInNestedHost<FakeResult>('m.js', { rounds: 3 }, OPTIONS, hosts.runOne);
   assert.deepEqual(hosts.skips, [0, 2, 2], 'each fresh host starts after the boots already done');
-  assert.deepEqual(r.runs, ['boot 0', 'boot 1', 'boot 2', 'boot 3', 'boot 4', 'boot 5']);
+  assert.deepEqual(r.runs.map((x) => x.name), ['boot 0', 'boot 1', 'boot 2', 'boot 3', 'boot 4', 'boot 5']);
   assert.equal(r.bootsDone, 6);
   assert.equal(r.incomplete, undefined, 'complete in the end');
   assert.equal(r.finishedAt, 't6');
@@ -83,14 +93,34 @@ test('a nested host that fails mid-run: the run goes on from the next boot in a 
   assert.match(note, /after 2 guest boots \(the nested host's kernel panicked/);
 });
 
+test('a host failing in the middle of a round: the fresh one runs that round again from its start, and its first boot is dropped', async () => {
+  const hosts = fakeHosts([(skip) => part(skip, 3, 6, true), (skip) => part(skip, 4, 6, false)]);
+  const r = await measureInNestedHost<FakeResult>('m.js', {}, OPTIONS, hosts.runOne);
+  assert.deepEqual(hosts.skips, [0, 2], 'the second host starts at round 2, not at its second boot');
+  assert.deepEqual(r.runs.map((x) => x.name), ['boot 0', 'boot 1', 'boot 2', 'boot 3', 'boot 4', 'boot 5'], 'boot 2 of the failed host is gone; the fresh host did it again');
+  assert.equal(r.bootsDone, 6);
+  assert.equal(r.incomplete, undefined);
+  assert.deepEqual(r.nestedRestarts?.map((x) => [x.afterBoots, x.redoneBoots]), [[3, 1]]);
+  assert.match(nestedRestartNote(r.nestedRestarts)!, /after 3 guest boots \(.*\), the round it cut short run again from its start \(1 finished boot dropped\).*the VMMs of each round ran on the same one/);
+});
+
 test(`at most ${MAX_NESTED_HOSTS_PER_RUN} nested hosts per run; then the run ends incomplete with what they measured`, async () => {
-  const hosts = fakeHosts(Array.from({ length: MAX_NESTED_HOSTS_PER_RUN + 2 }, () => (skip: number) => part(skip, 1, 6, true)));
+  // Each host finishes two boots and fails: a whole round each time, nothing dropped.
+  const hosts = fakeHosts(Array.from({ length: MAX_NESTED_HOSTS_PER_RUN + 2 }, () => (skip: number) => part(skip, 2, 12, true)));
   const r = await measureInNestedHost<FakeResult>('m.js', {}, OPTIONS, hosts.runOne);
   assert.equal(hosts.skips.length, MAX_NESTED_HOSTS_PER_RUN);
-  assert.equal(r.bootsDone, MAX_NESTED_HOSTS_PER_RUN);
-  assert.equal(r.runs.length, MAX_NESTED_HOSTS_PER_RUN);
-  assert.match(r.incomplete!, /3 of 6 guest boots done/);
+  assert.equal(r.bootsDone, 2 * MAX_NESTED_HOSTS_PER_RUN);
+  assert.equal(r.runs.length, 2 * MAX_NESTED_HOSTS_PER_RUN);
+  assert.match(r.incomplete!, new RegExp(`${2 * MAX_NESTED_HOSTS_PER_RUN} of 12 guest boots done`));
   assert.equal(r.nestedRestarts?.length, MAX_NESTED_HOSTS_PER_RUN - 1);
+});
+
+test('the last host allowed keeps the boots of a round it cut short: the best data left', async () => {
+  const hosts = fakeHosts(Array.from({ length: MAX_NESTED_HOSTS_PER_RUN }, () => (skip: number) => part(skip, 1, 6, true)));
+  const r = await measureInNestedHost<FakeResult>('m.js', {}, OPTIONS, hosts.runOne);
+  assert.deepEqual(hosts.skips, Array.from({ length: MAX_NESTED_HOSTS_PER_RUN }, () => 0), 'every host redoes round 1');
+  assert.deepEqual(r.runs.map((x) => x.name), ['boot 0'], "the last host's one boot, the earlier ones' dropped");
+  assert.match(r.incomplete!, /1 of 6 guest boots done/);
 });
 
 test('a measurement that failed on its own (the host was fine) is not retried, and neither is a host that finished no boot after the last try', async () => {
@@ -135,4 +165,18 @@ test('a folder option is made absolute and created; one that cannot be created i
   } finally {
     rmSync(base, { recursive: true, force: true });
   }
+});
+
+test('a guest lost mid-run in a healthy host: its lost jobs run again in a second boot of the same round; a guest that never came up is not retried', () => {
+  const jobs = selectJobs('randread-4k-qd1,randread-4k-qd32,read-1m-qd8');
+  const ok = (job: string) => ({ job, ok: true });
+  const lost = (job: string) => ({ job, ok: false, problem: 'never ended' });
+  assert.deepEqual(jobsToRetry(jobs, { infoAtMs: 30_000, jobs: [ok('randread-4k-qd1'), lost('randread-4k-qd32'), lost('read-1m-qd8')] }).map((j) => j.name), ['randread-4k-qd32', 'read-1m-qd8']);
+  assert.deepEqual(jobsToRetry(jobs, { infoAtMs: 30_000, jobs: jobs.map((j) => ok(j.name)) }), [], 'nothing lost, no second boot');
+  assert.deepEqual(jobsToRetry(jobs, { jobs: jobs.map((j) => lost(j.name)) }), [], 'no guest, no second boot');
+  const rows = runRows([
+    { vmm: 'tsvmm', round: 1, ok: false, problem: 'guest stalled', exitStatus: null, wallMs: 100_000, infoAtMs: 30_000, guestInfo: {}, notes: [], argv: [] },
+    { vmm: 'tsvmm', round: 1, retriedJobs: ['read-1m-qd8'], ok: true, exitStatus: 0, wallMs: 60_000, infoAtMs: 30_000, guestInfo: {}, notes: [], argv: [] },
+  ], 'guest ready');
+  assert.match(rows[3]!, /^\| 2 \| tsvmm, again for read-1m-qd8 \| yes \|/, 'the runs table names the second boot and its jobs');
 });
