@@ -296,6 +296,7 @@ export function runConsole(o: ConsoleRunOptions): Promise<ConsoleRunEnd> {
           ...(signal !== null ? { signal } : {}),
           wallMs: exitMs ?? since(),
           ...(infoAtMs !== undefined ? { infoAtMs } : {}),
+          ...(guestStall !== undefined ? { guestStall } : {}),
           guestInfo,
           argv: [o.invocation.command, ...o.invocation.args],
           ...(o.cpuModel !== undefined ? { cpuModel: o.cpuModel } : {}),

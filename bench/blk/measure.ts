@@ -146,11 +146,12 @@ export async function bootQemu<S extends RunSampleBase>(cpu: { model: string }, 
 }
 
 /**
- * The jobs of `jobs` a boot did not finish, for a second boot of the same VMM in the same round;
- * none when the guest never came up (the VMM's failure, to report, not the machine's).
+ * The jobs of `jobs` a boot did not finish, for a second boot of the same VMM in the same round.
+ * None when the guest never came up and its kernel reported no stalled CPU: that is the VMM
+ * failing to boot it, to report, not the emulated machine losing a guest.
  */
-export function jobsToRetry(jobs: readonly FioJob[], s: Pick<VmmRunSample, 'infoAtMs' | 'jobs'>): FioJob[] {
-  if (s.infoAtMs === undefined) return [];
+export function jobsToRetry(jobs: readonly FioJob[], s: Pick<VmmRunSample, 'infoAtMs' | 'guestStall' | 'jobs'>): FioJob[] {
+  if (s.infoAtMs === undefined && s.guestStall === undefined) return [];
   return jobs.filter((j) => s.jobs.find((x) => x.job === j.name)?.ok !== true);
 }
 

@@ -48,6 +48,8 @@ export interface RunSampleBase {
   readonly wallMs: number;
   /** Spawn to the guest's INFO line (VMM start, boot, modules, the device found), ms. */
   readonly infoAtMs?: number;
+  /** The guest kernel's first report of a stalled CPU (RCU, soft lockup), when it made one. */
+  readonly guestStall?: string;
   /** The INFO line's key=value pairs: tool version, the guest's view of the device. */
   readonly guestInfo: Readonly<Record<string, string>>;
   /** The VMM's whole command line. */

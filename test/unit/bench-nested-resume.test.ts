@@ -167,13 +167,14 @@ test('a folder option is made absolute and created; one that cannot be created i
   }
 });
 
-test('a guest lost mid-run in a healthy host: its lost jobs run again in a second boot of the same round; a guest that never came up is not retried', () => {
+test('a guest lost mid-run in a healthy host: its lost jobs run again in a second boot of the same round; a guest that never came up (and reported no stall) is not retried', () => {
   const jobs = selectJobs('randread-4k-qd1,randread-4k-qd32,read-1m-qd8');
   const ok = (job: string) => ({ job, ok: true });
   const lost = (job: string) => ({ job, ok: false, problem: 'never ended' });
   assert.deepEqual(jobsToRetry(jobs, { infoAtMs: 30_000, jobs: [ok('randread-4k-qd1'), lost('randread-4k-qd32'), lost('read-1m-qd8')] }).map((j) => j.name), ['randread-4k-qd32', 'read-1m-qd8']);
   assert.deepEqual(jobsToRetry(jobs, { infoAtMs: 30_000, jobs: jobs.map((j) => ok(j.name)) }), [], 'nothing lost, no second boot');
   assert.deepEqual(jobsToRetry(jobs, { jobs: jobs.map((j) => lost(j.name)) }), [], 'no guest, no second boot');
+  assert.equal(jobsToRetry(jobs, { guestStall: 'rcu: INFO: rcu_sched self-detected stall on CPU', jobs: jobs.map((j) => lost(j.name)) }).length, 3, 'a guest whose kernel stalled while booting: the machine lost it; all its jobs again');
   const rows = runRows([
     { vmm: 'tsvmm', round: 1, ok: false, problem: 'guest stalled', exitStatus: null, wallMs: 100_000, infoAtMs: 30_000, guestInfo: {}, notes: [], argv: [] },
     { vmm: 'tsvmm', round: 1, retriedJobs: ['read-1m-qd8'], ok: true, exitStatus: 0, wallMs: 60_000, infoAtMs: 30_000, guestInfo: {}, notes: [], argv: [] },
