@@ -283,7 +283,7 @@ export async function measureHereOrNested<S extends object, R extends NestedMeas
     const { measure } = (await import(pathToFileURL(measureJs).href)) as { measure(spec: S): Promise<R> };
     return measure(spec);
   }
-  say(`${env.summary} Measuring inside the nested host (should it fail mid-run, a fresh one goes on from the next guest boot).`);
+  say(`${env.summary} Measuring inside the nested host (should it fail mid-run, a fresh one goes on from the start of the round it cut short).`);
   const outer: OuterEnvironment = { cpuModel: cpuModelName(), cpus: cpus().length, kernelRelease: release(), loadAverage: loadavg() };
   return measureInNestedHost<R>(measureJs, { ...spec, outerSummary: env.summary, outer }, nested);
 }

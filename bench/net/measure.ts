@@ -22,7 +22,7 @@ import { measureMain, type PartialResultSink } from '../blk/result-lines.js';
 import type { OuterEnvironment } from '../blk/run-helpers.js';
 import { type BootSpec, type Invocation, profileNodeArgs, qemuMachineArgs, tsvmmEnv, tsvmmRunArgs } from '../blk/vmms.js';
 import type { PollerWait } from '../../src/vmm/eventfd-poller.js';
-import { GUEST_SCRIPT_PATH, guestCommand, guestScript, IPERF_PORT, testNames } from './guest-script.js';
+import { GUEST_SCRIPT_PATH, guestCommand, guestScript, IPERF_PORT, TEST_GRACE_SECONDS, testNames } from './guest-script.js';
 import type { NetEnvironment, NetResult, NetRunSample, VmmKind } from './samples.js';
 import { runVmm } from './vmm-run.js';
 
@@ -140,6 +140,12 @@ export async function measure(spec: NetMeasureSpec, partial?: PartialResultSink)
     makeTap();
     log(`tap ${TAP}: host ${HOST_ADDRESS}/${PREFIX_LEN}, guest ${GUEST_ADDRESS} (${GUEST_MAC})`);
     const guest: BootSpec = { kernel, initrd, cmdline, vcpus: spec.vcpus, memoryMib: spec.memoryMib, ...(spec.vmmProfileDir !== undefined ? { nodeArgs: profileNodeArgs(spec.vmmProfileDir) } : {}), ...(spec.tsvmmPoller !== undefined ? { poller: spec.tsvmmPoller } : {}) };
+    // The script prints a line at every step (warm-up, ping, each test's start and end); its
+    // longest step is a test that runs into the guest's own limit (TEST_GRACE_SECONDS), the ping
+    // phase, or the warm-up. Past that plus a test's allowance, a guest that is up is lost (both
+    // vCPUs looping on the emulated machine's nested page fault print no stall report; one such
+    // boot, 2026-11-29, ran on silent until the boot's 740 s timeout).
+    const silenceLimitMs = Math.max(spec.seconds + TEST_GRACE_SECONDS, spec.pings * spec.pingIntervalSeconds, spec.warmupSeconds) * 1000 + TEST_ALLOWANCE_MS;
     const timeoutMs = BOOT_ALLOWANCE_MS + 2 * spec.warmupSeconds * 1000 + spec.pings * spec.pingIntervalSeconds * 1000 + tests.length * (spec.seconds * 1000 + TEST_ALLOWANCE_MS);
     const qemuCpu = { model: QEMU_CPU_MODELS[0]! };
     const order = bootOrder(spec.rounds, spec.vmms);
@@ -147,7 +153,7 @@ export async function measure(spec: NetMeasureSpec, partial?: PartialResultSink)
     if (bootsDone > 0) log(`resuming after the ${bootsDone} guest boots an earlier nested host finished`);
     for (const { round, vmm } of order.slice(bootsDone)) {
       log(`round ${round + 1}/${spec.rounds}: ${vmm}`);
-      const base = { vmm, round, tests, tap: TAP, guestAddress: GUEST_ADDRESS, pings: spec.pings, pingIntervalSeconds: spec.pingIntervalSeconds, timeoutMs, log, ...(spec.pingTraceDir !== undefined ? { pingTraceDir: spec.pingTraceDir } : {}) };
+      const base = { vmm, round, tests, tap: TAP, guestAddress: GUEST_ADDRESS, pings: spec.pings, pingIntervalSeconds: spec.pingIntervalSeconds, timeoutMs, silenceLimitMs, log, ...(spec.pingTraceDir !== undefined ? { pingTraceDir: spec.pingTraceDir } : {}) };
       const server = startIperfServer(spec.iperf3);
       let s: NetRunSample;
       try {

@@ -36,6 +36,8 @@ export interface NetRunOptions {
   readonly pings: number;
   readonly pingIntervalSeconds: number;
   readonly timeoutMs: number;
+  /** ConsoleRunOptions.silenceLimitMs: the longest the guest's script may print nothing once it is up. */
+  readonly silenceLimitMs?: number;
   readonly cpuModel?: string;
   /** Keep each boot's raw ping trace here, with PING_TIMELINE_EVENTS too. */
   readonly pingTraceDir?: string;
