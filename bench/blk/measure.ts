@@ -210,7 +210,8 @@ export async function measure(spec: BlkMeasureSpec, partial?: PartialResultSink)
       // A guest lost mid-run (in the nested host: the emulated machine's page-fault loops, stalls)
       // leaves its round without some jobs of one VMM. One more boot of the same VMM runs those
       // jobs (after the same warm-up) in the same round, so the round still compares both VMMs
-      // in this host. Both boots stay in the result and the report's runs table; the failed
+      // in this host. Both boots stay in the result and the report's runs table; the lost jobs'
+      // samples count nowhere (jobsToRetry says which boots get no second one).
       const failed = jobsToRetry(jobs, s);
       if (failed.length > 0) {
         log(`  ${vmm}: booting again for the jobs it lost (${failed.map((j) => j.name).join(', ')})`);
