@@ -9,7 +9,7 @@
  * I/O, or deadlock it. So tsvmm keeps one epoll instance holding every eventfd and fd, and waits
  * on it in one of two ways:
  *
- * - main loop (the default, on the main thread): Node's own event loop watches each eventfd
+ * - main loop (TSVMM_POLLER=main-loop; the default before held): Node's own event loop watches each eventfd
  *   itself (a libuv poll handle per eventfd, src/kvm/main-loop-poll.ts), so a queue notification
  *   reaches its handler with one native call into JavaScript and one read of the counter; the
  *   other fds stay in the epoll instance, whose fd the loop watches the same way (a zero-timeout
@@ -20,14 +20,13 @@
  * - threadpool (the fallback, e.g. a VM run from a worker thread): one epoll_wait at a time on a
  *   libuv threadpool thread (koffi's asynchronous call): two wake-ups per event (that thread, then
  *   the main thread) and a new asynchronous call to wait again.
- * - held (experimental, TSVMM_POLLER=held; main thread only, else as main loop): the main thread
+ * - held (the default; main thread only, else as main loop): the main thread
  *   blocks in epoll_wait on the epoll instance itself, which also holds libuv's own backend fd and
  *   a deadline timerfd, and runs the handlers of holdSafe watches as their events come, going back
  *   to Node's loop only when the loop has something to do (see hold()). A wake-up then returns
  *   from a system call into the JavaScript that made it instead of coming through libuv, a koffi
- *   callback and Node-API; whether that pays is not settled (docs/architecture.md, "Where the
- *   main thread waits": in the nested host it measured from even to a few hundred µs better per
- *   wake-up after an idle pause, bench/profile/wake-paths.ts, path held).
+ *   callback and Node-API (docs/architecture.md, "Where the main thread waits": in the nested
+ *   host it brought the VMM's share of a ping's round trip level with QEMU's).
  *
  * Measured on the development machine (an eventfd written by another thread, the main thread
  * acknowledging through Atomics, 5000 round trips): the main loop 49–51 µs per round trip, the
@@ -105,10 +104,15 @@ export interface WatchOptions {
   readonly holdSafe?: boolean;
 }
 
-/** TSVMM_POLLER=held (or main-loop, threadpool) chooses the default wait. */
+/**
+ * The default wait: held, since it brought tsvmm's ping round trip level with QEMU's in the nested
+ * host (bench/results/net-2026-11-29-held.md against net-2026-11-29.md: the VMM's receive and
+ * transmit halves 758 and 849 µs against 885 and 1091 with main-loop). TSVMM_POLLER=main-loop or
+ * threadpool chooses another.
+ */
 function defaultWait(): PollerWait {
   const chosen = process.env['TSVMM_POLLER'];
-  return chosen === 'held' || chosen === 'threadpool' ? chosen : 'main-loop';
+  return chosen === 'main-loop' || chosen === 'threadpool' ? chosen : 'held';
 }
 
 interface EventFdWatch {
@@ -232,10 +236,10 @@ export class EventFdPoller {
   private static heldClaimed = false;
 
   /**
-   * `wait` chooses how the poller waits: 'main-loop' (the default) has Node's own event loop watch
+   * `wait` chooses how the poller waits: 'main-loop' has Node's own event loop watch
    * the epoll fd where that is possible (main-loop-poll.ts: the main thread, with libuv's symbols)
    * and falls back to 'threadpool' elsewhere; 'threadpool' always waits in epoll_wait on a libuv
-   * threadpool thread; 'held' (experimental) has the main thread wait in this poller's epoll set
+   * threadpool thread; 'held' (the default) has the main thread wait in this poller's epoll set
    * itself, with the main loop's fd in it (see hold()), falls back like 'main-loop', and waits on
    * the main loop when another poller of this process holds already (one hold at a time). The
    * default comes from TSVMM_POLLER. Tests run the poller's behaviour against all three.

@@ -22,13 +22,24 @@ async function until(check: () => boolean, ms = 5000): Promise<void> {
   }
 }
 
-test('on the main thread the poller waits on the main loop by default', async () => {
+test('on the main thread the poller holds the wait by default, or waits on the main loop when asked', async () => {
   const poller = new EventFdPoller();
   const fd = new EventFd();
   poller.add(fd, () => undefined);
   poller.start();
-  assert.equal(poller.waitsOn, 'main-loop', 'node exports libuv here: the poller should not need a threadpool thread');
-  await poller.close();
+  try {
+    assert.equal(poller.waitsOn, 'held', 'node exports libuv here: the default is the held wait');
+  } finally {
+    await poller.close();
+  }
+  const onLoop = new EventFdPoller(undefined, 'main-loop');
+  onLoop.add(fd, () => undefined);
+  onLoop.start();
+  try {
+    assert.equal(onLoop.waitsOn, 'main-loop', 'node exports libuv here: the poller should not need a threadpool thread');
+  } finally {
+    await onLoop.close();
+  }
   fd.close();
   const pooled = new EventFdPoller(undefined, 'threadpool');
   pooled.start();
