@@ -186,7 +186,7 @@ function loopEvents(events: number): number {
 }
 
 export class EventFdPoller {
-  /** Wake-ups that found work: an epoll_wait with events, or a doorbell the loop reported (for metrics and tests). */
+  /** Wake-ups that found device work: an epoll_wait that reported a watched fd, or a doorbell the loop reported (for metrics and tests). */
   wakeups = 0;
   private readonly epfd: number;
   private readonly events = Buffer.alloc(MAX_EVENTS_PER_WAKE * EPOLL_EVENT_SIZE);
@@ -590,8 +590,11 @@ export class EventFdPoller {
       }
     } else {
       this.failures = 0;
-      if (n > 0) this.wakeups++;
       const events = this.events;
+      // Counted once per wait that reported a device's fd: the held wait's own tokens are the main
+      // loop's business, and a loop busy with its own work (V8's incremental marking and sweeping
+      // post one task per step, each turn ending a hold at once) must not look like a device spinning.
+      let counted = false;
       for (let i = 0; i < n; i++) {
         // Tokens are small indices: the low half of the 64-bit data field is enough, and reading it allocates no BigInt.
         const token = events.readUInt32LE(i * EPOLL_EVENT_SIZE + EPOLL_EVENT_DATA_OFFSET);
@@ -600,6 +603,10 @@ export class EventFdPoller {
           // result), or its next timer is due. The timerfd needs no read: arming resets it.
           this.leaveHold = true;
           continue;
+        }
+        if (!counted) {
+          counted = true;
+          this.wakeups++;
         }
         const watch = this.watches[token];
         if (watch === undefined) {
