@@ -15,8 +15,7 @@ import { join } from 'node:path';
 import { NestedHostHungError, NestedHostPanicError } from '../../src/host/nested.js';
 import { bootOrder, jobsToRetry } from '../../bench/blk/measure.js';
 import { selectJobs } from '../../bench/blk/jobs.js';
-import { runRows } from '../../bench/blk/report.js';
-import { nestedRestartNote } from '../../bench/blk/report.js';
+import { nestedRestartNote, runRows } from '../../bench/blk/report.js';
 import { MAX_NESTED_HOSTS_PER_RUN, measureInNestedHost, type NestedMeasureOptions, type NestedMeasurePart, type NestedMeasureResult, sharedWritableDir } from '../../bench/blk/run-helpers.js';
 
 interface FakeRun {
