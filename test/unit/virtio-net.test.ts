@@ -511,6 +511,17 @@ test('RX: the first frame of a pass interrupts before the next read; the rest sh
   assert.deepEqual(await wake(2), [3]);
 });
 
+test('RX: a GSO-sized first frame after an empty backend is no lone frame: the wake reads what follows at once', async (t) => {
+  const features = BASIC | bit(VIRTIO_NET_F_GUEST_CSUM) | bit(VIRTIO_NET_F_GUEST_TSO4);
+  const n = net(t, { manual: true, offloads: ALL_TUN_OFFLOADS, features });
+  postRx(n, 64, 4096);
+  n.rx.kick();
+  assert.ok(n.backend.send(frame(3000, 1)));
+  assert.ok(n.backend.send(frame(100, 2)));
+  n.manual!.fire(EPOLLIN);
+  assert.equal(n.device.metrics.rxFrames, 2);
+});
+
 test('RX: after a lone frame, a wake before the deferred pass reads everything; the pass after it finds the backend empty and the next frame is lone again', async (t) => {
   const n = net(t, { manual: true });
   postRx(n, 8, 2048);

@@ -96,6 +96,12 @@ export const MAX_FRAME_BYTES = 65562;
 /** Ethernet header plus one VLAN tag: a frame is at most this much longer than the MTU. */
 const ETHERNET_OVERHEAD = 14 + 4;
 export const DEFAULT_MTU = 1500;
+/**
+ * A frame after an empty backend no larger than this (header, Ethernet header and a default MTU's
+ * payload) counts as a lone one (receive()): a ping, a request, an ACK. Larger ones are GSO frames
+ * of a bulk stream, whose next frame is usually right behind.
+ */
+const LONE_FRAME_MAX_BYTES = VIRTIO_NET_HDR_SIZE + ETHERNET_OVERHEAD + DEFAULT_MTU;
 /** MTU range a link can have (the config parser's range, api/config/network-interface.ts). */
 export const NET_MTU_RANGE = { min: 68, max: 65535 } as const;
 
@@ -652,8 +658,9 @@ export class VirtioNet implements VirtioDevice {
       // share one interrupt at its end: per-frame interrupts measured worse (725c620, reverted).
       if (frames === 0) {
         activation.notifyIfNeeded(NET_RX_QUEUE);
-        if (this.rxDrained) {
-          // A lone frame (the backend was empty before it): the guest's answer may come while the
+        if (this.rxDrained && n <= LONE_FRAME_MAX_BYTES) {
+          // A lone frame (the backend was empty before it, and it is no GSO frame of a bulk
+          // stream, whose frames follow each other closely): the guest's answer may come while the
           // interrupt is raised (in the nested host's traces a third of the ping replies' kicks
           // came during the irqfd write, and waited for the chains gathered for a next frame and
           // the read that found the tap empty, 270 us). Let events pending by then go first;
