@@ -11,8 +11,6 @@
 export interface HeldBatchScheduler {
   /** Run `work` after the current batch, before the next wait; false when not holding now. */
   afterBatch(work: () => void): boolean;
-  /** As afterBatch, but first take and handle the events that are ready by then (one more look, no waiting). */
-  afterPendingEvents(work: () => void): boolean;
   /** End the hold after the current batch, so the loop turns. */
   leaveAfterBatch(): void;
 }
@@ -32,18 +30,6 @@ export function heldBatchScheduler(): HeldBatchScheduler | undefined {
 /** Run `work` once the events being handled are: after the held wait's batch, else from setImmediate. */
 export function deferAfterBatch(work: () => void): void {
   if (held === undefined || !held.afterBatch(work)) setImmediate(work);
-}
-
-/**
- * Run `work` once the events being handled are, and the events that are ready by the time they are
- * too: in the held wait after one more look at its epoll set (a zero-timeout epoll_wait) and the
- * handlers of what it found, else from setImmediate. For work that is not urgent while a reply to
- * what was just done may already be waiting: net's receive drains the tap this way after a lone
- * frame, so the guest's answer to it (a transmit kick that came while the interrupt was being
- * raised) is sent first.
- */
-export function deferBehindPending(work: () => void): void {
-  if (held === undefined || !held.afterPendingEvents(work)) setImmediate(work);
 }
 
 /** Run `work` on the event loop's next turn (setImmediate), ending a held wait so that the turn comes. */

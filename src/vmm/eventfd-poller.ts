@@ -216,8 +216,6 @@ export class EventFdPoller {
   private leaveHold = false;
   /** Held mode: expires when the main loop's next timer is due (armed on each hold's entry). */
   private holdDeadline: OneShotTimerFd | undefined;
-  /** Work deferred behind pending events (deferBehindPending): look at the epoll set once more before running the deferred work. */
-  private lookAgain = false;
   /** Work deferred to the end of the current batch (deferAfterBatch), and the spare list runAfterBatch swaps in. */
   private afterBatch: (() => void)[] = [];
   private afterBatchSpare: (() => void)[] = [];
@@ -226,12 +224,6 @@ export class EventFdPoller {
     afterBatch: (work) => {
       if (!this.holding) return false;
       this.afterBatch.push(work);
-      return true;
-    },
-    afterPendingEvents: (work) => {
-      if (!this.holding) return false;
-      this.afterBatch.push(work);
-      this.lookAgain = true;
       return true;
     },
     leaveAfterBatch: () => {
@@ -523,8 +515,6 @@ export class EventFdPoller {
     this.holding = true;
     this.leaveHold = false;
     try {
-      // One extra look per round of deferred work at most, so a stream of events cannot hold it off.
-      let looked = false;
       while (!this.leaveHold && !this.closing && !this.paused) {
         const n = epollWaitBlocking(this.epfd, this.events, this.afterBatch.length > 0 ? 0 : FOREVER);
         if (n > 0 || n < 0) {
@@ -534,20 +524,10 @@ export class EventFdPoller {
             break;
           }
         }
-        if (this.lookAgain && n > 0 && !looked) {
-          // Work deferred behind pending events: handle what is ready by now first (the wait above
-          // does not block while deferred work is queued).
-          this.lookAgain = false;
-          looked = true;
-          continue;
-        }
-        this.lookAgain = false;
-        looked = false;
         this.runAfterBatch();
       }
     } finally {
       this.holding = false;
-      this.lookAgain = false;
       // Deferred work is never left behind: what is still queued goes to the loop.
       if (this.afterBatch.length > 0) for (const work of this.afterBatch.splice(0)) setImmediate(work);
       if (!this.closed) reenter.signal();

@@ -42,7 +42,7 @@ import { EAGAIN, EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, TUN_F_CSUM, TUN_F_TSO4, 
 import { VIRTIO_ID_NET, featureBit, hasFeature, type VirtioActivation, type VirtioDevice } from './device.js';
 import { DescriptorChain, type SplitQueue } from './queue.js';
 import { HostIovecs } from './host-iovecs.js';
-import { deferAfterBatch, deferBehindPending } from '../end-of-batch.js';
+import { deferAfterBatch } from '../end-of-batch.js';
 
 // Feature bits (virtio 1.2 §5.1.3).
 export const VIRTIO_NET_F_CSUM = 0;
@@ -96,12 +96,6 @@ export const MAX_FRAME_BYTES = 65562;
 /** Ethernet header plus one VLAN tag: a frame is at most this much longer than the MTU. */
 const ETHERNET_OVERHEAD = 14 + 4;
 export const DEFAULT_MTU = 1500;
-/**
- * A frame after an empty backend no larger than this (header, Ethernet header and a default MTU's
- * payload) counts as a lone one (receive()): a ping, a request, an ACK. Larger ones are GSO frames
- * of a bulk stream, whose next frame is usually right behind.
- */
-const LONE_FRAME_MAX_BYTES = VIRTIO_NET_HDR_SIZE + ETHERNET_OVERHEAD + DEFAULT_MTU;
 /** MTU range a link can have (the config parser's range, api/config/network-interface.ts). */
 export const NET_MTU_RANGE = { min: 68, max: 65535 } as const;
 
@@ -278,10 +272,6 @@ export class VirtioNet implements VirtioDevice {
   private rxCapacity = 0;
   /** Out of receive buffers: not watching readability, waiting for a kick. */
   private rxStalled = false;
-  /** The last read found the backend empty: the next frame is likely a lone one (a ping, a request). */
-  private rxDrained = true;
-  /** A receive pass is deferred behind pending events (after a lone frame; see receive()). */
-  private rxScheduled = false;
   private readonly rxIov: Uint8Array[] = [];
   /**
    * Frames by host address (readv/writev with no views and no exceptions), when guest memory has
@@ -437,7 +427,6 @@ export class VirtioNet implements VirtioDevice {
     this.txPending = false;
     this.txBlocked = false;
     this.rxStalled = false;
-    this.rxDrained = true;
     this.rxStart = 0;
     this.rxCount = 0;
     this.rxCapacity = 0;
@@ -622,10 +611,7 @@ export class VirtioNet implements VirtioDevice {
       if (this.rxIovecs.usable) {
         capacity = this.rxIovecsCurrent ? this.rxIovecs.length : this.fillIovecs();
         n = readvOrWritevNow(this.fd, false, this.rxIovecs.address, this.rxIovecs.count);
-        if (n === -EAGAIN) {
-          this.rxDrained = true;
-          break;
-        }
+        if (n === -EAGAIN) break;
         if (n < 0) {
           this.readFailed(errnoName(-n));
           break;
@@ -636,10 +622,7 @@ export class VirtioNet implements VirtioDevice {
           n = this.rxIov.length === 1 ? readSync(this.fd, this.rxIov[0]!) : readvSync(this.fd, this.rxIov);
         } catch (e) {
           this.rxIov.length = 0;
-          if ((e as NodeJS.ErrnoException).code === 'EAGAIN') {
-            this.rxDrained = true;
-            break;
-          }
+          if ((e as NodeJS.ErrnoException).code === 'EAGAIN') break;
           this.readFailed((e as NodeJS.ErrnoException).code ?? String(e));
           break;
         }
@@ -656,35 +639,11 @@ export class VirtioNet implements VirtioDevice {
       // gathered for it (in the nested host's traces, 0.3-0.6 ms of tsvmm's 2.2 ms from the tap
       // to the interrupt; QEMU interrupts before that read too). The rest of the wake's frames
       // share one interrupt at its end: per-frame interrupts measured worse (725c620, reverted).
-      if (frames === 0) {
-        activation.notifyIfNeeded(NET_RX_QUEUE);
-        if (this.rxDrained && n <= LONE_FRAME_MAX_BYTES) {
-          // A lone frame (the backend was empty before it, and it is no GSO frame of a bulk
-          // stream, whose frames follow each other closely): the guest's answer may come while the
-          // interrupt is raised (in the nested host's traces a third of the ping replies' kicks
-          // came during the irqfd write, and waited for the chains gathered for a next frame and
-          // the read that found the tap empty, 270 us). Let events pending by then go first;
-          // what else the tap holds is read after them (its readiness is level-triggered too).
-          this.rxDrained = false;
-          if (!this.rxScheduled) {
-            this.rxScheduled = true;
-            deferBehindPending(this.runScheduledReceive);
-          }
-          return;
-        }
-      }
-      this.rxDrained = false;
+      if (frames === 0) activation.notifyIfNeeded(NET_RX_QUEUE);
     }
     // One interrupt for the rest of what this wake read, after the read that found the backend empty.
     activation.notifyIfNeeded(NET_RX_QUEUE);
   }
-
-  private readonly runScheduledReceive = (): void => {
-    this.rxScheduled = false;
-    // A pass of its own: a fresh pop budget (SplitQueue.beginPass).
-    this.activation?.queues[NET_RX_QUEUE]?.beginPass();
-    this.receive();
-  };
 
   private readFailed(why: string): void {
     this.backendGone = true;
