@@ -16,7 +16,7 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { detectVirtualization } from '../src/host/environment.js';
-import { ensureNestedHostAssets, explainNestedHost, NestedHostHungError, NestedHostPanicError, runInNestedHost } from '../src/host/nested.js';
+import { ensureNestedHostAssets, explainNestedHost, NestedHostHungError, NestedHostPanicError, NestedHostResetError, runInNestedHost } from '../src/host/nested.js';
 import { shellQuote } from '../src/host/nested-init.js';
 import { ensureAptPackages } from '../src/image/debian.js';
 import { ensureDefaultGuest } from '../src/image/default-guest.js';
@@ -94,8 +94,8 @@ const NESTED_TOTAL_BUDGET_MS = 70 * 60_000;
 /** Tests report as they finish, and none may take longer than FILE_TIMEOUT_MS: silence beyond that is a hang. */
 const NESTED_STALL_MS = FILE_TIMEOUT_MS + 60_000;
 /**
- * A nested host that fails as a machine (kernel lockup or panic, or a wedge that silences every
- * test) gets a fresh boot for the test files it had not finished. Measured on 2-core machines:
+ * A nested host that fails as a machine (kernel lockup or panic, a reset, or a wedge that silences
+ * every test) gets a fresh boot for the test files it had not finished. Measured on 2-core machines:
  * about one stage in three lost its nested host, each time at a different test. Up to three
  * attempts, within NESTED_TOTAL_BUDGET_MS in all, keep the worst case inside CI's 90 minutes.
  */
@@ -147,7 +147,7 @@ async function runNested(files: string[]): Promise<{ status: number; counts: Cou
     } catch (e) {
       // Only the emulated machine failing is retried; a test failing or hanging is a result.
       const message = e instanceof Error ? e.message : String(e);
-      if (!(e instanceof NestedHostHungError || e instanceof NestedHostPanicError)) {
+      if (!(e instanceof NestedHostHungError || e instanceof NestedHostPanicError || e instanceof NestedHostResetError)) {
         process.stdout.write(`\nthe nested host failed: ${message}\n`);
         return { status: 1, counts };
       }

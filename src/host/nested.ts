@@ -44,6 +44,13 @@ export class NestedHostBootError extends NestedHostError {}
  * emulated host failing, not the command; running again usually succeeds.
  */
 export class NestedHostHungError extends NestedHostError {}
+/**
+ * The nested host reset (QEMU, run with -no-reboot, exited by itself) while the command was
+ * running: its init never resets the machine before reporting the command's status, so the
+ * emulated machine did (a triple fault of its own kernel, or a reboot without a panic message).
+ * That is the emulated host failing, not the command; running again usually succeeds.
+ */
+export class NestedHostResetError extends NestedHostError {}
 /** The caller's AbortSignal stopped the run. */
 export class NestedHostAbortedError extends NestedHostError {}
 
@@ -484,6 +491,11 @@ function boot(assets: NestedHostAssets, initrd: string, nonce: string, p: BootPa
       if (console_.phase === 'boot') {
         const how = signal !== null ? `was killed by ${signal}` : `exited with status ${code}`;
         reject(new NestedHostStartError(`QEMU ${how} before the nested host booted${qemuErrors !== '' ? `: ${qemuErrors}` : ''}${lastLines()}`));
+        return;
+      }
+      if (signal === null && code === 0) {
+        // -no-reboot: QEMU exits with status 0 when the machine resets.
+        reject(new NestedHostResetError(`the nested host reset while the command was running, without reporting its status (QEMU exited with status 0, as -no-reboot makes it on a reset: most likely a triple fault of the emulated machine). This is the emulated host failing, not the command: run it again${lastLines()}`));
         return;
       }
       reject(new NestedHostBootError(`the nested host stopped while the command was running, without reporting its status (QEMU ${signal ?? `status ${code}`})${lastLines()}`));

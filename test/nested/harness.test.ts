@@ -14,6 +14,7 @@ import { dirname, join, resolve } from 'node:path';
 import {
   ensureNestedHostAssets,
   NestedHostHungError,
+  NestedHostResetError,
   NestedHostStartError,
   NestedHostUsageError,
   runInNestedHost,
@@ -146,6 +147,14 @@ test('a command that prints nothing for stallTimeoutMs is killed and reported as
   assert.equal(r.status, 124);
   assert.match(r.output, /started/);
   assert.ok(Date.now() - t0 < 60_000, 'returned long before the 300 s timeout');
+});
+
+test('a nested host that resets while the command runs ends the run as NestedHostResetError, not as the command failing', async () => {
+  // sysrq b: an immediate reset without a panic message, as a triple fault of the emulated machine is.
+  await assert.rejects(
+    runInNestedHost('echo started; echo b > /proc/sysrq-trigger; sleep 600', { assets, timeoutMs: 300_000, progress }),
+    (e: unknown) => e instanceof NestedHostResetError && /reset while the command was running/.test(e.message) && /run it again/.test(e.message),
+  );
 });
 
 test('a kernel soft-lockup report of a CPU stuck for minutes ends the run as NestedHostHungError', async () => {
