@@ -7,7 +7,7 @@
  * and fs.read/createReadStream go through the libuv threadpool, where a blocking read ties up one
  * of its 4 threads (UV_THREADPOOL_SIZE) per eventfd: a few multi-queue devices would starve file
  * I/O, or deadlock it. So tsvmm keeps one epoll instance holding every eventfd and fd, and waits
- * on it in one of two ways:
+ * on it in one of three ways:
  *
  * - main loop (TSVMM_POLLER=main-loop; the default before held): Node's own event loop watches each eventfd
  *   itself (a libuv poll handle per eventfd, src/kvm/main-loop-poll.ts), so a queue notification
@@ -26,7 +26,9 @@
  *   to Node's loop only when the loop has something to do (see hold()). A wake-up then returns
  *   from a system call into the JavaScript that made it instead of coming through libuv, a koffi
  *   callback and Node-API (docs/architecture.md, "Where the main thread waits": in the nested
- *   host it brought the VMM's share of a ping's round trip level with QEMU's).
+ *   host it brought the VMM's share of a ping's round trip from 300 µs behind QEMU's (tap to tap
+ *   3328 against 3019 µs) to within the noise between boots; its transmit half still trails by up
+ *   to 100 µs).
  *
  * Measured on the development machine (an eventfd written by another thread, the main thread
  * acknowledging through Atomics, 5000 round trips): the main loop 49–51 µs per round trip, the
@@ -105,9 +107,10 @@ export interface WatchOptions {
 }
 
 /**
- * The default wait: held, since it brought tsvmm's ping round trip level with QEMU's in the nested
+ * The default wait: held, since it shortened tsvmm's ping round trip to about QEMU's in the nested
  * host (bench/results/net-2026-11-29-held.md against net-2026-11-29.md: the VMM's receive and
- * transmit halves 758 and 849 µs against 885 and 1091 with main-loop). TSVMM_POLLER=main-loop or
+ * transmit halves 758 and 849 µs against 885 and 1091 with main-loop; later runs in
+ * net-2026-11-29-default-held*.md). TSVMM_POLLER=main-loop or
  * threadpool chooses another.
  */
 function defaultWait(): PollerWait {
