@@ -16,6 +16,11 @@
  *                                     frames: seconds in the nested host); the two exit statuses
  *   NET-PING-BEGIN                    the guest waits for the host's ping to finish (host connects to PING_DONE_PORT)
  *   NET-PING-END                      the host connected: ping is over
+ *   NET-TESTS-WAIT                    the guest waits for its turn to run the tests (host connects to
+ *                                     PING_DONE_PORT again): with two guests up at once (measure.ts),
+ *                                     one runs its tests while the other idles here
+ *   NET-WAITING                       every WAIT_HEARTBEAT_SECONDS while the guest waits for the host:
+ *                                     a guest that waits is alive (the harness's silence limit)
  *   NET-RUN-BEGIN name                iperf3 -c is about to start (name: g2h-N or h2g-N)
  *   NET-RUN-END name status           iperf3 has exited
  *   NET-STAT name before|after k=v …  the guest's counters around a test (eth0 drops, TCP: GUEST_COUNTERS)
@@ -37,12 +42,18 @@ export const IPERF_PORT = 5201;
  * seen in the nested host), and the client then waits for its results for ever.
  */
 export const TEST_GRACE_SECONDS = 60;
+/** How often a waiting guest says it still waits: far below any silence limit, rare enough to cost nothing. */
+export const WAIT_HEARTBEAT_SECONDS = 15;
+/** The longest the guest waits for the host at one step before it goes on regardless. */
+export const WAIT_LIMIT_SECONDS = 1800;
 
 export const MARK = {
   info: 'NET-INFO ',
   warmup: 'NET-WARMUP ',
   pingBegin: 'NET-PING-BEGIN',
   pingEnd: 'NET-PING-END',
+  testsWait: 'NET-TESTS-WAIT',
+  waiting: 'NET-WAITING',
   begin: 'NET-RUN-BEGIN ',
   end: 'NET-RUN-END ',
   jsonBegin: 'NET-JSON-BEGIN ',
@@ -94,8 +105,11 @@ export function directionOf(name: string): Direction {
  *   answers (the tap's carrier, ARP), so the first test does not pay for either.
  * - `iperf3 -c HOST -t S -J` (one TCP stream, iperf3's default 128 KiB writes), `-R` for host → guest,
  *   ended by `timeout` TEST_GRACE_SECONDS after it should have finished.
- * - `nc -l -p PORT` (busybox) blocks until the harness connects once its ping is over; `timeout`
- *   bounds it should the harness never come.
+ * - `nc -l -p PORT` (busybox) blocks until the harness connects (its ping is over; the guest's turn
+ *   to run the tests came); `timeout` bounds it should the harness never come. A heartbeat beside it
+ *   prints NET-WAITING now and then, so that a guest waiting for a while (for the other guest's
+ *   boot or tests) is not taken for a lost one. nc in the background and `wait` on it: a heartbeat
+ *   made of `timeout N nc -l` in a loop could miss a connection that came just as nc was killed.
  */
 export function guestScript(): string {
   return `#!/bin/sh
@@ -123,9 +137,18 @@ if [ "$warm" -gt 0 ]; then
   timeout $((warm + ${TEST_GRACE_SECONDS})) iperf3 -c $host -p ${IPERF_PORT} -t $warm -R > /dev/null 2>&1; w2=$?
   echo "${MARK.warmup}$warm $w1 $w2"
 fi
+# hostwait: block until the host connects to PING_DONE_PORT, saying NET-WAITING now and then.
+hostwait() {
+  timeout ${WAIT_LIMIT_SECONDS} nc -l -p ${PING_DONE_PORT} >/dev/null 2>&1 & ncpid=$!
+  ( while sleep ${WAIT_HEARTBEAT_SECONDS}; do echo "${MARK.waiting}"; done ) & beat=$!
+  wait $ncpid
+  kill $beat 2>/dev/null; wait $beat 2>/dev/null
+}
 echo "${MARK.pingBegin}"
-timeout 600 nc -l -p ${PING_DONE_PORT} >/dev/null 2>&1
+hostwait
 echo "${MARK.pingEnd}"
+echo "${MARK.testsWait}"
+hostwait
 cd /tmp
 r=1
 while [ $r -le $reps ]; do

@@ -6,8 +6,12 @@
  *
  *   node dist/bench/net/run.js [--cpus N] [--mem MIB] [--time S] [--reps N] [--rounds N] [--pings N] [--warmup S]
  *                              [--ping-interval S] [--only tsvmm,qemu] [--quick] [--out-dir DIR] [--profile-vmm DIR] [--tsvmm-poller held]
- *                              [--ping-trace-dir DIR]
+ *                              [--ping-trace-dir DIR] [--sequential]
  *   node dist/bench/net/run.js --report FILE.json [--out-dir DIR]      (re-render a report)
+ *
+ * Each round boots both VMMs' guests at once, each on its own tap: they are pinged in the same
+ * window, requests interleaved, and run their iperf3 tests in turn while the other idles
+ * (bench/net/pair.ts); `--sequential` boots one guest at a time instead.
  *
  * Where KVM boots stock Linux (hardware virtualization) it measures right here. Otherwise the
  * whole measurement runs inside ONE nested-host boot, so both VMMs share the same emulated machine.
@@ -56,6 +60,8 @@ async function main(): Promise<number> {
       /** Keep each boot's raw ping trace (with scheduler and system-call events) in this folder. */
       'ping-trace-dir': { type: 'string' },
       quick: { type: 'boolean' },
+      /** One guest at a time (before 2026-11-29 the only way), rather than both of a round at once. */
+      sequential: { type: 'boolean' },
     },
     strict: true,
   });
@@ -109,6 +115,7 @@ async function main(): Promise<number> {
     ...(profileDir !== undefined ? { vmmProfileDir: profileDir } : {}),
     ...(poller !== undefined ? { tsvmmPoller: poller } : {}),
     ...(pingTraceDir !== undefined ? { pingTraceDir } : {}),
+    paired: values.sequential !== true && vmms.length === 2,
   };
 
   let result: NetResult;
@@ -119,7 +126,8 @@ async function main(): Promise<number> {
       timeoutMs: 10 * 60_000 + rounds * vmms.length * perBootMs,
       // Longer than one boot's own timeout (measure.ts): a VMM that hangs is killed there, the failed
       // boot recorded and the run goes on; only the measurement itself hanging stops it.
-      stallTimeoutMs: perBootMs + 60_000,
+      // Paired, a guest may wait as long as the other one's whole boot.
+      stallTimeoutMs: (spec.paired === true ? 2 : 1) * perBootMs + 60_000,
       memoryMiB: NESTED_MEMORY_MIB,
       bootsPerRound: vmms.length,
       writable: [profileDir, pingTraceDir].filter((d): d is string => d !== undefined),

@@ -77,6 +77,16 @@ export interface PingSample {
   readonly windowMs?: number;
   /** Where the round trips went, from the kernel's trace events (ping-trace.ts); absent where tracing was unavailable and in results from before it existed. */
   readonly phases?: PingPhases;
+  /** The VMMs whose guests were pinged in the same window, requests interleaved (pair.ts); empty or absent: this guest alone. */
+  readonly alongside?: readonly VmmKind[];
+}
+
+/** One VMM's network in the benchmark: its own tap and link-local subnet. */
+export interface GuestNetwork {
+  readonly tap: string;
+  readonly hostAddress: string;
+  readonly guestAddress: string;
+  readonly guestMac: string;
 }
 
 export interface NetRunSample extends RunSampleBase {
@@ -105,10 +115,15 @@ export interface NetConfig {
   readonly pings: number;
   readonly pingIntervalSeconds: number;
   readonly vmms: readonly VmmKind[];
+  /** The first VMM's network (results from before `networks`: the one tap both VMMs opened in turn). */
   readonly tap: string;
   readonly hostAddress: string;
   readonly guestAddress: string;
   readonly guestMac: string;
+  /** Each VMM's own tap and subnet (absent in results from before 2026-11-29's paired rounds: one tap for both). */
+  readonly networks?: Partial<Record<VmmKind, GuestNetwork>>;
+  /** Both VMMs' guests were up at once in each round, pinged together, tests in turn (pair.ts); absent: one boot after the other. */
+  readonly paired?: boolean;
   readonly tsvmmRevision?: string;
   /** tsvmm's EventFdPoller wait when the run chose one (--tsvmm-poller). */
   readonly tsvmmPoller?: string;

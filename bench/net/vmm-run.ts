@@ -1,28 +1,23 @@
 /**
  * One guest boot under one VMM: spawn it, follow the guest script's markers on its console
- * (guest-script.ts), ping the guest from the host when it waits for that, read the VMM process's
- * CPU time the moment each marker arrives, and collect iperf3's JSON per test.
+ * (guest-script.ts), ping the guest from the host when it waits for that (together with the other
+ * guest of its round when there is one, pair.ts), let it run its tests when its turn comes, read the
+ * VMM process's CPU time the moment each marker arrives, and collect iperf3's JSON per test.
  *
  * Everything here is asynchronous (child processes, sockets): the harness shares the measuring
  * host's CPUs with the VMM and must not stall on anything while a test runs. The VMM is a child
  * process (tsvmm's CLI or QEMU), so /proc/PID counts the VMM alone, not this harness.
  */
-import { execFile } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { connect } from 'node:net';
-import { promisify } from 'node:util';
 import { type Mark, NOTES_KEPT, runConsole, type Sections } from '../blk/console-run.js';
 import { cpuDelta } from '../blk/proc-cpu.js';
 import { kvmStatsDelta } from '../blk/kvm-stats.js';
 import type { Invocation } from '../blk/vmms.js';
 import { directionOf, MARK, PING_DONE_PORT } from './guest-script.js';
-import { parseIperfJson, parsePing } from './parse.js';
-import { PING_TIMELINE_EVENTS, PING_TRACE_EVENTS, type PingPhases, pingPhases } from './ping-trace.js';
-import { TraceWindow } from '../blk/tracefs.js';
+import { type GuestPair, type PingMember, pingGuests } from './pair.js';
+import { parseIperfJson } from './parse.js';
 import type { IperfSample, NetRunSample, PingSample, TapCounters, VmmKind } from './samples.js';
-
-const execFileAsync = promisify(execFile);
 
 export interface NetRunOptions {
   readonly vmm: VmmKind;
@@ -41,6 +36,8 @@ export interface NetRunOptions {
   readonly cpuModel?: string;
   /** Keep each boot's raw ping trace here, with PING_TIMELINE_EVENTS too. */
   readonly pingTraceDir?: string;
+  /** The other guest booted at once with this one (pair.ts): pinged together, tests in turn. Absent: this guest alone. */
+  readonly pair?: GuestPair;
   readonly log: (line: string) => void;
 }
 
@@ -99,7 +96,7 @@ function tapCounters(tap: string): TapCounters | undefined {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** Connect to the guest's `nc -l` once (retrying while it is not listening yet) and close: the guest's ping wait ends. */
+/** Connect to the guest's `nc -l` once (retrying while it is not listening yet) and close: the guest's wait (for the ping to end, for its turn) ends. */
 async function releaseGuest(address: string): Promise<void> {
   for (let attempt = 0; ; attempt++) {
     try {
@@ -124,44 +121,32 @@ export async function runVmm(o: NetRunOptions): Promise<NetRunSample> {
   const notes: string[] = [];
   let ping: PingSample | undefined;
   let pingTask: Promise<void> | undefined;
+  let turnTask: Promise<void> | undefined;
 
-  const runPing = async (mark: () => Mark): Promise<void> => {
-    o.log(`  ${o.vmm}: pinging the guest ${o.pings} times`);
-    const begin = mark();
-    // The kernel's view of each round trip (ping-trace.ts); nothing when this host cannot trace.
-    const trace = TraceWindow.start(o.pingTraceDir === undefined ? PING_TRACE_EVENTS : [...PING_TRACE_EVENTS, ...PING_TIMELINE_EVENTS], 'mono');
-    let text = '';
-    let problem: string | undefined;
-    try {
-      const r = await execFileAsync('ping', ['-n', '-c', String(o.pings), '-i', String(o.pingIntervalSeconds), '-W', '5', o.guestAddress], { encoding: 'utf8', timeout: 60_000 + o.pings * (o.pingIntervalSeconds * 1000 + 5000) });
-      text = r.stdout;
-    } catch (e) {
-      const err = e as { stdout?: string; message: string };
-      text = err.stdout ?? '';
-      problem = `ping failed: ${err.message.split('\n')[0] ?? ''}`;
-    }
-    const end = mark();
-    let phases: PingPhases | undefined;
-    try {
-      if (trace !== undefined) {
-        const traced = trace.stop();
-        phases = pingPhases(traced, o.tap);
-        if (o.pingTraceDir !== undefined) writeFileSync(join(o.pingTraceDir, `ping-trace-${o.vmm}-${o.round + 1}.txt`), traced);
-      }
-    } catch (e) {
-      notes.push(`ping trace unreadable: ${(e as Error).message}`);
-    }
-    const p = parsePing(text);
-    if (problem === undefined && p.received < p.transmitted) problem = `${p.transmitted - p.received} of ${p.transmitted} pings lost`;
-    const cpu = begin.cpu !== undefined && end.cpu !== undefined ? cpuDelta(begin.cpu, end.cpu) : undefined;
-    const kvm = begin.kvm !== undefined && end.kvm !== undefined ? kvmStatsDelta(begin.kvm, end.kvm) : undefined;
-    ping = { ok: problem === undefined && p.rttMs.length > 0, ...(problem !== undefined ? { problem } : {}), ...p, ...(cpu !== undefined ? { cpu } : {}), ...(kvm !== undefined ? { kvm } : {}), ...(phases !== undefined ? { phases } : {}), windowMs: end.at - begin.at };
-    o.log(`  ${o.vmm}: ping ${p.received}/${p.transmitted}${p.summary !== undefined ? `, ${p.summary}` : ''}`);
+  const release = async (what: string): Promise<void> => {
     try {
       await releaseGuest(o.guestAddress);
     } catch (e) {
-      notes.push(`could not end the guest's ping wait: ${(e as Error).message}`);
+      notes.push(`could not end the guest's wait ${what}: ${(e as Error).message}`);
     }
+  };
+  const runPing = async (mark: () => Mark): Promise<void> => {
+    const member: PingMember = { vmm: o.vmm, tap: o.tap, guestAddress: o.guestAddress, mark };
+    try {
+      ping = o.pair !== undefined ? await o.pair.ping(member) : (await pingGuests([member], { pings: o.pings, intervalSeconds: o.pingIntervalSeconds, round: o.round, log: o.log, ...(o.pingTraceDir !== undefined ? { traceDir: o.pingTraceDir } : {}) }))[0];
+    } catch (e) {
+      notes.push(`ping: ${(e as Error).message}`);
+    }
+    await release('for the ping');
+  };
+  const runTestsTurn = async (): Promise<void> => {
+    if (o.pair !== undefined) {
+      const waitedFrom = Date.now();
+      await o.pair.testsTurn(o.vmm);
+      const waitedS = (Date.now() - waitedFrom) / 1000;
+      if (waitedS >= 1) o.log(`  ${o.vmm}: its turn to run the tests came after ${waitedS.toFixed(0)} s`);
+    }
+    await release('for its turn');
   };
 
   const onLine = (line: string, mark: () => Mark): void => {
@@ -191,6 +176,8 @@ export async function runVmm(o: NetRunOptions): Promise<NetRunSample> {
       if (g2h !== '0' || h2g !== '0') notes.push(`the warm-up iperf3 exited with status ${g2h ?? '?'} (guest → host) and ${h2g ?? '?'} (host → guest)`);
     } else if (line === MARK.pingBegin) {
       pingTask ??= runPing(mark);
+    } else if (line === MARK.testsWait) {
+      turnTask ??= runTestsTurn();
     }
   };
 
@@ -205,6 +192,7 @@ export async function runVmm(o: NetRunOptions): Promise<NetRunSample> {
     keepLine: (line) => line.trim() !== '',
   });
   await pingTask;
+  await turnTask;
   const tests = o.tests.map((name) => testSample(name, states.get(name)!));
   const problems = [...end.problems];
   if (ping === undefined) problems.push('no ping phase');
