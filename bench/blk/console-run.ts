@@ -77,6 +77,13 @@ export interface ConsoleRunOptions {
    * rest of the boot's allowance.
    */
   readonly silenceLimitMs?: number;
+  /**
+   * The longest the guest may take to print its INFO line (to come up) before the boot is
+   * stopped; undefined: only the whole boot's timeout applies. That timeout covers the whole
+   * run's work, tens of minutes; a guest that hangs while booting (seen in the nested host:
+   * QEMU's guest silent after its firmware) is otherwise waited for that long.
+   */
+  readonly upLimitMs?: number;
 }
 
 /** How a boot ended: the sample's common fields, and the problems every benchmark counts (spawn, timeout, guest error, script unfinished, exit status). */
@@ -269,12 +276,20 @@ export function runConsole(o: ConsoleRunOptions): Promise<ConsoleRunEnd> {
     const timer = setTimeout(() => {
       stop(`timed out after ${(o.timeoutMs / 1000).toFixed(0)} s`);
     }, o.timeoutMs);
+    const upLimitMs = o.upLimitMs;
+    const upTimer =
+      upLimitMs === undefined
+        ? undefined
+        : setTimeout(() => {
+            if (infoAtMs === undefined) stop(`the guest did not come up within ${(upLimitMs / 1000).toFixed(upLimitMs < 10_000 ? 1 : 0)} s`);
+          }, upLimitMs);
     let exitMs: number | undefined;
     child.on('exit', () => {
       exitMs = since();
     });
     child.on('close', (status, signal) => {
       clearTimeout(timer);
+      clearTimeout(upTimer);
       clearTimeout(killTimer);
       clearTimeout(stallTimer);
       clearTimeout(silenceTimer);

@@ -78,6 +78,8 @@ const PREFIX_LEN = 24;
 
 /** Boot, ping and teardown allowance per guest boot, on top of the tests' own time (the nested host is slow). */
 const BOOT_ALLOWANCE_MS = 5 * 60_000;
+/** How long a guest may take to come up (its NET-INFO line) before its boot counts as lost. */
+const BOOT_UP_LIMIT_MS = 3 * 60_000;
 /** Per test: iperf3's start-up, connection, exit and printing its JSON, beyond its time. */
 const TEST_ALLOWANCE_MS = 60_000;
 
@@ -163,12 +165,15 @@ export async function measure(spec: NetMeasureSpec, partial?: PartialResultSink)
     const aloneMs = BOOT_ALLOWANCE_MS + 2 * spec.warmupSeconds * 1000 + spec.pings * spec.pingIntervalSeconds * 1000 + tests.length * (spec.seconds * 1000 + TEST_ALLOWANCE_MS);
     // Paired, a guest may wait for the other's whole boot (its tests, or its timeout) before its own tests.
     const timeoutMs = paired ? 2 * aloneMs : aloneMs;
+    // The boot itself takes 15-30 s in the nested host (two guests booting at once included);
+    // one that has not come up in this long is lost, whatever the whole boot's allowance.
+    const upLimitMs = BOOT_UP_LIMIT_MS;
     const qemuCpu = { model: QEMU_CPU_MODELS[0]! };
 
     /** One boot of `vmm`'s guest (QEMU: with another CPU model if the first one is refused); recorded in `runs`. */
     const boot = async (vmm: VmmKind, round: number, pair: GuestPair | undefined): Promise<void> => {
       const n = NETWORKS[vmm];
-      const base = { vmm, round, tests, tap: n.tap, guestAddress: n.guestAddress, pings: spec.pings, pingIntervalSeconds: spec.pingIntervalSeconds, timeoutMs, silenceLimitMs, log, ...(spec.pingTraceDir !== undefined ? { pingTraceDir: spec.pingTraceDir } : {}), ...(pair !== undefined ? { pair } : {}) };
+      const base = { vmm, round, tests, tap: n.tap, guestAddress: n.guestAddress, pings: spec.pings, pingIntervalSeconds: spec.pingIntervalSeconds, timeoutMs, silenceLimitMs, upLimitMs, log, ...(spec.pingTraceDir !== undefined ? { pingTraceDir: spec.pingTraceDir } : {}), ...(pair !== undefined ? { pair } : {}) };
       let s: NetRunSample;
       try {
         if (vmm === 'tsvmm') {

@@ -33,6 +33,8 @@ export interface NetRunOptions {
   readonly timeoutMs: number;
   /** ConsoleRunOptions.silenceLimitMs: the longest the guest's script may print nothing once it is up. */
   readonly silenceLimitMs?: number;
+  /** ConsoleRunOptions.upLimitMs: the longest the guest may take to come up. */
+  readonly upLimitMs?: number;
   readonly cpuModel?: string;
   /** Keep each boot's raw ping trace here, with PING_TIMELINE_EVENTS too. */
   readonly pingTraceDir?: string;

@@ -108,3 +108,17 @@ test('before the guest is up the silence limit does not apply (booting is the ti
   const end = await runConsole({ ...options(['[    0.1] booting'], true, [], 1500), silenceLimitMs: 200 });
   assert.ok(end.problems.includes('timed out after 2 s'), end.problems.join('; '));
 });
+
+test('a guest that does not come up within the up limit is stopped then, not at the timeout', async () => {
+  const started = Date.now();
+  const end = await runConsole({ ...options(['[    0.1] booting'], true, []), upLimitMs: 400 });
+  assert.ok(Date.now() - started < 60_000, 'stopped long before the 120 s timeout');
+  assert.ok(end.problems.includes('the guest did not come up within 0.4 s'), end.problems.join('; '));
+  assert.ok(!end.problems.some((p) => p.startsWith('timed out')));
+});
+
+test('the up limit is over once the guest is up: a guest up in time runs past it', async () => {
+  const script = `console.log('T-INFO x=1'); setTimeout(() => console.log('T-DONE'), 800);`;
+  const end = await runConsole({ ...options([], false, []), invocation: { command: process.execPath, args: ['-e', script] }, upLimitMs: 300 });
+  assert.deepEqual(end.problems, []);
+});
