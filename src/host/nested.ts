@@ -140,6 +140,19 @@ const FRESH_INSIDE = ['/proc', '/sys', '/dev'];
 /** Replaced by fresh tmpfs inside, but folders of the machine's below them can be carried through (kept visible, read-only). */
 const TMPFS_INSIDE = ['/tmp', '/run'];
 /**
+ * The nested host's KVM runs its guests on shadow page tables, not on the emulated CPU's nested
+ * paging (AMD NPT). QEMU 7.2's TCG emulation of NPT now and then walks a guest's page tables from
+ * the nested host's own CR3 (a guest's nested page fault names a guest-physical address past its
+ * RAM that is one of the nested host's page-table pages: 0x1_00a0_6fe0 against the host's CR3
+ * 0x1_00b2_4000), and with it come the inner guests' hangs (a vCPU emulating one instruction for
+ * ever), their triple faults and the nested host's own panics (an interrupt taken right after
+ * VMRUN on the guest's GS). Under two guests moving data at once, 2026-11-29: with NPT, both runs
+ * (two tsvmm guests; two QEMU guests) lost a guest and then the nested host; with npt=0 both runs
+ * (two tsvmm guests; tsvmm and QEMU) finished every round, throughput alike.
+ * TSVMM_NESTED_KERNEL_ARGS=kvm_amd.npt=1 turns nested paging back on (the last word wins).
+ */
+const NESTED_PAGING_OFF = 'kvm_amd.npt=0';
+/**
  * `quiet loglevel=1`: only emergencies reach the console, so kernel chatter stays out of command
  * output; panics still print.
  *
@@ -149,7 +162,7 @@ const TMPFS_INSIDE = ['/tmp', '/run'];
  * default: a full bench/blk run on it lost both VMMs' guests in its first round and then the
  * nested host to a soft lockup, and an A/B of QD 1 I/O showed no gain that outlasted the noise.
  */
-const KERNEL_CMDLINE = 'console=ttyS0 quiet loglevel=1 panic=-1';
+const KERNEL_CMDLINE = `console=ttyS0 quiet loglevel=1 panic=-1 ${NESTED_PAGING_OFF}`;
 
 /** The nested kernel's command line; TSVMM_NESTED_KERNEL_ARGS appends to it (e.g. `loglevel=7` to see why the nested host misbehaves). */
 function kernelCmdline(): string {
