@@ -14,7 +14,7 @@
 import { closeSync, openSync, readFileSync, statSync } from 'node:fs';
 import { buildAcpiTables, type AcpiConfig } from '../arch/x86_64/acpi/index.js';
 import { writeBootParams } from '../arch/x86_64/boot-params.js';
-import { configureCpuid, type CpuidOptions } from '../arch/x86_64/cpuid.js';
+import { configureCpuid, cpuinfoModelName, type CpuidOptions } from '../arch/x86_64/cpuid.js';
 import { buildE820Map } from '../arch/x86_64/e820.js';
 import { BOOT_CS, BOOT_DS, BOOT_TSS, bootGdt, gdtBytes, segmentFromEntry } from '../arch/x86_64/gdt.js';
 import {
@@ -195,8 +195,9 @@ export function loadLinux(machine: Machine, opts: LinuxBootOptions): LinuxBootIn
   if (entry === 'linux64') identityMapPageTables(mem, PML4_START, IDENTITY_MAP_GIB);
 
   const supported = machine.kvm.getSupportedCpuid();
+  const brandString = hostCpuBrand();
   for (const vcpu of machine.vcpus) {
-    const cpuidOpts: CpuidOptions = { vcpuId: vcpu.id, vcpuCount: machine.vcpus.length, tscKhz: 0 };
+    const cpuidOpts: CpuidOptions = { vcpuId: vcpu.id, vcpuCount: machine.vcpus.length, tscKhz: 0, ...(brandString !== undefined ? { brandString } : {}) };
     if (opts.pvFeatures !== undefined) cpuidOpts.pvFeatures = opts.pvFeatures;
     vcpu.setCpuid2(configureCpuid(supported, cpuidOpts));
     vcpu.setMsrs(bootMsrs());
@@ -276,4 +277,13 @@ function enterLinux64(vcpu: Vcpu, gdt: readonly bigint[], entry: number): void {
 function enterPvh(vcpu: Vcpu, gdt: readonly bigint[], entry: number, startInfo: number): void {
   loadSegments(vcpu, gdt, 'protected32');
   vcpu.setRegs({ ...emptyRegs(), rflags: RFLAGS_RESERVED, rip: BigInt(entry), rbx: BigInt(startInfo) });
+}
+
+/** The host CPU's brand string for the guest's (as QEMU's `-cpu host`), from /proc/cpuinfo; undefined where it cannot be read. */
+function hostCpuBrand(): string | undefined {
+  try {
+    return cpuinfoModelName(readFileSync('/proc/cpuinfo', 'latin1'));
+  } catch {
+    return undefined;
+  }
 }

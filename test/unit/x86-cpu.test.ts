@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { BOOT_CS, BOOT_DS, bootGdt, gdtBytes, gdtEntry, segmentFromEntry } from '../../src/arch/x86_64/gdt.js';
-import { configureCpuid, type CpuidEntry, KvmPvFeature, HYPERVISOR_TIMING_LEAF } from '../../src/arch/x86_64/cpuid.js';
+import { configureCpuid, cpuinfoModelName, type CpuidEntry, KvmPvFeature, HYPERVISOR_TIMING_LEAF } from '../../src/arch/x86_64/cpuid.js';
 import { bootMsrs, MSR_MTRR_DEF_TYPE } from '../../src/arch/x86_64/msrs.js';
 
 test('gdtEntry encodes Firecracker/Linux boot descriptors bit-exactly', () => {
@@ -86,4 +86,38 @@ test('configureCpuid masks paravirtual features as asked and handles one vCPU', 
 test('boot MSRs enable write-back MTRRs', () => {
   const m = bootMsrs().find((e) => e.index === MSR_MTRR_DEF_TYPE)!;
   assert.equal(m.data, 0x806n);
+});
+
+test('configureCpuid writes the brand string into the three brand leaves, where the CPU has them', () => {
+  const withExtended: CpuidEntry[] = [
+    ...supported,
+    { function: 0x80000000, index: 0, flags: 0, eax: 0x80000008, ebx: 0, ecx: 0, edx: 0 },
+    // KVM_GET_SUPPORTED_CPUID's brand leaves are zero; 0x80000004 may be missing altogether.
+    { function: 0x80000002, index: 0, flags: 0, eax: 0, ebx: 0, ecx: 0, edx: 0 },
+    { function: 0x80000003, index: 0, flags: 0, eax: 0, ebx: 0, ecx: 0, edx: 0 },
+  ];
+  const brand = 'AMD EPYC Processor';
+  const out = configureCpuid(withExtended, { vcpuId: 0, vcpuCount: 1, tscKhz: 0, brandString: brand });
+  const text = Buffer.alloc(48);
+  [0x80000002, 0x80000003, 0x80000004].forEach((leaf, k) => {
+    const entries = out.filter((e) => e.function === leaf);
+    assert.equal(entries.length, 1, `one entry for leaf ${leaf.toString(16)}`);
+    const e = entries[0]!;
+    [e.eax, e.ebx, e.ecx, e.edx].forEach((r, i) => text.writeUInt32LE(r, 16 * k + 4 * i));
+  });
+  assert.equal(text.toString('latin1').replace(/\0+$/, ''), brand);
+  assert.equal(text[47], 0, 'NUL-terminated');
+  // A string too long for 48 bytes keeps its terminator.
+  const long = configureCpuid(withExtended, { vcpuId: 0, vcpuCount: 1, tscKhz: 0, brandString: 'x'.repeat(60) });
+  assert.equal(long.find((e) => e.function === 0x80000004)!.edx >>> 24, 0);
+  // No extended leaves up to 0x80000004: nothing is added (the guest would not read them).
+  const plain = configureCpuid(supported, { vcpuId: 0, vcpuCount: 1, tscKhz: 0, brandString: brand });
+  assert.ok(!plain.some((e) => e.function >= 0x80000002 && e.function <= 0x80000004));
+});
+
+test('cpuinfoModelName takes the first model name, printable ASCII only', () => {
+  assert.equal(cpuinfoModelName('processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13 64-Core Processor\nflags\t: fpu\n\nmodel name\t: other\n'), 'AMD EPYC 7B13 64-Core Processor');
+  assert.equal(cpuinfoModelName('processor\t: 0\n'), undefined);
+  assert.equal(cpuinfoModelName('model name\t: \n'), undefined);
+  assert.equal(cpuinfoModelName('model name\t: caf\u00e9\n'), undefined);
 });

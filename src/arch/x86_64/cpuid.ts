@@ -52,6 +52,12 @@ export const KvmPvFeature = {
   CLOCKSOURCE_STABLE_BIT: 1 << 24,
 } as const;
 
+/** Extended leaves (AMD APM vol. 3 appendix E.4.1; Intel SDM "CPUID—Extended Function CPUID Information"). */
+const EXTENDED_MAX_LEAF = 0x80000000;
+/** The processor brand string: 48 bytes of ASCII, NUL-terminated, 16 per leaf in EAX, EBX, ECX, EDX (AMD APM E.4.3, Intel SDM "Processor Brand String"). */
+const BRAND_LEAVES = [0x80000002, 0x80000003, 0x80000004] as const;
+const BRAND_BYTES = 48;
+
 export interface CpuidOptions {
   /** This vCPU's index, used as its APIC ID. */
   vcpuId: number;
@@ -63,6 +69,34 @@ export interface CpuidOptions {
    * Undefined offers everything KVM supports; 0 offers none (a "fully emulated" CPU for comparisons).
    */
   pvFeatures?: number;
+  /**
+   * The processor brand string the guest reads (`model name` in its /proc/cpuinfo), at most 47
+   * characters of ASCII. KVM_GET_SUPPORTED_CPUID leaves the brand leaves zero, which Linux shows
+   * as a bare "family/model"; QEMU's `-cpu host` passes the host's string. Undefined: as KVM says.
+   */
+  brandString?: string;
+}
+
+/** The first `model name` of a /proc/cpuinfo text, when it is printable ASCII; undefined otherwise. */
+export function cpuinfoModelName(cpuinfo: string): string | undefined {
+  const m = /^model name\s*:\s*(.*)$/m.exec(cpuinfo);
+  const name = m?.[1]?.trim();
+  return name !== undefined && name !== '' && /^[\x20-\x7e]+$/.test(name) ? name.slice(0, BRAND_BYTES - 1) : undefined;
+}
+
+/** `brand` as the three brand leaves' registers, NUL-padded to 48 bytes. */
+function brandEntries(brand: string): CpuidEntry[] {
+  const bytes = Buffer.alloc(BRAND_BYTES);
+  bytes.write(brand.slice(0, BRAND_BYTES - 1), 'latin1');
+  return BRAND_LEAVES.map((leaf, k) => ({
+    function: leaf,
+    index: 0,
+    flags: 0,
+    eax: bytes.readUInt32LE(16 * k),
+    ebx: bytes.readUInt32LE(16 * k + 4),
+    ecx: bytes.readUInt32LE(16 * k + 8),
+    edx: bytes.readUInt32LE(16 * k + 12),
+  }));
 }
 
 /** ceil(log2(n)) for n ≥ 1: bits of APIC ID needed to number n logical processors. */
@@ -133,6 +167,15 @@ export function configureCpuid(supported: readonly CpuidEntry[], opts: CpuidOpti
         break;
     }
     out.push(e);
+  }
+  const extendedMax = out.find((e) => e.function === EXTENDED_MAX_LEAF)?.eax ?? 0;
+  if (opts.brandString !== undefined && extendedMax >= BRAND_LEAVES[2]) {
+    // Only where the CPU enumerates the brand leaves (the guest reads them only then).
+    for (const b of brandEntries(opts.brandString)) {
+      const at = out.findIndex((e) => e.function === b.function);
+      if (at >= 0) out[at] = b;
+      else out.push(b);
+    }
   }
   if (opts.tscKhz > 0 && !out.some((e) => e.function === HYPERVISOR_TIMING_LEAF)) {
     // EAX: TSC frequency in kHz; EBX: LAPIC bus frequency in kHz (KVM's APIC timer runs at 1 GHz).
