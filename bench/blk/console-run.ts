@@ -86,6 +86,13 @@ export interface ConsoleRunOptions {
   readonly upLimitMs?: number;
 }
 
+/**
+ * The up limit both benchmarks give a guest (ConsoleRunOptions.upLimitMs). A boot takes 15-30 s in
+ * the nested host (two guests booting at once included); whatever the whole boot's allowance, one
+ * not up in this long will not come.
+ */
+export const GUEST_UP_LIMIT_MS = 3 * 60_000;
+
 /** How a boot ended: the sample's common fields, and the problems every benchmark counts (spawn, timeout, guest error, script unfinished, exit status). */
 export interface ConsoleRunEnd {
   readonly sample: Omit<RunSampleBase, 'ok' | 'problem'>;

@@ -15,6 +15,7 @@ import { copyFileSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:
 import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { GUEST_UP_LIMIT_MS } from './console-run.js';
 import { commandCmdlineArg } from '../../src/image/guest-protocol.js';
 import { guestCommand } from './guest-script.js';
 import { fsTypeOf, writeImage } from './image.js';
@@ -189,7 +190,7 @@ export async function measure(spec: BlkMeasureSpec, partial?: PartialResultSink)
     const bootOnce = async (round: number, vmm: VmmKind, bootJobs: readonly FioJob[], first: boolean): Promise<VmmRunSample> => {
       const bootCmdline = first ? cmdline : `${spec.bootArgs} ${commandCmdlineArg(guestCommand(spec.runtimeSeconds, 0, spec.warmupSeconds, bootJobs))}`;
       const g: GuestSpec = { ...guest, cmdline: bootCmdline };
-      const base = { vmm, round, jobs: bootJobs.map((j) => j.name), timeoutMs, silenceLimitMs, log };
+      const base = { vmm, round, jobs: bootJobs.map((j) => j.name), timeoutMs, silenceLimitMs, upLimitMs: GUEST_UP_LIMIT_MS, log };
       const s = vmm === 'tsvmm'
         ? await runVmm({ ...base, invocation: tsvmmInvocation(process.execPath, TSVMM_CLI, g) })
         : await bootQemu(qemuCpu, (cpuModel) => runVmm({ ...base, invocation: qemuInvocation(spec.qemu, g, cpuModel), cpuModel }), runs, log);

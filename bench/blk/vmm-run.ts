@@ -25,6 +25,8 @@ export interface VmmRunOptions {
   readonly timeoutMs: number;
   /** ConsoleRunOptions.silenceLimitMs: the longest the guest's script may print nothing once it is up. */
   readonly silenceLimitMs?: number;
+  /** ConsoleRunOptions.upLimitMs: the longest the guest may take to come up. */
+  readonly upLimitMs?: number;
   readonly cpuModel?: string;
   /** Progress lines (job started, job done), for a live view of a long run. */
   readonly log: (line: string) => void;

@@ -19,6 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { CpioWriter } from '../../src/image/cpio.js';
 import { commandCmdlineArg } from '../../src/image/guest-protocol.js';
 import { bootOrder, bootQemu, guestConfig, measuringEnvironment, QEMU_CPU_MODELS, resultTimes, versionLine } from '../blk/measure.js';
+import { GUEST_UP_LIMIT_MS } from '../blk/console-run.js';
 import { measureMain, type PartialResultSink } from '../blk/result-lines.js';
 import type { OuterEnvironment } from '../blk/run-helpers.js';
 import { type BootSpec, type Invocation, profileNodeArgs, qemuMachineArgs, tsvmmEnv, tsvmmRunArgs } from '../blk/vmms.js';
@@ -78,8 +79,6 @@ const PREFIX_LEN = 24;
 
 /** Boot, ping and teardown allowance per guest boot, on top of the tests' own time (the nested host is slow). */
 const BOOT_ALLOWANCE_MS = 5 * 60_000;
-/** How long a guest may take to come up (its NET-INFO line) before its boot counts as lost. */
-const BOOT_UP_LIMIT_MS = 3 * 60_000;
 /** Per test: iperf3's start-up, connection, exit and printing its JSON, beyond its time. */
 const TEST_ALLOWANCE_MS = 60_000;
 
@@ -165,15 +164,12 @@ export async function measure(spec: NetMeasureSpec, partial?: PartialResultSink)
     const aloneMs = BOOT_ALLOWANCE_MS + 2 * spec.warmupSeconds * 1000 + spec.pings * spec.pingIntervalSeconds * 1000 + tests.length * (spec.seconds * 1000 + TEST_ALLOWANCE_MS);
     // Paired, a guest may wait for the other's whole boot (its tests, or its timeout) before its own tests.
     const timeoutMs = paired ? 2 * aloneMs : aloneMs;
-    // The boot itself takes 15-30 s in the nested host (two guests booting at once included);
-    // one that has not come up in this long is lost, whatever the whole boot's allowance.
-    const upLimitMs = BOOT_UP_LIMIT_MS;
     const qemuCpu = { model: QEMU_CPU_MODELS[0]! };
 
     /** One boot of `vmm`'s guest (QEMU: with another CPU model if the first one is refused); recorded in `runs`. */
-    const boot = async (vmm: VmmKind, round: number, pair: GuestPair | undefined): Promise<void> => {
+    const boot = async (vmm: VmmKind, round: number, pair: GuestPair): Promise<void> => {
       const n = NETWORKS[vmm];
-      const base = { vmm, round, tests, tap: n.tap, guestAddress: n.guestAddress, pings: spec.pings, pingIntervalSeconds: spec.pingIntervalSeconds, timeoutMs, silenceLimitMs, upLimitMs, log, ...(spec.pingTraceDir !== undefined ? { pingTraceDir: spec.pingTraceDir } : {}), ...(pair !== undefined ? { pair } : {}) };
+      const base = { vmm, round, tests, tap: n.tap, guestAddress: n.guestAddress, timeoutMs, silenceLimitMs, upLimitMs: GUEST_UP_LIMIT_MS, log, pair };
       let s: NetRunSample;
       try {
         if (vmm === 'tsvmm') {
@@ -182,7 +178,7 @@ export async function measure(spec: NetMeasureSpec, partial?: PartialResultSink)
           s = await bootQemu(qemuCpu, (cpuModel) => runVmm({ ...base, invocation: qemuInvocation(spec.qemu, guestFor(vmm), cpuModel, n), cpuModel }), runs, log);
         }
       } finally {
-        pair?.left(vmm);
+        pair.left(vmm);
       }
       log(`  ${vmm}: ${s.ok ? 'ok' : `FAILED (${s.problem ?? ''})`} in ${(s.wallMs / 1000).toFixed(1)} s`);
       for (const t of s.tests) {
@@ -196,6 +192,11 @@ export async function measure(spec: NetMeasureSpec, partial?: PartialResultSink)
       partial?.(resultSoFar(false));
     };
 
+    /** The guests of one round, pinged and tested together (pair.ts); sequential rounds have one each. */
+    const pairOf = (vmms: readonly VmmKind[], round: number): GuestPair => {
+      const plan = { pings: spec.pings, intervalSeconds: spec.pingIntervalSeconds, round, log, ...(spec.pingTraceDir !== undefined ? { traceDir: spec.pingTraceDir } : {}) };
+      return new GuestPair(vmms, (members) => pingGuests(members, plan));
+    };
     const order = bootOrder(spec.rounds, spec.vmms);
     bootsDone = Math.min(spec.skipBoots ?? 0, order.length);
     if (bootsDone > 0) log(`resuming after the ${bootsDone} guest boots an earlier nested host finished`);
@@ -206,8 +207,7 @@ export async function measure(spec: NetMeasureSpec, partial?: PartialResultSink)
         const turnOrder = order.filter((b) => b.round === round).map((b) => b.vmm);
         log(`round ${round + 1}/${spec.rounds}: ${turnOrder.join(' and ')} at once (tests in that order)`);
         const servers = turnOrder.map((v) => startIperfServer(spec.iperf3, NETWORKS[v]));
-        const plan = { pings: spec.pings, intervalSeconds: spec.pingIntervalSeconds, round, log, ...(spec.pingTraceDir !== undefined ? { traceDir: spec.pingTraceDir } : {}) };
-        const pair = new GuestPair(turnOrder, (members) => pingGuests(members, plan));
+        const pair = pairOf(turnOrder, round);
         try {
           await Promise.all(turnOrder.map((vmm) => boot(vmm, round, pair)));
         } finally {
@@ -219,7 +219,7 @@ export async function measure(spec: NetMeasureSpec, partial?: PartialResultSink)
         log(`round ${round + 1}/${spec.rounds}: ${vmm}`);
         const server = startIperfServer(spec.iperf3, NETWORKS[vmm]);
         try {
-          await boot(vmm, round, undefined);
+          await boot(vmm, round, pairOf([vmm], round));
         } finally {
           await stopServer(server);
         }

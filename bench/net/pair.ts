@@ -102,7 +102,8 @@ async function pingOne(m: PingMember, plan: PingPlan): Promise<{ text: string; p
 /**
  * The guests of one round, booted at once: their pings wait for each other (a guest whose partner
  * is gone, its boot over, is pinged alone), and they run their tests in turn, in `order`, each
- * once every guest before it is gone. measure.ts calls `left` when a VMM's boot is over, however
+ * once every guest before it is gone. A guest booted on its own (--sequential) has a pair of one:
+ * pinged as soon as it waits, its turn at once. measure.ts calls `left` when a VMM's boot is over, however
  * it ended (retries included), so no guest waits on a partner that will never come.
  */
 export class GuestPair {

@@ -15,7 +15,7 @@ import { cpuDelta } from '../blk/proc-cpu.js';
 import { kvmStatsDelta } from '../blk/kvm-stats.js';
 import type { Invocation } from '../blk/vmms.js';
 import { directionOf, MARK, PING_DONE_PORT } from './guest-script.js';
-import { type GuestPair, type PingMember, pingGuests } from './pair.js';
+import type { GuestPair, PingMember } from './pair.js';
 import { parseIperfJson } from './parse.js';
 import type { IperfSample, NetRunSample, PingSample, TapCounters, VmmKind } from './samples.js';
 
@@ -28,18 +28,14 @@ export interface NetRunOptions {
   /** The tap both VMMs use: its drop counter is read around each test. */
   readonly tap: string;
   readonly guestAddress: string;
-  readonly pings: number;
-  readonly pingIntervalSeconds: number;
   readonly timeoutMs: number;
   /** ConsoleRunOptions.silenceLimitMs: the longest the guest's script may print nothing once it is up. */
   readonly silenceLimitMs?: number;
   /** ConsoleRunOptions.upLimitMs: the longest the guest may take to come up. */
   readonly upLimitMs?: number;
   readonly cpuModel?: string;
-  /** Keep each boot's raw ping trace here, with PING_TIMELINE_EVENTS too. */
-  readonly pingTraceDir?: string;
-  /** The other guest booted at once with this one (pair.ts): pinged together, tests in turn. Absent: this guest alone. */
-  readonly pair?: GuestPair;
+  /** The guests of this boot's round (pair.ts): pinged together, tests in turn; a guest booted alone has a pair of one. */
+  readonly pair: GuestPair;
   readonly log: (line: string) => void;
 }
 
@@ -135,19 +131,17 @@ export async function runVmm(o: NetRunOptions): Promise<NetRunSample> {
   const runPing = async (mark: () => Mark): Promise<void> => {
     const member: PingMember = { vmm: o.vmm, tap: o.tap, guestAddress: o.guestAddress, mark };
     try {
-      ping = o.pair !== undefined ? await o.pair.ping(member) : (await pingGuests([member], { pings: o.pings, intervalSeconds: o.pingIntervalSeconds, round: o.round, log: o.log, ...(o.pingTraceDir !== undefined ? { traceDir: o.pingTraceDir } : {}) }))[0];
+      ping = await o.pair.ping(member);
     } catch (e) {
       notes.push(`ping: ${(e as Error).message}`);
     }
     await release('for the ping');
   };
   const runTestsTurn = async (): Promise<void> => {
-    if (o.pair !== undefined) {
-      const waitedFrom = Date.now();
-      await o.pair.testsTurn(o.vmm);
-      const waitedS = (Date.now() - waitedFrom) / 1000;
-      if (waitedS >= 1) o.log(`  ${o.vmm}: its turn to run the tests came after ${waitedS.toFixed(0)} s`);
-    }
+    const waitedFrom = Date.now();
+    await o.pair.testsTurn(o.vmm);
+    const waitedS = (Date.now() - waitedFrom) / 1000;
+    if (waitedS >= 1) o.log(`  ${o.vmm}: its turn to run the tests came after ${waitedS.toFixed(0)} s`);
     await release('for its turn');
   };
 
