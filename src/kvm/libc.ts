@@ -60,6 +60,8 @@ export const EPOLL_CTL_DEL = 2;
 export const EPOLL_CTL_MOD = 3;
 export const EPOLLIN = 0x001;
 export const EPOLLOUT = 0x004;
+/** Edge-triggered: reported once per wake-up of the fd's wait queue, not while it stays ready. */
+export const EPOLLET = 0x80000000;
 /** Always reported by epoll_wait, whether asked for or not. */
 export const EPOLLERR = 0x008;
 export const EPOLLHUP = 0x010;
@@ -303,6 +305,21 @@ export function writeAt(fd: number, address: number, n: number): number {
 /** The calling thread's pthread_t, as a bigint (glibc: the address of its thread descriptor). */
 export function pthreadSelf(): bigint {
   return BigInt(c.pthreadSelf() as number | bigint);
+}
+
+/** sched_setscheduler(2) policies, from linux/sched.h. */
+export const SCHED_OTHER = 0;
+export const SCHED_BATCH = 3;
+const schedSetschedulerFn = lib.func('int sched_setscheduler(int pid, int policy, const int *param)');
+
+/**
+ * Give the calling thread a normal-class scheduling policy (SCHED_OTHER or SCHED_BATCH; priority
+ * 0, as both require). On Linux pid 0 means the calling thread, not the whole process. Returns 0
+ * or the error number.
+ */
+export function setThreadSchedulingPolicy(policy: typeof SCHED_OTHER | typeof SCHED_BATCH): number {
+  const rc = schedSetschedulerFn(0, policy, [0]) as number;
+  return rc === 0 ? 0 : lastErrno();
 }
 
 /** Send `signal` to a thread of this process. Returns 0 or the error number (pthread_kill does not set errno). */

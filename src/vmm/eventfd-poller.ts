@@ -56,6 +56,7 @@ import { type MainLoopBackend, type MainLoopFdWatch, UV_DISCONNECT, UV_READABLE,
 import {
   EPOLLERR,
   EPOLLHUP,
+  EPOLLET,
   EPOLLIN,
   EPOLLOUT,
   EPOLL_CTL_ADD,
@@ -72,6 +73,7 @@ import {
   epollWaitNow,
   OneShotTimerFd,
 } from '../kvm/libc.js';
+import { environmentChoice } from '../util/env-choice.js';
 import { type HeldBatchScheduler, heldBatchScheduler, setHeldBatchScheduler } from '../devices/end-of-batch.js';
 
 /** Events taken per epoll_wait; more stay ready for the next call. */
@@ -84,6 +86,14 @@ const STOP_TOKEN = 0;
 const LOOP_TOKEN = 0xffffffff;
 /** Token of the held wait's deadline timerfd. */
 const DEADLINE_TOKEN = 0xfffffffe;
+/**
+ * How an eventfd sits in the epoll set: edge-triggered, so epoll reports each signal (every
+ * eventfd_signal or write wakes the fd's wait queue, even with the counter already non-zero) and
+ * the counter is never read: one system call less per queue notification, which in the nested host
+ * is a good part of tsvmm's transmit half of a ping (issue #6). The counter only grows; it would take
+ * 2^64 notifications to saturate it, and a saturated eventfd still wakes its waiters.
+ */
+const EVENTFD_EVENTS = EPOLLIN | EPOLLET;
 /** epoll_wait without a timeout. */
 const FOREVER = -1;
 /**
@@ -111,11 +121,10 @@ export interface WatchOptions {
  * host (bench/results/net-2026-11-29-held.md against net-2026-11-29.md: the VMM's receive and
  * transmit halves 758 and 849 µs against 885 and 1091 with main-loop; later runs in
  * net-2026-11-29-default-held*.md). TSVMM_POLLER=main-loop or
- * threadpool chooses another.
+ * threadpool chooses another; any other value is an EnvironmentSettingError.
  */
-function defaultWait(): PollerWait {
-  const chosen = process.env['TSVMM_POLLER'];
-  return chosen === 'main-loop' || chosen === 'threadpool' ? chosen : 'held';
+export function defaultWait(env: NodeJS.ProcessEnv = process.env): PollerWait {
+  return environmentChoice<PollerWait>('TSVMM_POLLER', ['held', 'main-loop', 'threadpool'], 'held', env);
 }
 
 interface EventFdWatch {
@@ -200,6 +209,8 @@ export class EventFdPoller {
   private paused = false;
   /** An epoll_wait returned while paused: its events were left for the next one (all are level-triggered). */
   private parked = false;
+  /** Events the threadpool wait returned while paused (see rearmParked). */
+  private parkedEvents = 0;
   private closing = false;
   private closed = false;
   private failures = 0;
@@ -287,7 +298,7 @@ export class EventFdPoller {
       }
     }
     this.watches.push({ kind: 'eventfd', eventFd, onSignal, loopWatch: undefined, holdSafe });
-    epollCtl(this.epfd, EPOLL_CTL_ADD, eventFd.fd, token);
+    epollCtl(this.epfd, EPOLL_CTL_ADD, eventFd.fd, token, EVENTFD_EVENTS);
   }
 
   /** Stop watching `eventFd` (the caller still owns and closes it; it may do so at once). */
@@ -366,7 +377,10 @@ export class EventFdPoller {
       if (this.loopWatch !== undefined) {
         this.loopWatch.start();
         this.startLoopWatches();
-      } else this.waitOnThreadpool();
+      } else {
+        this.rearmParked();
+        this.waitOnThreadpool();
+      }
     }
   }
 
@@ -557,6 +571,20 @@ export class EventFdPoller {
     running.length = 0;
   }
 
+  /**
+   * The eventfds among the events a threadpool wait took while paused: an edge is reported once,
+   * so EPOLL_CTL_MOD each, which reports it again (its counter, never read, is still non-zero).
+   */
+  private rearmParked(): void {
+    const n = this.parkedEvents;
+    this.parkedEvents = 0;
+    for (let i = 0; i < n; i++) {
+      const token = this.events.readUInt32LE(i * EPOLL_EVENT_SIZE + EPOLL_EVENT_DATA_OFFSET);
+      const watch = this.watches[token];
+      if (watch?.kind === 'eventfd' && watch.loopWatch === undefined) epollCtl(this.epfd, EPOLL_CTL_MOD, watch.eventFd.fd, token, EVENTFD_EVENTS);
+    }
+  }
+
   private waitOnThreadpool(): void {
     epollWaitAsync(this.epfd, this.events, -1, (n) => this.onThreadpoolWait(n));
   }
@@ -569,8 +597,10 @@ export class EventFdPoller {
       return;
     }
     if (this.paused) {
-      // Leave the events where they are (nothing was consumed) and wait again only on resume().
+      // Wait again only on resume(). The level-triggered fds will be reported again then; the
+      // edge-triggered eventfds this wait took are re-armed by resume() (rearmParked).
       this.parked = true;
+      this.parkedEvents = n;
       return;
     }
     if (this.handle(n)) this.waitOnThreadpool();
@@ -624,8 +654,8 @@ export class EventFdPoller {
             if (watch.events !== 0) watch.onReady(events.readUInt32LE(i * EPOLL_EVENT_SIZE));
             continue;
           }
-          // Reset the counter first: a signal arriving while the handler runs then wakes us again.
-          watch.eventFd.reset();
+          // Edge-triggered (EVENTFD_EVENTS): no read of the counter, and a signal arriving while
+          // the handler runs still wakes us again.
           watch.onSignal();
         } catch (e) {
           // A level-triggered fd whose handler keeps throwing would wake us forever: stop watching it.

@@ -27,4 +27,6 @@ export interface VcpuWorkerData {
   vcpuId: number;
   vcpuFd: number;
   control: SharedArrayBuffer;
+  /** Run the thread under SCHED_BATCH (vcpu-runner.ts vcpuSchedulingPolicy). */
+  schedBatch: boolean;
 }

@@ -9,6 +9,7 @@
  * install one (async-signal-safe), and SIGUSR1 is Node's inspector.
  */
 import { Worker } from 'node:worker_threads';
+import { environmentChoice } from '../util/env-choice.js';
 import type { Bus } from '../devices/bus.js';
 import { ExitReason, KVM_EXIT_IO_OUT, SystemEventType } from '../kvm/constants.js';
 import { VcpuExitError, describeExit, type ExitDescription } from '../kvm/exits.js';
@@ -78,6 +79,23 @@ const MAX_SYNC_BURST = 64;
 /** The port-I/O data page, KVM_PIO_PAGE_OFFSET (asm/kvm.h) pages into the mapping. */
 const PIO_DATA_OFFSET = 4096;
 
+/**
+ * How vCPU threads are scheduled (TSVMM_VCPU_SCHED): `batch` (the default) runs them under
+ * SCHED_BATCH, `normal` leaves them SCHED_OTHER like every other thread. The difference is one
+ * thing only: a SCHED_BATCH thread that wakes does not preempt the thread running on its CPU
+ * (CFS skips wake-up preemption for it; it still gets its fair share). The main thread wakes a
+ * halted vCPU with every interrupt it injects (an irqfd write), usually in the middle of a
+ * device's work: frames still to read, a completion still to write. Under SCHED_OTHER the vCPU
+ * often preempted it there, ran the guest into its next request, and the device finished its
+ * turn only after that (bench/net traces: irqfd writes of over 1 ms). Measured side by side in the
+ * nested host (bench/results/net-2026-11-29-vcpu-batch*.md): ping p50 12 % and host → guest
+ * throughput 19 % better, guest → host throughput 13 % worse (the guest's sending vCPU no longer
+ * jumps the queue). QEMU and Firecracker leave their vCPU threads SCHED_OTHER.
+ */
+export function vcpuSchedulingPolicy(env: NodeJS.ProcessEnv = process.env): 'batch' | 'normal' {
+  return environmentChoice('TSVMM_VCPU_SCHED', ['batch', 'normal'], 'batch', env);
+}
+
 export class VcpuRunner {
   readonly counts: VcpuExitCounts = { io: 0, mmio: 0, intr: 0, total: 0 };
   private readonly ctl: Int32Array;
@@ -132,7 +150,7 @@ export class VcpuRunner {
     if (this.started) throw new Error(`vCPU ${this.id} was already started`);
     this.started = true;
     installKickHandler();
-    const data: VcpuWorkerData = { vcpuId: this.id, vcpuFd: this.vcpu.fd, control: this.control };
+    const data: VcpuWorkerData = { vcpuId: this.id, vcpuFd: this.vcpu.fd, control: this.control, schedBatch: vcpuSchedulingPolicy() === 'batch' };
     const worker = new Worker(new URL('./vcpu-worker.js', import.meta.url), { workerData: data, name: `vcpu${this.id}` });
     this.worker = worker;
     worker.on('error', (e) => this.fail(new Error(`vCPU ${this.id} worker thread failed: ${e.message}`, { cause: e })));

@@ -5,7 +5,7 @@
  */
 import { workerData } from 'node:worker_threads';
 import { KVM_RUN } from '../kvm/constants.js';
-import { ioctlValueRaw, lastErrno, pthreadSelf } from '../kvm/libc.js';
+import { SCHED_BATCH, ioctlValueRaw, lastErrno, pthreadSelf, setThreadSchedulingPolicy } from '../kvm/libc.js';
 import {
   CTL_READY,
   CTL_RESULT,
@@ -17,7 +17,11 @@ import {
   type VcpuWorkerData,
 } from './vcpu-protocol.js';
 
-const { vcpuFd, control } = workerData as VcpuWorkerData;
+const { vcpuFd, control, schedBatch } = workerData as VcpuWorkerData;
+// SCHED_BATCH: a vCPU woken by the main thread's irqfd write does not preempt it (CFS skips
+// wake-up preemption for batch tasks), so the main thread finishes its turn before the guest runs
+// (vcpu-runner.ts vcpuSchedulingPolicy). A refusal (a seccomp filter, say) leaves SCHED_OTHER.
+if (schedBatch) setThreadSchedulingPolicy(SCHED_BATCH);
 const ctl = new Int32Array(control);
 new BigInt64Array(control)[CTL_THREAD_ID_BIGINT_INDEX] = pthreadSelf();
 Atomics.store(ctl, CTL_READY, 1);

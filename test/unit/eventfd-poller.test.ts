@@ -181,7 +181,8 @@ for (const mode of ['main-loop', 'threadpool', 'held'] as const) {
       await until(() => calls[6] === 2);
       await settle(50);
       assert.equal(calls[5], 1, 'a removed eventfd calls no handler');
-      assert.equal(fds[5]!.consume(), 1n, 'and its signal stays unread');
+      // In the epoll set eventfds are edge-triggered and never read: both signals are still there.
+      assert.equal(fds[5]!.consume(), poller.waitsOn === 'main-loop' ? 1n : 2n, 'and its signal stays unread');
       assert.equal(calls.reduce((a, b) => a + b), 65);
     } finally {
       await poller.close();
