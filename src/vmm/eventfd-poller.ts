@@ -207,7 +207,7 @@ export class EventFdPoller {
   private readonly watches: (Watch | undefined)[] = [undefined];
   private running = false;
   private paused = false;
-  /** An epoll_wait returned while paused: its events were left for the next one (all are level-triggered). */
+  /** An epoll_wait returned while paused: the next wait starts at resume() (see parkedEvents). */
   private parked = false;
   /** Events the threadpool wait returned while paused (see rearmParked). */
   private parkedEvents = 0;

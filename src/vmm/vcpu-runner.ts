@@ -114,6 +114,8 @@ export class VcpuRunner {
   /** Views into the run area reused on every exit, so the hot path allocates no typed arrays. */
   private readonly pioViews: Uint8Array[] = [];
   private readonly mmioViews: Uint8Array[] = [];
+  /** Read at construction, so a misspelt TSVMM_VCPU_SCHED fails the VM's creation, not a vCPU's start. */
+  private readonly schedBatch = vcpuSchedulingPolicy() === 'batch';
 
   /**
    * @param syncWaitMs How long the main thread may block (Atomics.wait) for this vCPU's next exit
@@ -150,7 +152,7 @@ export class VcpuRunner {
     if (this.started) throw new Error(`vCPU ${this.id} was already started`);
     this.started = true;
     installKickHandler();
-    const data: VcpuWorkerData = { vcpuId: this.id, vcpuFd: this.vcpu.fd, control: this.control, schedBatch: vcpuSchedulingPolicy() === 'batch' };
+    const data: VcpuWorkerData = { vcpuId: this.id, vcpuFd: this.vcpu.fd, control: this.control, schedBatch: this.schedBatch };
     const worker = new Worker(new URL('./vcpu-worker.js', import.meta.url), { workerData: data, name: `vcpu${this.id}` });
     this.worker = worker;
     worker.on('error', (e) => this.fail(new Error(`vCPU ${this.id} worker thread failed: ${e.message}`, { cause: e })));

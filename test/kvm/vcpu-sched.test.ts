@@ -9,6 +9,7 @@ import { Machine } from '../../src/vmm/machine.js';
 import { enterRealMode } from '../../src/vmm/cpu-modes.js';
 import { MiB } from '../../src/memory/layout.js';
 import { SCHED_BATCH } from '../../src/kvm/libc.js';
+import { EnvironmentSettingError } from '../../src/util/env-choice.js';
 import { sleep, withTimeout } from './harness.js';
 
 const COUNTER = 0x3000;
@@ -66,4 +67,18 @@ test('by default (or =batch) each vCPU thread, and only those, runs under SCHED_
 
 test('TSVMM_VCPU_SCHED=normal leaves every thread SCHED_OTHER', async () => {
   assert.equal(await batchThreadsWhileRunning('normal'), 0);
+});
+
+test('a misspelt TSVMM_VCPU_SCHED fails the machine\'s creation with a one-line EnvironmentSettingError', () => {
+  const saved = process.env['TSVMM_VCPU_SCHED'];
+  process.env['TSVMM_VCPU_SCHED'] = 'Batch';
+  try {
+    assert.throws(
+      () => Machine.create({ memory: { ramBytes: 2 * MiB }, irqchip: false }),
+      (e: unknown) => e instanceof EnvironmentSettingError && !e.message.includes('\n') && e.message.startsWith('TSVMM_VCPU_SCHED=Batch'),
+    );
+  } finally {
+    if (saved === undefined) delete process.env['TSVMM_VCPU_SCHED'];
+    else process.env['TSVMM_VCPU_SCHED'] = saved;
+  }
 });
