@@ -579,10 +579,15 @@ export class EventFdPoller {
     const n = this.parkedEvents;
     this.parkedEvents = 0;
     for (let i = 0; i < n; i++) {
-      const token = this.events.readUInt32LE(i * EPOLL_EVENT_SIZE + EPOLL_EVENT_DATA_OFFSET);
+      const token = this.eventToken(i);
       const watch = this.watches[token];
       if (watch?.kind === 'eventfd' && watch.loopWatch === undefined) epollCtl(this.epfd, EPOLL_CTL_MOD, watch.eventFd.fd, token, EVENTFD_EVENTS);
     }
+  }
+
+  /** The token of the i-th event in `events`. Tokens are small indices: the low half of the 64-bit data field is enough, and reading it allocates no BigInt. */
+  private eventToken(i: number): number {
+    return this.events.readUInt32LE(i * EPOLL_EVENT_SIZE + EPOLL_EVENT_DATA_OFFSET);
   }
 
   private waitOnThreadpool(): void {
@@ -629,8 +634,7 @@ export class EventFdPoller {
       // post one task per step, each turn ending a hold at once) must not look like a device spinning.
       let counted = false;
       for (let i = 0; i < n; i++) {
-        // Tokens are small indices: the low half of the 64-bit data field is enough, and reading it allocates no BigInt.
-        const token = events.readUInt32LE(i * EPOLL_EVENT_SIZE + EPOLL_EVENT_DATA_OFFSET);
+        const token = this.eventToken(i);
         if (token === LOOP_TOKEN || token === DEADLINE_TOKEN) {
           // Held wait: the main loop has work (a vCPU exit's wake-up, a socket, a threadpool
           // result), or its next timer is due. The timerfd needs no read: arming resets it.

@@ -37,6 +37,11 @@ export function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/** Resolves once `condition` holds, checked every 20 ms; bound it with withTimeout. */
+export async function until(condition: () => boolean): Promise<void> {
+  while (!condition()) await sleep(20);
+}
+
 /** Little-endian bytes of a 32-bit value. */
 export function le32(v: number): number[] {
   return [v & 0xff, (v >>> 8) & 0xff, (v >>> 16) & 0xff, (v >>> 24) & 0xff];

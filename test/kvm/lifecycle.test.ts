@@ -4,13 +4,9 @@ import assert from 'node:assert/strict';
 import { Machine } from '../../src/vmm/machine.js';
 import { enterRealMode } from '../../src/vmm/cpu-modes.js';
 import { MiB } from '../../src/memory/layout.js';
-import { sleep, withTimeout } from './harness.js';
+import { sleep, until, withTimeout } from './harness.js';
 
 const COUNTER = 0x3000;
-
-async function until(condition: () => boolean): Promise<void> {
-  while (!condition()) await sleep(20);
-}
 
 test('pause, resume and stop a vCPU that never exits on its own', async () => {
   const m = Machine.create({ memory: { ramBytes: 2 * MiB }, irqchip: false });
